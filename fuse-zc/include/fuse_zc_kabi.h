@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Kernel ABI of the fuse-zc series (kernel/patches), for userspace built
+ * against headers that predate it.  These values mirror the series'
+ * include/uapi/linux/fuse.h and include/uapi/linux/io_uring.h additions;
+ * kernel/patches is the authority and must be changed together with this file.
+ */
+#ifndef FUSE_ZC_KABI_H
+#define FUSE_ZC_KABI_H
+
+#include <stdint.h>
+
+/*
+ * FUSE_INIT capability (flags2 bit 28, i.e. bit 60 of the 64-bit flags):
+ * the kernel offers it in the INIT request; the server accepts it by setting
+ * it in the INIT reply (with FUSE_INIT_EXT).  Never probe io_uring opcodes to
+ * detect zero copy: 58/59 mean RECV_ZC/EPOLL_WAIT on Linux 6.15+.
+ */
+#define FUSEZC_INIT_EXT			(1U << 30)	/* FUSE_INIT_EXT */
+#define FUSEZC_INIT_ZC_READ		(1ULL << 60)
+
+/* io_uring opcodes added by the series to Linux 6.12 (after IORING_OP_LISTEN). */
+#define FUSEZC_IORING_OP_READ_SPLICE_BUF	58
+#define FUSEZC_IORING_OP_WRITE_SPLICE_BUF	59
+
+/* sqe->splice_flags: splice_fd_in is an index into the registered files. */
+#define FUSEZC_SPLICE_F_FD_IN_FIXED	(1U << 31)
+
+/*
+ * sqe->splice_off_in for a /dev/fuse lender: the low 39 bits of the request's
+ * unique id and a byte offset into that request's data buffer.
+ */
+#define FUSEZC_POS_OFFSET_BITS		24
+#define FUSEZC_POS_UNIQUE_BITS		39
+
+static inline uint64_t fusezc_lend_pos(uint64_t unique, uint32_t offset)
+{
+	return ((unique & ((1ULL << FUSEZC_POS_UNIQUE_BITS) - 1)) <<
+		FUSEZC_POS_OFFSET_BITS) | offset;
+}
+
+/*
+ * Zero-copy reply to a FUSE_READ whose pages were filled by
+ * IORING_OP_READ_SPLICE_BUF: fuse_out_header with this bit set in unique,
+ * error 0, followed by struct fusezc_read_out.  The kernel accepts it only
+ * for a FUSE_READ that was lent, once no lending is in flight, and only for
+ * size <= the bytes the lent I/O really placed (else the read fails with EIO).
+ */
+#define FUSEZC_UNIQUE_ZC_REPLY		(1ULL << 62)	/* 63 is FUSE_UNIQUE_RESEND */
+
+struct fusezc_read_out {
+	uint64_t size;
+};
+
+/* FUSE passthrough (Linux 6.9+), for -o passthrough. */
+#define FUSEZC_INIT_PASSTHROUGH		(1ULL << 37)
+#define FUSEZC_FOPEN_PASSTHROUGH	(1U << 7)
+
+struct fusezc_backing_map {
+	int32_t fd;
+	uint32_t flags;
+	uint64_t padding;
+};
+#define FUSEZC_DEV_IOC_MAGIC		229
+#define FUSEZC_DEV_IOC_BACKING_OPEN	_IOW(FUSEZC_DEV_IOC_MAGIC, 1, struct fusezc_backing_map)
+#define FUSEZC_DEV_IOC_BACKING_CLOSE	_IOW(FUSEZC_DEV_IOC_MAGIC, 2, uint32_t)
+
+#endif /* FUSE_ZC_KABI_H */

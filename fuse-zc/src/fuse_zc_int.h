@@ -1,0 +1,163 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * libfuse-zc internals: the session, its workers and the thread-local state
+ * that ties libfuse's reply path (our fuse_custom_io hooks) to the request a
+ * worker is processing.
+ */
+#ifndef FUSE_ZC_INT_H
+#define FUSE_ZC_INT_H
+
+#include "fuse_zc.h"
+#include "fuse_zc_kabi.h"
+
+#include <liburing.h>
+#include <linux/fuse.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/uio.h>
+
+#define FZC_DEFAULT_THREADS	4
+#define FZC_MAX_THREADS		256
+#define FZC_DEFAULT_RING	8
+#define FZC_MSGBUF		512	/* small replies we rewrite (INIT, OPEN, CREATE, ZC) */
+#define FZC_ERRNO_MAX		4096
+
+/* fuse_init_out offsets (include/uapi/linux/fuse.h, 7.40+ layout). */
+#define INIT_OUT_FLAGS		12
+#define INIT_OUT_FLAGS2		32
+#define INIT_OUT_STACK_DEPTH	36
+#define INIT_OUT_MIN		40
+
+/* fuse_open_out: fh, open_flags, backing_id (was padding before 7.40). */
+struct fzc_open_out {
+	uint64_t fh;
+	uint32_t open_flags;
+	int32_t backing_id;
+};
+
+enum fzc_pending {
+	FZC_PEND_NONE,
+	FZC_PEND_ZC_READ,	/* mark the reply FUSEZC_UNIQUE_ZC_REPLY */
+	FZC_PEND_OPEN,		/* add FOPEN_PASSTHROUGH + backing_id */
+};
+
+/* Which one-line-per-reason log a note belongs to. */
+enum fzc_note {
+	FZC_NOTE_LEND,		/* IORING_OP_READ_SPLICE_BUF failed */
+	FZC_NOTE_REPLY,		/* the zero-copy reply was refused */
+	FZC_NOTE_RING,		/* io_uring setup/submit failed */
+	FZC_NOTE_NR,
+};
+
+enum fzc_splice_state {
+	FZC_SPLICE_UNKNOWN,
+	FZC_SPLICE_SEEN,	/* libfuse really spliced */
+	FZC_SPLICE_WARNED,	/* libfuse copied instead; said so once */
+};
+
+struct fusezc_worker {
+	struct fusezc_session *zs;
+	pthread_t thread;
+	bool started;
+	struct fuse_buf fbuf;
+
+	/* The raw header of the request this worker is processing. */
+	struct fuse_in_header in;
+	bool in_valid;
+
+	/* Reply rewrite armed by fusezc_reply_* just before calling libfuse. */
+	enum fzc_pending pend;
+	int pend_backing_id;
+	int pend_fd;
+	off_t pend_off;
+	size_t pend_size;
+	bool pend_fell_back;		/* ZC reply refused, copy sent instead */
+	ssize_t pend_copy_bytes;
+
+	/* What libfuse's reply path did (for counting). */
+	bool spliced;
+	ssize_t spliced_bytes;		/* payload bytes of the spliced reply */
+	ssize_t written_bytes;		/* payload bytes of the last writev reply */
+
+	/* Lazily created io_uring (zero copy only). */
+	struct io_uring ring;
+	bool ring_ready;
+	bool ring_fixed;
+	int ring_err;			/* setup failed: fall back with this errno */
+
+	char *copybuf;
+	size_t copybuf_size;
+	unsigned char msg[FZC_MSGBUF];
+};
+
+struct fusezc_session {
+	struct fuse_session *se;
+	struct fusezc_options opts;
+	int fuse_fd;
+
+	/* FUSE_INIT, filled in by the read hook and the INIT reply rewrite. */
+	uint64_t init_offered;
+	atomic_bool init_seen;
+	atomic_bool zc_active;
+	atomic_bool pt_active;
+	const char *_Atomic zc_status;
+	int init_error;			/* -errno the loop returns */
+	atomic_bool splice_enabled;	/* fusezc_conn_init() enabled SPLICE_WRITE */
+	atomic_int splice_state;
+
+	/* Loop. */
+	pthread_mutex_t lock;
+	sem_t finish;
+	int loop_error;
+	struct fusezc_worker *workers;
+	unsigned int nworkers;
+
+	/* Counters. */
+	_Atomic uint64_t zc_bytes, zc_requests;
+	_Atomic uint64_t splice_bytes, splice_requests;
+	_Atomic uint64_t copy_bytes, copy_requests;
+	_Atomic uint64_t fallbacks;
+	_Atomic uint64_t fallback_errno_counts[4];
+
+	/* One log line per (kind, errno). */
+	_Atomic uint64_t noted[FZC_NOTE_NR][FZC_ERRNO_MAX / 64];
+	atomic_bool noted_misuse;
+};
+
+extern __thread struct fusezc_worker *fzc_tls_worker;
+
+/* Log one line per session and (kind, errno); returns true when it logged. */
+bool fzc_note_once(struct fusezc_session *zs, enum fzc_note kind, int err);
+void fzc_count_fallback(struct fusezc_session *zs, int err);
+ssize_t fzc_pread_full(int fd, void *buf, size_t size, off_t off);
+void *fzc_copybuf(struct fusezc_worker *w, size_t size);
+
+/* The fuse_custom_io hooks (exposed for the unit tests). */
+ssize_t fzc_io_read(int fd, void *buf, size_t len, void *userdata);
+ssize_t fzc_io_writev(int fd, struct iovec *iov, int count, void *userdata);
+
+static inline void fzc_add(_Atomic uint64_t *ctr, uint64_t v)
+{
+	atomic_fetch_add_explicit(ctr, v, memory_order_relaxed);
+}
+
+/*
+ * The IORING_OP_READ_SPLICE_BUF SQE: read @len bytes of @fd at @off into the
+ * data pages of the in-flight FUSE request @unique of /dev/fuse @fuse_fd
+ * (@fuse_fd is a registered file index when @fixed).  Every other field 0.
+ */
+static inline void fzc_prep_lend(struct io_uring_sqe *sqe, int fd, uint64_t off,
+				 unsigned int len, int fuse_fd, bool fixed,
+				 uint64_t unique)
+{
+	memset(sqe, 0, sizeof(*sqe));
+	io_uring_prep_rw(FUSEZC_IORING_OP_READ_SPLICE_BUF, sqe, fd, NULL, len, off);
+	sqe->splice_fd_in = fuse_fd;
+	sqe->splice_off_in = fusezc_lend_pos(unique, 0);
+	sqe->splice_flags = fixed ? FUSEZC_SPLICE_F_FD_IN_FIXED : 0;
+	sqe->user_data = unique;
+}
+
+#endif /* FUSE_ZC_INT_H */

@@ -1,0 +1,333 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/*
+ * zc_hellofs: a read-only low-level FUSE filesystem for testing libfuse-zc.
+ * It serves two files with the same generated content (zc_pattern.h):
+ * "data" through the page cache and "direct" with FOPEN_DIRECT_IO; every
+ * read is answered by fusezc_reply_read().  On exit it prints the fuse-zc
+ * counters to stderr.
+ *
+ *	zc_hellofs [--mode=copy|splice|zerocopy] [--required] [--threads=N]
+ *		   [--size=BYTES] [--register-fd] [--passthrough]
+ *		   [fuse options] MOUNTPOINT
+ *
+ * With --passthrough (needs CAP_SYS_ADMIN and Linux 6.9+) "data" is opened
+ * with FOPEN_PASSTHROUGH, so its reads never reach the daemon.
+ * Runs in the foreground.  Exit 0 after a normal unmount or SIGTERM.
+ */
+#include "fuse_zc.h"
+#include "zc_pattern.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define INO_DATA	2
+#define INO_DIRECT	3
+
+struct hello_cfg {
+	char *mode;
+	int required;
+	int register_fd;
+	int passthrough;
+	unsigned int threads;
+	char *size;
+};
+
+struct hello {
+	int fd;			/* memfd with the content */
+	off_t size;
+	struct fusezc_session *zs;
+	atomic_uint pt_opens;
+	pthread_mutex_t lock;
+	int backing_id;		/* > 0 once registered */
+};
+
+static struct hello hello = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+#define HELLO_OPT(t, p) { t, offsetof(struct hello_cfg, p), 1 }
+static const struct fuse_opt hello_opts[] = {
+	HELLO_OPT("--mode=%s", mode),
+	HELLO_OPT("--required", required),
+	HELLO_OPT("--register-fd", register_fd),
+	HELLO_OPT("--passthrough", passthrough),
+	HELLO_OPT("--threads=%u", threads),
+	HELLO_OPT("--size=%s", size),
+	FUSE_OPT_END
+};
+
+static const char *const names[] = { [INO_DATA] = "data", [INO_DIRECT] = "direct" };
+
+static int hello_stat(fuse_ino_t ino, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = ino;
+	if (ino == FUSE_ROOT_ID) {
+		st->st_mode = S_IFDIR | 0755;
+		st->st_nlink = 2;
+	} else if (ino == INO_DATA || ino == INO_DIRECT) {
+		st->st_mode = S_IFREG | 0444;
+		st->st_nlink = 1;
+		st->st_size = hello.size;
+	} else {
+		return -1;
+	}
+	return 0;
+}
+
+static void hello_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	fusezc_conn_init(hello.zs, conn);
+}
+
+static void hello_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fuse_entry_param e;
+	fuse_ino_t ino;
+
+	if (parent != FUSE_ROOT_ID)
+		return (void)fuse_reply_err(req, ENOENT);
+	if (strcmp(name, names[INO_DATA]) == 0)
+		ino = INO_DATA;
+	else if (strcmp(name, names[INO_DIRECT]) == 0)
+		ino = INO_DIRECT;
+	else
+		return (void)fuse_reply_err(req, ENOENT);
+	memset(&e, 0, sizeof(e));
+	e.ino = ino;
+	e.attr_timeout = 1.0;
+	e.entry_timeout = 1.0;
+	hello_stat(ino, &e.attr);
+	fuse_reply_entry(req, &e);
+}
+
+static void hello_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct stat st;
+
+	(void)fi;
+	if (hello_stat(ino, &st) != 0)
+		return (void)fuse_reply_err(req, ENOENT);
+	fuse_reply_attr(req, &st, 1.0);
+}
+
+static void hello_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			  struct fuse_file_info *fi)
+{
+	static const struct { const char *name; fuse_ino_t ino; } ents[] = {
+		{ ".", FUSE_ROOT_ID }, { "..", FUSE_ROOT_ID },
+		{ "data", INO_DATA }, { "direct", INO_DIRECT },
+	};
+	char buf[512];
+	size_t used = 0;
+
+	(void)fi;
+	if (ino != FUSE_ROOT_ID)
+		return (void)fuse_reply_err(req, ENOTDIR);
+	for (off_t i = off; i < (off_t)(sizeof(ents) / sizeof(ents[0])); i++) {
+		struct stat st = { .st_ino = ents[i].ino };
+		size_t len;
+
+		st.st_mode = ents[i].ino == FUSE_ROOT_ID ? S_IFDIR : S_IFREG;
+		len = fuse_add_direntry(req, buf + used, sizeof(buf) - used,
+					ents[i].name, &st, i + 1);
+		if (len > sizeof(buf) - used || used + len > size)
+			break;
+		used += len;
+	}
+	fuse_reply_buf(req, buf, used);
+}
+
+/*
+ * One backing id for the content, registered on first use and kept until
+ * exit: the kernel looks the id up after the OPEN reply was written, so it
+ * must not be closed right after replying.
+ */
+static int backing_id(void)
+{
+	int id;
+
+	pthread_mutex_lock(&hello.lock);
+	if (hello.backing_id == 0)
+		hello.backing_id = fusezc_backing_open(hello.zs, hello.fd);
+	id = hello.backing_id;
+	if (id < 0)
+		hello.backing_id = 0;
+	pthread_mutex_unlock(&hello.lock);
+	return id;
+}
+
+static void hello_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	if (ino != INO_DATA && ino != INO_DIRECT)
+		return (void)fuse_reply_err(req, EISDIR);
+	if ((fi->flags & O_ACCMODE) != O_RDONLY)
+		return (void)fuse_reply_err(req, EACCES);
+	fi->direct_io = ino == INO_DIRECT;
+	fi->keep_cache = 0;
+	if (ino == INO_DATA && fusezc_passthrough_active(hello.zs)) {
+		int id = backing_id();
+
+		if (id > 0) {
+			fusezc_reply_open_passthrough(req, fi, id);
+			atomic_fetch_add(&hello.pt_opens, 1);
+			return;
+		}
+		fprintf(stderr, "zc_hellofs: backing open: %s\n", strerror(-id));
+	}
+	fuse_reply_open(req, fi);
+}
+
+static void hello_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	fusezc_reply_read(req, hello.fd, off, size);
+}
+
+static const struct fuse_lowlevel_ops hello_ops = {
+	.init = hello_init,
+	.lookup = hello_lookup,
+	.getattr = hello_getattr,
+	.readdir = hello_readdir,
+	.open = hello_open,
+	.read = hello_read,
+};
+
+static int make_content(off_t size)
+{
+	static unsigned char buf[1 << 16];
+	int fd = memfd_create("zc_hellofs", MFD_CLOEXEC);
+
+	if (fd < 0)
+		return -1;
+	for (off_t pos = 0; pos < size; ) {
+		size_t n = size - pos < (off_t)sizeof(buf) ? (size_t)(size - pos) : sizeof(buf);
+
+		zc_pattern_fill(buf, (uint64_t)pos, n);
+		if (pwrite(fd, buf, n, pos) != (ssize_t)n) {
+			close(fd);
+			return -1;
+		}
+		pos += (off_t)n;
+	}
+	return fd;
+}
+
+static void print_stats(const char *mode)
+{
+	struct fusezc_stats st;
+
+	fusezc_get_stats(hello.zs, &st);
+	fprintf(stderr,
+		"zc_hellofs: stats mode=%s zc_active=%d zc_requests=%llu zc_bytes=%llu"
+		" splice_requests=%llu splice_bytes=%llu copy_requests=%llu copy_bytes=%llu"
+		" fallbacks=%llu fb_eopnotsupp=%llu fb_eperm=%llu fb_enoent_einval=%llu"
+		" fb_other=%llu\n",
+		mode, fusezc_zerocopy_active(hello.zs),
+		(unsigned long long)st.zc_requests, (unsigned long long)st.zc_bytes,
+		(unsigned long long)st.splice_requests, (unsigned long long)st.splice_bytes,
+		(unsigned long long)st.copy_requests, (unsigned long long)st.copy_bytes,
+		(unsigned long long)st.fallbacks,
+		(unsigned long long)st.fallback_errno_counts[0],
+		(unsigned long long)st.fallback_errno_counts[1],
+		(unsigned long long)st.fallback_errno_counts[2],
+		(unsigned long long)st.fallback_errno_counts[3]);
+	fprintf(stderr, "zc_hellofs: zerocopy status: \"%s\"\n",
+		fusezc_zerocopy_status(hello.zs));
+	fprintf(stderr, "zc_hellofs: passthrough active=%d opens=%u\n",
+		fusezc_passthrough_active(hello.zs), atomic_load(&hello.pt_opens));
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_cmdline_opts opts;
+	struct hello_cfg cfg = { .threads = 4 };
+	struct fusezc_options zopts = { 0 };
+	struct fuse_session *se;
+	char *end;
+	int ret = 1, res;
+
+	if (fuse_opt_parse(&args, &cfg, hello_opts, NULL) != 0)
+		return 1;
+	if (fuse_parse_cmdline(&args, &opts) != 0)
+		return 1;
+	if (opts.show_help || opts.mountpoint == NULL) {
+		fprintf(stderr, "usage: %s [--mode=copy|splice|zerocopy] [--required] "
+			"[--threads=N] [--size=BYTES] [--register-fd] [--passthrough] MOUNTPOINT\n", argv[0]);
+		goto err_out1;
+	}
+	if (cfg.mode == NULL || strcmp(cfg.mode, "copy") == 0)
+		zopts.read_mode = FUSEZC_READ_COPY;
+	else if (strcmp(cfg.mode, "splice") == 0)
+		zopts.read_mode = FUSEZC_READ_SPLICE;
+	else if (strcmp(cfg.mode, "zerocopy") == 0)
+		zopts.read_mode = FUSEZC_READ_ZEROCOPY;
+	else {
+		fprintf(stderr, "zc_hellofs: unknown mode %s\n", cfg.mode);
+		goto err_out1;
+	}
+	zopts.zerocopy_required = cfg.required;
+	zopts.register_fuse_fd = cfg.register_fd;
+	zopts.passthrough = cfg.passthrough;
+	zopts.threads = cfg.threads;
+
+	hello.size = 3 * 1024 * 1024 + 4321;
+	if (cfg.size != NULL) {
+		hello.size = (off_t)strtoull(cfg.size, &end, 0);
+		if (*end != '\0') {
+			fprintf(stderr, "zc_hellofs: bad size %s\n", cfg.size);
+			goto err_out1;
+		}
+	}
+	hello.fd = make_content(hello.size);
+	if (hello.fd < 0) {
+		perror("zc_hellofs: content");
+		goto err_out1;
+	}
+
+	se = fuse_session_new(&args, &hello_ops, sizeof(hello_ops), &hello);
+	if (se == NULL)
+		goto err_out2;
+	if (fuse_set_signal_handlers(se) != 0)
+		goto err_out3;
+	if (fuse_session_mount(se, opts.mountpoint) != 0)
+		goto err_out4;
+	res = fusezc_session_new(se, &zopts, &hello.zs);
+	if (res != 0) {
+		fprintf(stderr, "zc_hellofs: fusezc_session_new: %s\n", strerror(-res));
+		goto err_out5;
+	}
+	res = fusezc_session_loop(hello.zs);
+	if (res != 0)
+		fprintf(stderr, "zc_hellofs: loop: %s\n", strerror(-res));
+	if (hello.backing_id > 0)
+		fusezc_backing_close(hello.zs, hello.backing_id);
+	print_stats(cfg.mode ? cfg.mode : "copy");
+	ret = res == 0 ? 0 : 1;
+	fusezc_session_destroy(hello.zs);
+err_out5:
+	fuse_session_unmount(se);
+err_out4:
+	fuse_remove_signal_handlers(se);
+err_out3:
+	fuse_session_destroy(se);
+err_out2:
+	close(hello.fd);
+err_out1:
+	free(opts.mountpoint);
+	fuse_opt_free_args(&args);
+	free(cfg.mode);
+	free(cfg.size);
+	return ret;
+}

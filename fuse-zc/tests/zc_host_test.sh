@@ -1,0 +1,196 @@
+#!/bin/bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# Host test of libfuse-zc on a stock kernel (no zero-copy patches):
+# mount zc_hellofs in each read mode, verify every byte with zc_check,
+# check the counters the daemon prints on exit, unmount, require exit 0.
+#   copy, splice        : reads served by that mode
+#   zerocopy            : must fall back (to splice), and say so once
+#   zerocopy --required : must refuse to run (exit != 0), nothing mounted
+#   copy + SIGTERM      : the signal ends the loop; the daemon unmounts
+#   copy --passthrough  : (root) "data" is FUSE passthrough: no reads reach
+#                         the daemon; "direct" still goes through it
+#
+# usage: zc_host_test.sh ZC_HELLOFS ZC_CHECK
+# Exit 0 pass, 1 fail, 77 skip (only when /dev/fuse is missing, and not
+# under CI=true).
+set -u
+
+FS=$1
+CHECK=$2
+SIZE=$((3 * 1024 * 1024 + 4321))
+PID=
+
+fail() {
+	echo "FAIL: $*" >&2
+	exit 1
+}
+
+if [ ! -c /dev/fuse ]; then
+	[ "${CI:-}" = true ] && fail "/dev/fuse is missing (CI=true: not a skip)"
+	echo "SKIP: /dev/fuse is missing"
+	exit 77
+fi
+
+WORK=$(mktemp -d /tmp/fuse-zc-test.XXXXXX) || fail "mktemp"
+
+is_mounted() {
+	awk -v m="$1" '$5 == m { found = 1 } END { exit !found }' /proc/self/mountinfo
+}
+
+cleanup() {
+	if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
+		kill -TERM "$PID"
+		sleep 1
+		kill -KILL "$PID" 2>/dev/null
+	fi
+	for m in "$WORK"/mnt-*; do
+		if is_mounted "$m"; then
+			fusermount3 -u -z "$m" 2>/dev/null || umount -l "$m"
+		fi
+	done
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# wait_mounted MNT: poll up to 10 s; fail if the daemon dies first.
+wait_mounted() {
+	local i
+	for i in $(seq 100); do
+		is_mounted "$1" && return 0
+		kill -0 "$PID" 2>/dev/null || return 1
+		sleep 0.1
+	done
+	return 1
+}
+
+# wait_exit SECONDS: wait for the daemon, set RC to its exit code (124: hung).
+wait_exit() {
+	local i
+	for i in $(seq $(($1 * 10))); do
+		kill -0 "$PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$PID" 2>/dev/null; then
+		kill -KILL "$PID"
+		wait "$PID" 2>/dev/null
+		RC=124
+	else
+		wait "$PID"
+		RC=$?
+	fi
+	PID=
+}
+
+# stat LOG KEY: a counter from the daemon's stats line.
+stat() {
+	grep -o "zc_hellofs: stats .*" "$1" | grep -o " $2=[0-9]*" | cut -d= -f2
+}
+
+start() {
+	local name=$1
+	shift
+	MNT=$WORK/mnt-$name
+	LOG=$WORK/$name.log
+	mkdir -p "$MNT"
+	"$FS" --size=$SIZE "$@" "$MNT" 2>"$LOG" &
+	PID=$!
+}
+
+show_log() {
+	sed "s/^/    [$1] /" "$LOG"
+}
+
+# run_mode NAME ARGS...: mount, verify, unmount; leaves LOG for the caller.
+# FILES (default "data direct") are the files verified.
+run_mode() {
+	local name=$1
+	shift
+	echo "== $name: $*"
+	start "$name" "$@"
+	wait_mounted "$MNT" || { show_log "$name"; fail "$name: not mounted"; }
+	for f in ${FILES:-data direct}; do
+		timeout 120 "$CHECK" "$MNT/$f" $SIZE ||
+			{ show_log "$name"; fail "$name: $f content"; }
+	done
+	timeout 20 fusermount3 -u "$MNT" || timeout 20 umount "$MNT" ||
+		{ show_log "$name"; fail "$name: unmount"; }
+	wait_exit 20
+	show_log "$name"
+	[ "$RC" = 0 ] || fail "$name: daemon exit code $RC"
+	is_mounted "$MNT" && fail "$name: still mounted"
+	grep -q "zc_hellofs: stats " "$LOG" || fail "$name: no stats line"
+	return 0
+}
+
+# expect LOG KEY OP VALUE
+expect() {
+	local v
+	v=$(stat "$1" "$2")
+	[ -n "$v" ] || fail "$name: no counter $2"
+	[ "$v" "$3" "$4" ] || fail "$name: $2=$v, want $3 $4"
+}
+
+name=copy
+run_mode copy --mode=copy --threads=4
+expect "$LOG" copy_requests -gt 0
+expect "$LOG" copy_bytes -ge $SIZE
+expect "$LOG" splice_requests -eq 0
+expect "$LOG" zc_requests -eq 0
+expect "$LOG" fallbacks -eq 0
+
+name=splice
+run_mode splice --mode=splice --threads=2
+expect "$LOG" splice_requests -gt 0
+expect "$LOG" splice_bytes -ge $SIZE
+expect "$LOG" zc_requests -eq 0
+expect "$LOG" fallbacks -eq 0
+
+name=zerocopy
+run_mode zerocopy --mode=zerocopy --threads=4 --register-fd
+expect "$LOG" zc_active -eq 0
+expect "$LOG" zc_requests -eq 0
+expect "$LOG" splice_requests -gt 0
+expect "$LOG" splice_bytes -ge $SIZE
+expect "$LOG" fallbacks -eq 0
+n=$(grep -c "fuse-zc: zero copy unavailable: kernel does not offer FUSE zero copy (stock kernel); falling back to splice" "$LOG")
+[ "$n" = 1 ] || fail "zerocopy: fallback reported $n times, want once"
+grep -q 'zerocopy status: "kernel does not offer FUSE zero copy (stock kernel)"' "$LOG" ||
+	fail "zerocopy: status not reported"
+
+name=required
+echo "== required: --mode=zerocopy --required"
+start required --mode=zerocopy --required
+wait_exit 20
+show_log required
+[ "$RC" != 0 ] && [ "$RC" != 124 ] || fail "required: daemon exit code $RC, want failure"
+grep -q "fuse-zc: zero copy required but the kernel does not offer it (needs the fuse-zc patched kernel)" "$LOG" ||
+	fail "required: refusal not logged"
+n=$(grep -c "zero copy required" "$LOG")
+[ "$n" = 1 ] || fail "required: refusal logged $n times"
+is_mounted "$MNT" && fail "required: left mounted"
+
+name=sigterm
+echo "== sigterm: --mode=copy, ended by SIGTERM"
+start sigterm --mode=copy --threads=3
+wait_mounted "$MNT" || { show_log sigterm; fail "sigterm: not mounted"; }
+timeout 20 cmp "$MNT/data" "$MNT/direct" || fail "sigterm: data and direct differ"
+kill -TERM "$PID"
+wait_exit 20
+show_log sigterm
+[ "$RC" = 0 ] || fail "sigterm: daemon exit code $RC"
+is_mounted "$MNT" && fail "sigterm: still mounted"
+
+name=passthrough
+if [ "$(id -u)" = 0 ]; then
+	FILES=data run_mode passthrough --mode=copy --passthrough
+	grep -q "zc_hellofs: passthrough active=1 opens=[1-9]" "$LOG" ||
+		fail "passthrough: not active (kernel 6.9+ with FUSE passthrough expected)"
+	expect "$LOG" copy_requests -eq 0
+	grep -q "passthrough unavailable" "$LOG" && fail "passthrough: reported unavailable"
+else
+	echo "== passthrough: not root, not tested"
+fi
+
+echo "PASS"
+exit 0
