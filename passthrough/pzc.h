@@ -1,0 +1,119 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * passthrough_zc: shared types of the filesystem (options, inodes, handles).
+ *
+ * Lock order (outer first):
+ *	pzc_inode.lock  ->  pzc_fs.lock
+ * An inode's lock may be held while the table lock is taken, never the
+ * reverse.  No lock is held across a reply or a blocking file operation
+ * other than FUSE_DEV_IOC_BACKING_{OPEN,CLOSE} (under the inode's lock, so
+ * that all opens of one inode share one backing id).
+ */
+#ifndef PZC_H
+#define PZC_H
+
+#include "fuse_zc.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#define PZC_VERSION "0.1.0"
+
+enum pzc_cache {
+	PZC_CACHE_NEVER,
+	PZC_CACHE_AUTO,
+	PZC_CACHE_ALWAYS,
+};
+
+/* Read-mode words of -o; PZC_MODE_DEFAULT resolves to zero copy with
+ * automatic fallback. */
+enum pzc_mode {
+	PZC_MODE_DEFAULT,
+	PZC_MODE_ZEROCOPY,
+	PZC_MODE_ZEROCOPY_REQUIRED,
+	PZC_MODE_SPLICE,
+	PZC_MODE_COPY,
+};
+
+/* Everything -o and the command line set; filled by one fuse_opt table. */
+struct pzc_config {
+	char *source;
+	int mode;		/* enum pzc_mode */
+	int passthrough;
+	int cache;		/* enum pzc_cache */
+	double timeout;
+	int timeout_set;
+	int direct_io;
+	int writeback;
+	int flock;
+	int xattr;
+	unsigned int max_read;
+	unsigned int max_readahead;
+	unsigned int max_write;
+	unsigned int threads;
+	int stats;
+	/* from fuse_parse_cmdline */
+	int debug;
+	int foreground;
+	int singlethread;
+	char *mountpoint;
+};
+
+struct pzc_inode {
+	struct pzc_inode *hnext;	/* hash chain; pzc_fs.lock */
+	dev_t dev;			/* key, immutable */
+	ino_t ino;			/* key, immutable */
+	int fd;				/* O_PATH, immutable while hashed */
+	uint64_t generation;		/* immutable */
+	uint64_t nlookup;		/* pzc_fs.lock */
+	uint64_t nopen;			/* pzc_fs.lock */
+	pthread_mutex_t lock;		/* backing_id, backing_refs */
+	int backing_id;			/* FUSE passthrough id, 0 = none */
+	unsigned int backing_refs;
+};
+
+struct pzc_fs {
+	struct pzc_config cfg;
+	pthread_mutex_t lock;		/* inode table, nlookup, nopen */
+	struct pzc_inode **buckets;
+	size_t nbuckets;
+	size_t ninodes;
+	uint64_t next_generation;
+	struct pzc_inode root;
+	struct fuse_session *se;
+	struct fusezc_session *zs;
+	atomic_bool passthrough_ok;	/* cleared on the first refusal */
+	bool writeback_on;		/* negotiated in init */
+	long pagesize;
+};
+
+/* An open regular file.  fd is a normal (buffered) descriptor; dio_fd is
+ * the same file opened with O_DIRECT when the user asked for it and the
+ * source supports it, else -1. */
+struct pzc_file {
+	int fd;
+	int dio_fd;
+	int backing_id;
+};
+
+struct pzc_dir {
+	void *dp;			/* DIR * */
+	void *entry;			/* struct dirent * pending */
+	off_t offset;
+};
+
+/* inode.c */
+int pzc_itable_init(struct pzc_fs *fs, int root_fd);
+void pzc_itable_destroy(struct pzc_fs *fs);
+struct pzc_inode *pzc_inode_get(struct pzc_fs *fs, int fd, const struct stat *st,
+				bool *created);
+void pzc_inode_ref(struct pzc_fs *fs, struct pzc_inode *inode);
+void pzc_inode_unref(struct pzc_fs *fs, struct pzc_inode *inode, uint64_t n);
+void pzc_inode_open(struct pzc_fs *fs, struct pzc_inode *inode);
+void pzc_inode_close(struct pzc_fs *fs, struct pzc_inode *inode);
+
+#endif /* PZC_H */

@@ -1,0 +1,147 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""pytest setup for the passthrough_zc suite.
+
+Modes come from --mode (repeatable or comma separated), else from
+FUSEZC_TEST_MODES, else "copy,splice,passthrough,zerocopy".  Each mode is
+a passthrough_zc read-mode option (-o MODE); "default" passes none.
+
+FUSEZC_EXPECT_ZC=1        the kernel offers zero copy: assert it is used
+                          (daemon stats and the connection's zerocopy_stats)
+FUSEZC_EXPECT_PASSTHROUGH=0|1  whether -o passthrough must be active
+                          (default: 1 when root on Linux >= 6.9)
+FUSEZC_BIG=1              >= 1 GiB of random-range reads instead of 64 MiB
+FUSEZC_BIN                the binary (default: build/bin/passthrough_zc)
+"""
+
+import os
+import platform
+
+import pytest
+
+import util
+
+DEFAULT_MODES = "copy,splice,passthrough,zerocopy"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--mode", action="append", default=[],
+                     help="read mode(s) to test, e.g. --mode zerocopy=required")
+
+
+def _modes(config):
+    raw = config.getoption("--mode") or [os.environ.get("FUSEZC_TEST_MODES", DEFAULT_MODES)]
+    modes = []
+    for item in raw:
+        modes += [m for m in item.replace(" ", ",").split(",") if m]
+    return modes
+
+
+def pytest_configure(config):
+    if not os.path.exists("/dev/fuse"):
+        if os.environ.get("CI"):
+            raise pytest.UsageError("/dev/fuse is missing (and CI is set)")
+        pytest.exit("/dev/fuse is missing: skipping", returncode=77)
+    if not os.access(util.binary(), os.X_OK):
+        raise pytest.UsageError(f"{util.binary()} is not built (set FUSEZC_BIN)")
+
+
+def pytest_generate_tests(metafunc):
+    if "mode" in metafunc.fixturenames:
+        metafunc.parametrize("mode", _modes(metafunc.config))
+
+
+def expect_zc():
+    return os.environ.get("FUSEZC_EXPECT_ZC") == "1"
+
+
+def expect_passthrough():
+    env = os.environ.get("FUSEZC_EXPECT_PASSTHROUGH")
+    if env is not None:
+        return env == "1"
+    major, minor = (int(x) for x in platform.release().split(".")[:2])
+    return os.geteuid() == 0 and (major, minor) >= (6, 9)
+
+
+def server_read_bytes(stats):
+    return stats["zc_bytes"] + stats["splice_bytes"] + stats["copy_bytes"]
+
+
+def check_mode_log(mode, log, stats):
+    """What every run in @mode must show in its log and statistics."""
+    assert stats, f"no stats line in the daemon log:\n{log}"
+    if mode == "copy":
+        assert stats["zc_bytes"] == 0 and stats["splice_bytes"] == 0, log
+    elif mode == "splice":
+        assert stats["zc_bytes"] == 0, log
+    elif mode.startswith("zerocopy") or mode == "default":
+        if expect_zc():
+            assert stats["zerocopy_active"] == 1, log
+        else:
+            # the stock kernel: mount fine, fall back, and say so
+            assert stats["zerocopy_active"] == 0, log
+            assert stats["zc_bytes"] == 0, log
+            assert "zerocopy unavailable" in log and "falling back" in log, log
+    elif mode == "passthrough":
+        if expect_passthrough():
+            assert stats["passthrough_active"] == 1, log
+            assert "passthrough active" in log, log
+            assert server_read_bytes(stats) == 0, log
+
+
+class Mounted:
+    def __init__(self, tmp_path, mode, options=()):
+        self.mode = mode
+        self.src = str(tmp_path / "src")
+        self.mnt = str(tmp_path / "mnt")
+        os.makedirs(self.src, exist_ok=True)
+        os.makedirs(self.mnt, exist_ok=True)
+        self.options = [*util.mode_options(mode), *options]
+        self.daemon = util.Daemon(self.src, self.mnt, self.options,
+                                  str(tmp_path / "daemon.log"))
+        self.rc = self.log = self.stats = None
+
+    def s(self, *names):
+        return os.path.join(self.src, *names)
+
+    def m(self, *names):
+        return os.path.join(self.mnt, *names)
+
+    def unmount(self):
+        """Unmount (once) and check the exit code and the mode's log."""
+        if self.rc is None:
+            self.rc, self.log = self.daemon.unmount()
+            self.stats = util.parse_stats(self.log)
+            assert self.rc == 0, f"daemon exit code {self.rc}:\n{self.log}"
+            assert not util.is_mounted(self.mnt)
+            check_mode_log(self.mode, self.log, self.stats)
+        return self.stats
+
+
+@pytest.fixture
+def fs(tmp_path, mode):
+    m = Mounted(tmp_path, mode)
+    try:
+        yield m
+        m.unmount()
+    finally:
+        if m.rc is None:
+            m.daemon.kill()
+
+
+@pytest.fixture
+def mount_with(tmp_path):
+    """Mount with extra options: mount_with(mode, [opts])."""
+    made = []
+
+    def make(mode, options=(), sub="x"):
+        m = Mounted(tmp_path / sub, mode, options)
+        made.append(m)
+        return m
+    yield make
+    for m in made:
+        if m.rc is None:
+            try:
+                m.unmount()
+            finally:
+                if m.rc is None:
+                    m.daemon.kill()

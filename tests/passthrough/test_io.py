@@ -1,0 +1,184 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Data paths under load: concurrency, random ranges, zero-copy accounting,
+and the caching / request-size options."""
+
+import mmap
+import os
+import random
+import threading
+
+import pytest
+
+import util
+from conftest import expect_zc
+from test_ops import pattern, read_file, write_file
+
+BIG = os.environ.get("FUSEZC_BIG") == "1"
+
+
+def test_concurrent_readers_writers(fs):
+    nthreads, size = 8, 4 << 20
+    src = pattern(size, 21)
+    write_file(fs.s("shared"), src)
+    errors = []
+
+    def reader(seed):
+        rnd = random.Random(seed)
+        try:
+            with open(fs.m("shared"), "rb") as f:
+                for _ in range(60):
+                    off = rnd.randrange(size)
+                    n = rnd.randrange(1, 1 << 20)
+                    if os.pread(f.fileno(), n, off) != src[off:off + n]:
+                        errors.append(f"reader {seed}: mismatch at {off}+{n}")
+                        return
+        except Exception as e:  # noqa: BLE001 - report from the main thread
+            errors.append(repr(e))
+
+    def writer(i):
+        try:
+            data = pattern(1 << 20, 100 + i)
+            with open(fs.m(f"w{i}"), "wb") as f:
+                for off in range(0, len(data), 65536):
+                    f.write(data[off:off + 65536])
+            # disjoint regions of one common file
+            with open(fs.m("common"), "r+b") as f:
+                os.pwrite(f.fileno(), data[:65536], i * 65536)
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+
+    write_file(fs.m("common"), bytes(nthreads * 65536))
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(nthreads)]
+    threads += [threading.Thread(target=writer, args=(i,)) for i in range(nthreads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+        assert not t.is_alive(), "thread hung"
+    assert not errors, errors
+    common = read_file(fs.s("common"))
+    for i in range(nthreads):
+        exp = pattern(1 << 20, 100 + i)
+        assert read_file(fs.s(f"w{i}")) == exp
+        assert read_file(fs.m(f"w{i}")) == exp
+        assert common[i * 65536:(i + 1) * 65536] == exp[:65536]
+
+
+def _random_reads(path_m, path_s, total, seed, direct=False):
+    """Random (offset, length) reads of path_m compared with path_s;
+    returns (bytes read, mismatches)."""
+    rnd = random.Random(seed)
+    size = os.stat(path_s).st_size
+    ref = os.open(path_s, os.O_RDONLY)
+    flags = os.O_RDONLY | (os.O_DIRECT if direct else 0)
+    fd = os.open(path_m, flags)
+    buf = mmap.mmap(-1, 1 << 20)
+    done = mismatches = 0
+    try:
+        while done < total:
+            if direct:
+                off = rnd.randrange(size // 4096) * 4096
+                n = rnd.choice((4096, 65536, 1 << 20))
+                got = os.preadv(fd, [memoryview(buf)[:n]], off)
+                data = buf[:got]
+            else:
+                off = rnd.randrange(size)
+                n = rnd.randrange(1, 1 << 20)
+                data = os.pread(fd, n, off)
+            if data != os.pread(ref, len(data), off) or \
+                    len(data) != min(n, size - off):
+                mismatches += 1
+            done += len(data)
+    finally:
+        os.close(fd)
+        os.close(ref)
+        buf.close()
+    return done, mismatches
+
+
+def test_random_range_reads(fs):
+    size = (256 << 20) if BIG else (32 << 20)
+    total = (1 << 30) if BIG else (64 << 20)
+    with open(fs.s("big"), "wb") as f:
+        for i in range(size >> 20):
+            f.write(pattern(1 << 20, i * 65536))
+    done, bad = _random_reads(fs.m("big"), fs.s("big"), total // 2, 1)
+    assert bad == 0
+    done2, bad = _random_reads(fs.m("big"), fs.s("big"), total // 2, 2, direct=True)
+    assert bad == 0
+    assert done + done2 >= total
+
+
+@pytest.mark.skipif(not expect_zc(), reason="FUSEZC_EXPECT_ZC=1 not set (stock kernel)")
+def test_zerocopy_connection_stats(fs):
+    """Inside the patched kernel: FUSE_READ data really moved by zero copy."""
+    if not fs.mode.startswith("zerocopy") and fs.mode != "default":
+        pytest.skip("zero-copy accounting applies to the zerocopy modes")
+    size = 64 << 20
+    with open(fs.s("zc"), "wb") as f:
+        for i in range(size >> 20):
+            f.write(pattern(1 << 20, i))
+    before = util.zc_conn_stats(fs.mnt)
+    for name in ("zc_read_bytes", "copy_read_bytes", "zc_refused", "zc_lent_pages"):
+        assert name in before, before
+    done, bad = _random_reads(fs.m("zc"), fs.s("zc"), size, 3, direct=True)
+    assert bad == 0
+    # buffered: a fresh open (cache=auto drops the page cache on open)
+    with open(fs.m("zc"), "rb") as f:
+        assert f.read() == read_file(fs.s("zc"))
+    done += size
+    after = util.zc_conn_stats(fs.mnt)
+    zc = after["zc_read_bytes"] - before["zc_read_bytes"]
+    copied = after["copy_read_bytes"] - before["copy_read_bytes"]
+    assert zc >= done * 0.99, (zc, done, after)
+    assert copied <= done * 0.01, (copied, done, after)
+    stats = fs.unmount()
+    assert stats["zc_bytes"] >= zc * 0.99
+    assert stats["fallbacks"] == 0 or stats["zc_bytes"] > 100 * stats["fallbacks"]
+
+
+# --- options: caching, writeback, direct_io, single thread, sizes --------
+
+OPTION_SETS = [
+    ["-o", "cache=never"],
+    ["-o", "cache=always"],
+    ["-o", "writeback"],
+    ["-o", "direct_io"],
+    ["-s"],
+    ["-o", "max_write=131072,max_readahead=65536"],
+    ["-o", "max_read=262144"],
+    ["-o", "timeout=0.5,no_flock,no_xattr"],
+]
+
+
+@pytest.mark.parametrize("options", OPTION_SETS, ids=lambda o: "".join(o))
+def test_options_smoke(mount_with, mode, options):
+    if mode == "passthrough" and "writeback" in "".join(options):
+        pytest.skip("passthrough and writeback are exclusive")
+    m = mount_with(mode, options)
+    data = pattern(3 << 20, 31)
+    write_file(m.m("f"), data)
+    assert read_file(m.s("f")) == data
+    assert read_file(m.m("f")) == data
+    with open(m.m("f"), "r+b") as f:
+        f.seek(12345)
+        f.write(b"patch")
+        f.seek(0)
+        exp = data[:12345] + b"patch" + data[12350:]
+        assert f.read() == exp
+    with open(m.m("wo"), "wb") as f:     # O_WRONLY (writeback makes it O_RDWR)
+        f.write(b"a" * 10000)
+    with open(m.m("wo"), "ab") as f:
+        f.write(b"b" * 10)
+    assert read_file(m.s("wo")) == b"a" * 10000 + b"b" * 10
+    os.truncate(m.m("f"), 100)
+    assert read_file(m.m("f")) == exp[:100]
+    if "direct_io" not in options and "cache=never" not in "".join(options):
+        with open(m.m("f"), "r+b") as f, mmap.mmap(f.fileno(), 0) as mm:
+            mm[0:3] = b"MAP"
+        assert read_file(m.s("f"))[:3] == b"MAP"
+    if "no_xattr" in "".join(options):
+        with pytest.raises(OSError):
+            os.setxattr(m.m("f"), "user.x", b"1")
+    done, bad = _random_reads(m.m("f"), m.s("f"), 1000, 4)
+    assert bad == 0
