@@ -1,0 +1,669 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * minifuse: raw /dev/fuse server for the kernel tests (see minifuse.h).
+ * It talks the protocol itself rather than through libfuse so that it can
+ * send the replies a broken or hostile server would.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/fuse.h>
+#include <liburing.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fuse_zc_kabi.h"
+#include "minifuse.h"
+
+#define MF_MAX_WRITE	(1U << 20)
+#define MF_BUF_SIZE	(MF_MAX_WRITE + 4096)
+#define MF_ROOT_INO	1
+#define MF_FILE_INO	2
+#define MF_FILE_NAME	"file"
+
+struct mf_instance {
+	const struct mf_config *cfg;
+	struct mf_shared *sh;
+	int fuse_fd;
+	int backing_fd;
+	int backing_wronly_fd;	/* for MF_READ_LIE_FAILED_IO */
+	bool copy_only;		/* the second connection */
+	struct mf_instance *peer;
+};
+
+struct mf_worker {
+	struct mf_instance *in;
+	struct io_uring ring;
+	char *buf;
+	char *data;		/* copy replies */
+	int pipe[2];		/* splice_receive */
+};
+
+static void mf_sleep_ms(unsigned int ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
+
+static int mf_reply_iov(struct mf_instance *in, uint64_t unique, int error,
+			struct iovec *iov, int cnt)
+{
+	struct fuse_out_header oh = { .unique = unique, .error = error };
+	struct iovec v[4];
+	ssize_t n;
+	int i;
+
+	v[0].iov_base = &oh;
+	v[0].iov_len = sizeof(oh);
+	oh.len = sizeof(oh);
+	for (i = 0; i < cnt; i++) {
+		v[i + 1] = iov[i];
+		oh.len += iov[i].iov_len;
+	}
+	n = writev(in->fuse_fd, v, cnt + 1);
+	return n < 0 ? -errno : 0;
+}
+
+static int mf_reply(struct mf_instance *in, uint64_t unique, int error,
+		    const void *arg, size_t len)
+{
+	struct iovec iov = { (void *)arg, len };
+
+	return mf_reply_iov(in, unique, error, &iov, len ? 1 : 0);
+}
+
+static int mf_reply_zc(struct mf_instance *in, uint64_t unique, uint64_t size)
+{
+	struct fusezc_read_out out = { .size = size };
+
+	return mf_reply(in, unique | FUSEZC_UNIQUE_ZC_REPLY, 0, &out, sizeof(out));
+}
+
+static void mf_fill_attr(struct mf_instance *in, uint64_t ino, struct fuse_attr *a)
+{
+	struct stat st;
+
+	memset(a, 0, sizeof(*a));
+	a->ino = ino;
+	a->nlink = 1;
+	a->blksize = 4096;
+	if (ino == MF_ROOT_INO) {
+		a->mode = S_IFDIR | 0755;
+		a->nlink = 2;
+		return;
+	}
+	if (fstat(in->backing_fd, &st) == 0) {
+		a->size = st.st_size;
+		a->blocks = st.st_blocks;
+	}
+	a->mode = S_IFREG | 0444;
+}
+
+static void mf_do_init(struct mf_instance *in, struct fuse_in_header *h, void *arg)
+{
+	struct fuse_init_in *ii = arg;
+	struct fuse_init_out out = { 0 };
+	uint64_t offered = ii->flags;
+
+	if (ii->minor >= 36 && (ii->flags & FUSE_INIT_EXT))
+		offered |= (uint64_t)ii->flags2 << 32;
+	if (!in->copy_only)
+		in->sh->zc_offered = !!(offered & FUSEZC_INIT_ZC_READ);
+
+	out.major = FUSE_KERNEL_VERSION;
+	out.minor = ii->minor < FUSE_KERNEL_MINOR_VERSION ? ii->minor : FUSE_KERNEL_MINOR_VERSION;
+	out.max_readahead = ii->max_readahead;
+	out.flags = FUSE_ASYNC_READ | FUSE_BIG_WRITES | FUSE_MAX_PAGES | FUSE_INIT_EXT;
+	if (in->cfg->accept_zc && (offered & FUSEZC_INIT_ZC_READ)) {
+		out.flags2 = (uint32_t)(FUSEZC_INIT_ZC_READ >> 32);
+		if (!in->copy_only)
+			in->sh->zc_accepted = 1;
+	}
+	out.max_background = 64;
+	out.congestion_threshold = 48;
+	out.max_write = MF_MAX_WRITE;
+	out.time_gran = 1;
+	out.max_pages = 256;
+	mf_reply(in, h->unique, 0, &out, sizeof(out));
+	if (!in->copy_only)
+		in->sh->init_done = 1;
+}
+
+/* Submit one SQE and wait for it; returns cqe->res. */
+static int mf_ring_run(struct io_uring *ring, struct io_uring_sqe *sqe)
+{
+	struct io_uring_cqe *cqe;
+	int ret;
+
+	(void)sqe;
+	ret = io_uring_submit_and_wait(ring, 1);
+	if (ret < 0)
+		return ret;
+	ret = io_uring_wait_cqe(ring, &cqe);
+	if (ret < 0)
+		return ret;
+	ret = cqe->res;
+	io_uring_cqe_seen(ring, cqe);
+	return ret;
+}
+
+static struct io_uring_sqe *mf_prep_splice_buf(struct mf_worker *w, int op,
+					       int fd, uint64_t off, unsigned int len,
+					       int lender, uint64_t lend_pos)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+
+	io_uring_prep_rw(op, sqe, fd, NULL, len, off);
+	sqe->splice_fd_in = lender;
+	sqe->splice_off_in = lend_pos;
+	sqe->splice_flags = 0;
+	return sqe;
+}
+
+/* READ_SPLICE_BUF of the backing file into request @unique; cqe->res. */
+static int mf_lend_read(struct mf_worker *w, uint64_t unique, int fd,
+			uint64_t off, unsigned int len)
+{
+	const struct mf_config *cfg = w->in->cfg;
+	struct io_uring_sqe *sqe;
+
+	sqe = mf_prep_splice_buf(w, FUSEZC_IORING_OP_READ_SPLICE_BUF,
+				 cfg->fixed_target && fd == w->in->backing_fd ? 1 : fd,
+				 off, len, cfg->fixed_lender ? 0 : w->in->fuse_fd,
+				 fusezc_lend_pos(unique, 0));
+	if (cfg->fixed_lender)
+		sqe->splice_flags = FUSEZC_SPLICE_F_FD_IN_FIXED;
+	if (cfg->fixed_target && fd == w->in->backing_fd)
+		sqe->flags |= IOSQE_FIXED_FILE;
+	return mf_ring_run(&w->ring, sqe);
+}
+
+static void mf_reply_copy(struct mf_worker *w, uint64_t unique, uint64_t off,
+			  uint32_t size)
+{
+	ssize_t n = pread(w->in->backing_fd, w->data, size, off);
+
+	if (n < 0) {
+		mf_reply(w->in, unique, -errno, NULL, 0);
+		return;
+	}
+	mf_reply(w->in, unique, 0, w->data, n);
+	__sync_fetch_and_add(&w->in->sh->copy_replies, 1);
+}
+
+static void mf_probe(struct mf_worker *w, const char *name, int expected, int got)
+{
+	struct mf_shared *sh = w->in->sh;
+	int i = sh->nr_probes;
+
+	if (i >= MF_MAX_PROBES)
+		return;
+	snprintf(sh->probes[i].name, sizeof(sh->probes[i].name), "%s", name);
+	sh->probes[i].expected = expected;
+	sh->probes[i].got = got;
+	sh->nr_probes = i + 1;
+}
+
+static int mf_probe_sqe(struct mf_worker *w, int op, int fd, uint64_t off,
+			unsigned int len, int lender, uint64_t pos,
+			void (*tweak)(struct io_uring_sqe *))
+{
+	struct io_uring_sqe *sqe = mf_prep_splice_buf(w, op, fd, off, len, lender, pos);
+
+	if (tweak)
+		tweak(sqe);
+	return mf_ring_run(&w->ring, sqe);
+}
+
+static void tweak_ioprio(struct io_uring_sqe *s) { s->ioprio = 1; }
+static void tweak_buf_index(struct io_uring_sqe *s) { s->buf_index = 1; }
+static void tweak_addr3(struct io_uring_sqe *s) { s->addr3 = 1; }
+static void tweak_splice_move(struct io_uring_sqe *s) { s->splice_flags = 1; /* SPLICE_F_MOVE */ }
+static void tweak_fixed_bad(struct io_uring_sqe *s)
+{
+	s->splice_flags = FUSEZC_SPLICE_F_FD_IN_FIXED;
+	s->splice_fd_in = 1000;
+}
+
+/*
+ * Identity and direction probes on a live FUSE_READ.  None may lend: the
+ * request is served correctly afterwards and the reader checks its bytes.
+ */
+static void mf_run_probes(struct mf_worker *w, uint64_t unique, uint64_t off,
+			  uint32_t size, uint64_t prev_unique)
+{
+	struct mf_instance *in = w->in;
+	const int rd = FUSEZC_IORING_OP_READ_SPLICE_BUF;
+	uint64_t pos = fusezc_lend_pos(unique, 0);
+	char tmpl[] = "/tmp/mf-probe-XXXXXX";
+	char before[4096], after[4096];
+	int plain, pfd[2], ret;
+
+	mf_probe(w, "not in flight", -ENOENT,
+		 mf_probe_sqe(w, rd, in->backing_fd, off, size, in->fuse_fd,
+			      fusezc_lend_pos(unique + 2000, 0), NULL));
+	if (prev_unique)
+		mf_probe(w, "stale (answered) request", -ENOENT,
+			 mf_probe_sqe(w, rd, in->backing_fd, off, size, in->fuse_fd,
+				      fusezc_lend_pos(prev_unique, 0), NULL));
+	mf_probe(w, "offset past the request", -EINVAL,
+		 mf_probe_sqe(w, rd, in->backing_fd, off, 4096, in->fuse_fd,
+			      fusezc_lend_pos(unique, size), NULL));
+	mf_probe(w, "io_uring fd as lender", -EBADF,
+		 mf_probe_sqe(w, rd, in->backing_fd, off, size, w->ring.ring_fd,
+			      pos, NULL));
+	mf_probe(w, "write direction on FUSE_READ", -EOPNOTSUPP,
+		 mf_probe_sqe(w, FUSEZC_IORING_OP_WRITE_SPLICE_BUF, in->backing_fd,
+			      off, size, in->fuse_fd, pos, NULL));
+	mf_probe(w, "ioprio set", -EINVAL,
+		 mf_probe_sqe(w, rd, in->backing_fd, off, size, in->fuse_fd, pos,
+			      tweak_ioprio));
+	mf_probe(w, "buf_index set", -EINVAL,
+		 mf_probe_sqe(w, rd, in->backing_fd, off, size, in->fuse_fd, pos,
+			      tweak_buf_index));
+	mf_probe(w, "addr3 set", -EINVAL,
+		 mf_probe_sqe(w, rd, in->backing_fd, off, size, in->fuse_fd, pos,
+			      tweak_addr3));
+	mf_probe(w, "splice flag other than FD_IN_FIXED", -EINVAL,
+		 mf_probe_sqe(w, rd, in->backing_fd, off, size, in->fuse_fd, pos,
+			      tweak_splice_move));
+	mf_probe(w, "bad fixed lender index", -EBADF,
+		 mf_probe_sqe(w, rd, in->backing_fd, off, size, in->fuse_fd, pos,
+			      tweak_fixed_bad));
+	mf_probe(w, "zero length", -EINVAL,
+		 mf_probe_sqe(w, rd, in->backing_fd, off, 0, in->fuse_fd, pos, NULL));
+	mf_probe(w, "longer than 256 pages", -EINVAL,
+		 mf_probe_sqe(w, rd, in->backing_fd, off, (256 << 12) + 4096,
+			      in->fuse_fd, pos, NULL));
+
+	if (pipe(pfd) == 0) {
+		mf_probe(w, "pipe as the I/O file", -EINVAL,
+			 mf_probe_sqe(w, rd, pfd[0], 0, size, in->fuse_fd, pos, NULL));
+		close(pfd[0]);
+		close(pfd[1]);
+	}
+
+	/* a lender that does not lend: page cache pages of a plain file */
+	plain = mkstemp(tmpl);
+	if (plain >= 0) {
+		memset(before, 'P', sizeof(before));
+		if (pwrite(plain, before, sizeof(before), 0) == (ssize_t)sizeof(before)) {
+			mf_probe(w, "regular file as lender", -EOPNOTSUPP,
+				 mf_probe_sqe(w, rd, in->backing_fd, off, 4096, plain,
+					      0, NULL));
+			ret = pread(plain, after, sizeof(after), 0);
+			mf_probe(w, "non-lender's pages untouched", 0,
+				 ret == (int)sizeof(after) &&
+				 !memcmp(before, after, sizeof(after)) ? 0 : -EIO);
+		}
+		close(plain);
+		unlink(tmpl);
+	}
+
+	if (in->peer && in->peer->fuse_fd >= 0)
+		mf_probe(w, "request of another connection", -ENOENT,
+			 mf_probe_sqe(w, rd, in->backing_fd, off, size,
+				      in->peer->fuse_fd, pos, NULL));
+}
+
+static void mf_do_read(struct mf_worker *w, struct fuse_in_header *h,
+		       struct fuse_read_in *ri)
+{
+	struct mf_instance *in = w->in;
+	struct mf_shared *sh = in->sh;
+	enum mf_read_mode mode = in->copy_only ? MF_READ_COPY : sh->mode;
+	static uint64_t prev_unique;
+	struct io_uring_sqe *sqe;
+	struct io_uring_cqe *cqe;
+	int res, ret;
+
+	__sync_fetch_and_add(&sh->reads, 1);
+	if (mode == MF_READ_SLOW_COPY) {
+		mf_sleep_ms(sh->slow_ms);
+		mode = MF_READ_COPY;
+	}
+	if (mode == MF_READ_COPY || !sh->zc_accepted) {
+		mf_reply_copy(w, h->unique, ri->offset, ri->size);
+		return;
+	}
+
+	switch (mode) {
+	case MF_READ_PROBE:
+		/* from the second read on, so that a stale request exists */
+		if (prev_unique && !__sync_lock_test_and_set(&sh->probes_done, 1))
+			mf_run_probes(w, h->unique, ri->offset, ri->size, prev_unique);
+		break;
+	case MF_READ_NO_LEND:
+		ret = mf_reply_zc(in, h->unique, ri->size);
+		sh->reply_errno = -ret;
+		if (ret < 0)	/* refused: the request is still ours to answer */
+			mf_reply_copy(w, h->unique, ri->offset, ri->size);
+		return;
+	case MF_READ_WRONG_DIR:
+		sqe = mf_prep_splice_buf(w, FUSEZC_IORING_OP_WRITE_SPLICE_BUF,
+					 in->backing_fd, ri->offset, ri->size,
+					 in->fuse_fd, fusezc_lend_pos(h->unique, 0));
+		sh->wrong_dir_res = mf_ring_run(&w->ring, sqe);
+		mf_reply_copy(w, h->unique, ri->offset, ri->size);
+		return;
+	case MF_READ_LIE_PARTIAL:
+		/* every retry, down to single pages, places half */
+		res = mf_lend_read(w, h->unique, in->backing_fd, ri->offset,
+				   ri->size > 1 ? ri->size / 2 : 1);
+		if (res >= 0)
+			res = ri->size;
+		goto reply;
+	case MF_READ_LIE_FAILED_IO:
+		res = mf_lend_read(w, h->unique, in->backing_wronly_fd,
+				   ri->offset, ri->size);
+		sh->last_lend_error = res;
+		res = ri->size;
+		goto reply;
+	case MF_READ_BUSY_REPLY:
+		sqe = mf_prep_splice_buf(w, FUSEZC_IORING_OP_READ_SPLICE_BUF,
+					 in->backing_fd, ri->offset, ri->size,
+					 in->fuse_fd, fusezc_lend_pos(h->unique, 0));
+		io_uring_submit(&w->ring);
+		/* the backing store is slow: the pages are still out */
+		mf_sleep_ms(sh->slow_ms / 4 + 1);
+		ret = mf_reply_zc(in, h->unique, 0);
+		if (ret < 0 && !sh->reply_errno)
+			sh->reply_errno = -ret;
+		ret = io_uring_wait_cqe(&w->ring, &cqe);
+		res = ret < 0 ? ret : cqe->res;
+		if (ret == 0)
+			io_uring_cqe_seen(&w->ring, cqe);
+		goto reply;
+	default:
+		break;
+	}
+
+	res = mf_lend_read(w, h->unique, in->backing_fd, ri->offset, ri->size);
+	if (res >= 0 && mode == MF_READ_LIE_MORE)
+		res += 4096;
+reply:
+	prev_unique = h->unique;
+	if (res < 0) {
+		sh->last_lend_error = res;
+		__sync_fetch_and_add(&sh->fallbacks, 1);
+		mf_reply_copy(w, h->unique, ri->offset, ri->size);
+		return;
+	}
+	ret = mf_reply_zc(in, h->unique, res);
+	if (ret < 0) {
+		sh->reply_errno = -ret;
+		if (ret == -EBUSY || ret == -EINVAL)
+			mf_reply_copy(w, h->unique, ri->offset, ri->size);
+		return;
+	}
+	__sync_fetch_and_add(&sh->zc_replies, 1);
+	if (mode == MF_READ_SECOND_REPLY) {
+		ret = mf_reply_zc(in, h->unique, res);
+		sh->second_reply_errno = ret < 0 ? -ret : 0;
+	}
+}
+
+static void mf_dispatch(struct mf_worker *w, struct fuse_in_header *h, void *arg)
+{
+	struct mf_instance *in = w->in;
+
+	switch (h->opcode) {
+	case FUSE_INIT:
+		mf_do_init(in, h, arg);
+		return;
+	case FUSE_LOOKUP: {
+		struct fuse_entry_out e = { 0 };
+
+		if (h->nodeid != MF_ROOT_INO || strcmp(arg, MF_FILE_NAME)) {
+			mf_reply(in, h->unique, -ENOENT, NULL, 0);
+			return;
+		}
+		e.nodeid = MF_FILE_INO;
+		e.attr_valid = 1;
+		mf_fill_attr(in, MF_FILE_INO, &e.attr);
+		mf_reply(in, h->unique, 0, &e, sizeof(e));
+		return;
+	}
+	case FUSE_GETATTR: {
+		struct fuse_attr_out a = { .attr_valid = 1 };
+
+		mf_fill_attr(in, h->nodeid, &a.attr);
+		mf_reply(in, h->unique, 0, &a, sizeof(a));
+		return;
+	}
+	case FUSE_OPEN:
+	case FUSE_OPENDIR: {
+		struct fuse_open_out o = { 0 };
+
+		if (h->opcode == FUSE_OPEN && in->sh->mode == MF_READ_PROBE &&
+		    !in->copy_only && in->sh->zc_accepted) {
+			/* a request that is not a read must not be lent */
+			mf_probe(w, "OPEN request as lender", -EOPNOTSUPP,
+				 mf_probe_sqe(w, FUSEZC_IORING_OP_READ_SPLICE_BUF,
+					      in->backing_fd, 0, 4096, in->fuse_fd,
+					      fusezc_lend_pos(h->unique, 0), NULL));
+		}
+		mf_reply(in, h->unique, 0, &o, sizeof(o));
+		return;
+	}
+	case FUSE_READ:
+		if (h->nodeid != MF_FILE_INO) {
+			mf_reply(in, h->unique, -EISDIR, NULL, 0);
+			return;
+		}
+		mf_do_read(w, h, arg);
+		return;
+	case FUSE_READDIR:
+		mf_reply(in, h->unique, 0, NULL, 0);
+		return;
+	case FUSE_STATFS: {
+		struct fuse_statfs_out s = { .st = { .bsize = 4096, .namelen = 255 } };
+
+		mf_reply(in, h->unique, 0, &s, sizeof(s));
+		return;
+	}
+	case FUSE_RELEASE:
+	case FUSE_RELEASEDIR:
+	case FUSE_FLUSH:
+	case FUSE_DESTROY:
+		mf_reply(in, h->unique, 0, NULL, 0);
+		return;
+	case FUSE_FORGET:
+	case FUSE_BATCH_FORGET:
+	case FUSE_INTERRUPT:
+		return;	/* no reply */
+	default:
+		mf_reply(in, h->unique, -ENOSYS, NULL, 0);
+	}
+}
+
+static ssize_t mf_receive(struct mf_worker *w)
+{
+	ssize_t n;
+
+	if (!w->in->cfg->splice_receive || w->in->copy_only)
+		return read(w->in->fuse_fd, w->buf, MF_BUF_SIZE);
+
+	/* libfuse's way: splice the request into a pipe, then read it */
+	n = splice(w->in->fuse_fd, NULL, w->pipe[1], NULL, MF_BUF_SIZE, 0);
+	if (n <= 0)
+		return n;
+	return read(w->pipe[0], w->buf, n);
+}
+
+static void *mf_worker_main(void *arg)
+{
+	struct mf_worker *w = arg;
+	struct mf_instance *in = w->in;
+	unsigned int flags = 0;
+
+	if (io_uring_queue_init(8, &w->ring, flags) < 0)
+		return NULL;
+	if (in->cfg->fixed_lender || in->cfg->fixed_target) {
+		int files[2] = { in->fuse_fd, in->backing_fd };
+
+		if (io_uring_register_files(&w->ring, files, 2) < 0)
+			return NULL;
+	}
+	for (;;) {
+		ssize_t n = mf_receive(w);
+		struct fuse_in_header *h = (void *)w->buf;
+
+		if (n < 0) {
+			if (errno == EINTR || errno == EAGAIN || errno == ENOENT)
+				continue;
+			break;	/* ENODEV: unmounted or aborted */
+		}
+		if (n < (ssize_t)sizeof(*h))
+			break;
+		mf_dispatch(w, h, h + 1);
+	}
+	io_uring_queue_exit(&w->ring);
+	return NULL;
+}
+
+static int mf_mount(const char *mountpoint, int *fdp)
+{
+	char opts[128];
+	int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	snprintf(opts, sizeof(opts),
+		 "fd=%d,rootmode=40000,user_id=0,group_id=0,allow_other", fd);
+	if (mount("minifuse", mountpoint, "fuse.minifuse", MS_NOSUID | MS_NODEV, opts)) {
+		int err = -errno;
+
+		close(fd);
+		return err;
+	}
+	*fdp = fd;
+	return 0;
+}
+
+static int mf_start_workers(struct mf_instance *in, int nr, pthread_t *tids)
+{
+	int i;
+
+	for (i = 0; i < nr; i++) {
+		struct mf_worker *w = calloc(1, sizeof(*w));
+
+		if (!w)
+			return -ENOMEM;
+		w->in = in;
+		w->buf = malloc(MF_BUF_SIZE);
+		w->data = malloc(MF_MAX_WRITE);
+		if (!w->buf || !w->data || pipe(w->pipe))
+			return -ENOMEM;
+		fcntl(w->pipe[0], F_SETPIPE_SZ, MF_BUF_SIZE);
+		if (pthread_create(&tids[i], NULL, mf_worker_main, w))
+			return -EAGAIN;
+	}
+	return 0;
+}
+
+static void mf_drop_privileges(void)
+{
+	if (setresgid(65534, 65534, 65534) || setresuid(65534, 65534, 65534)) {
+		perror("minifuse: dropping privileges");
+		_exit(2);
+	}
+}
+
+static int mf_serve(const struct mf_config *cfg, struct mf_shared *sh)
+{
+	struct mf_instance main_in = { .cfg = cfg, .sh = sh, .fuse_fd = -1 };
+	struct mf_instance second = { .cfg = cfg, .sh = sh, .fuse_fd = -1,
+				      .copy_only = true };
+	pthread_t tids[16], tids2[1];
+	int nr = cfg->threads > 0 ? cfg->threads : 2;
+	int ret, i, oflags = O_RDONLY;
+
+	if (nr > 16)
+		nr = 16;
+	if (cfg->direct_io_backing)
+		oflags |= O_DIRECT;
+	main_in.backing_fd = open(cfg->backing_path, oflags);
+	main_in.backing_wronly_fd = open(cfg->backing_path, O_WRONLY);
+	if (main_in.backing_fd < 0) {
+		perror("minifuse: backing file");
+		return 2;
+	}
+	second.backing_fd = main_in.backing_fd;
+	ret = mf_mount(cfg->mountpoint, &main_in.fuse_fd);
+	if (ret) {
+		fprintf(stderr, "minifuse: mount %s: %s\n", cfg->mountpoint, strerror(-ret));
+		return 2;
+	}
+	if (cfg->second_mountpoint) {
+		ret = mf_mount(cfg->second_mountpoint, &second.fuse_fd);
+		if (ret) {
+			fprintf(stderr, "minifuse: mount %s: %s\n",
+				cfg->second_mountpoint, strerror(-ret));
+			return 2;
+		}
+		main_in.peer = &second;
+	}
+	if (cfg->drop_privileges)
+		mf_drop_privileges();
+	if (mf_start_workers(&main_in, nr, tids))
+		return 2;
+	if (cfg->second_mountpoint && mf_start_workers(&second, 1, tids2))
+		return 2;
+	sh->ready = 1;
+	for (i = 0; i < nr; i++)
+		pthread_join(tids[i], NULL);
+	return 0;
+}
+
+struct mf_shared *mf_shared_new(void)
+{
+	struct mf_shared *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
+				    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	return sh == MAP_FAILED ? NULL : sh;
+}
+
+pid_t mf_start(const struct mf_config *cfg, struct mf_shared *sh)
+{
+	struct timespec t0, t;
+	pid_t pid;
+
+	sh->mode = cfg->mode;
+	if (cfg->slow_ms)
+		sh->slow_ms = cfg->slow_ms;
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		_exit(mf_serve(cfg, sh));
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (!sh->ready) {
+		int status;
+
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			return -EIO;
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if (t.tv_sec - t0.tv_sec > 20) {
+			kill(pid, SIGKILL);
+			return -ETIMEDOUT;
+		}
+		mf_sleep_ms(2);
+	}
+	return pid;
+}

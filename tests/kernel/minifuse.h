@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * minifuse: a deliberately small FUSE server speaking the raw /dev/fuse
+ * protocol, for testing the kernel series.  It serves one regular file,
+ * /file, whose data comes from a backing fd, and answers FUSE_READ in one
+ * of several ways, some of them wrong on purpose.
+ */
+#ifndef MINIFUSE_H
+#define MINIFUSE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+enum mf_read_mode {
+	MF_READ_ZC,		/* READ_SPLICE_BUF, zero-copy reply */
+	MF_READ_COPY,		/* pread + ordinary reply */
+	MF_READ_SLOW_COPY,	/* like COPY after a delay (a slow backing store) */
+	MF_READ_LIE_MORE,	/* zero copy, reply claims a page more than placed */
+	MF_READ_LIE_PARTIAL,	/* lend all, place half, claim all */
+	MF_READ_LIE_FAILED_IO,	/* the lent I/O fails, claim all */
+	MF_READ_NO_LEND,	/* zero-copy reply without any lending */
+	MF_READ_SECOND_REPLY,	/* zero copy, then the same reply again */
+	MF_READ_WRONG_DIR,	/* WRITE_SPLICE_BUF on a FUSE_READ */
+	MF_READ_BUSY_REPLY,	/* reply while the lent I/O is in flight */
+	MF_READ_PROBE,		/* run the identity probes, then zero copy */
+};
+
+#define MF_MAX_PROBES 24
+
+struct mf_probe {
+	char name[48];
+	int expected;		/* -errno, or >= 0 for success */
+	int got;
+};
+
+/* Shared (MAP_SHARED) between the server process and the test. */
+struct mf_shared {
+	volatile int ready;		/* mounted */
+	volatile int init_done;
+	volatile int zc_offered;	/* INIT offered FUSE_ZERO_COPY_READ */
+	volatile int zc_accepted;
+	volatile enum mf_read_mode mode;
+	volatile uint64_t reads, zc_replies, copy_replies, fallbacks;
+	volatile int last_lend_error;	/* -errno of the last refused lending */
+	volatile int reply_errno;	/* errno of the last deliberately bad reply */
+	volatile int second_reply_errno;
+	volatile int wrong_dir_res;
+	volatile int nr_probes;
+	struct mf_probe probes[MF_MAX_PROBES];
+	volatile int probes_done;
+	volatile unsigned int slow_ms;	/* MF_READ_SLOW_COPY delay, changeable */
+};
+
+struct mf_config {
+	const char *mountpoint;
+	const char *backing_path;	/* the file served as /file */
+	enum mf_read_mode mode;
+	int threads;			/* default 2 */
+	bool accept_zc;			/* accept the INIT capability */
+	bool fixed_lender;		/* /dev/fuse as a registered file */
+	bool fixed_target;		/* backing file as a registered file */
+	bool splice_receive;		/* read requests with splice(2) + a pipe */
+	bool drop_privileges;		/* serve as nobody, without CAP_SYS_ADMIN */
+	bool direct_io_backing;		/* open the backing file O_DIRECT */
+	unsigned int slow_ms;		/* MF_READ_SLOW_COPY delay */
+	/* also serve a second connection here (copy mode), for a probe */
+	const char *second_mountpoint;
+};
+
+/* Fork a server process; returns its pid after the mount is up, or -errno. */
+pid_t mf_start(const struct mf_config *cfg, struct mf_shared *shared);
+struct mf_shared *mf_shared_new(void);
+
+#endif
