@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
+# shellcheck shell=bash
 #
 # Shared helpers for the VM harness self-tests (sourced, not executed).
 
