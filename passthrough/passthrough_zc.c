@@ -26,6 +26,7 @@
 #include <string.h>
 #include <time.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
@@ -1376,6 +1377,22 @@ static void pzc_print_stats(struct pzc_fs *fs)
 		fusezc_zerocopy_active(fs->zs), fusezc_passthrough_active(fs->zs));
 }
 
+/*
+ * Every inode the kernel knows holds an O_PATH fd, so the default soft limit
+ * of 1024 would turn a big tree into EMFILE: take the hard limit.
+ */
+static void pzc_raise_fd_limit(void)
+{
+	struct rlimit lim;
+
+	if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+		lim.rlim_cur = lim.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &lim) == -1)
+			fprintf(stderr, "passthrough_zc: cannot raise the open file limit: %s\n",
+				strerror(errno));
+	}
+}
+
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -1446,6 +1463,7 @@ int main(int argc, char *argv[])
 	fuse_set_log_func(pzc_log);
 	if (pzc_validate(&fs.cfg, &root_fd) == -1)
 		goto out_args;
+	pzc_raise_fd_limit();
 	res = pzc_itable_init(&fs, root_fd);
 	if (res) {
 		fprintf(stderr, "passthrough_zc: %s\n", strerror(-res));
