@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""tests/bench/report.py RAW_CSV META OUTDIR - summarise a tests/bench/run run.
+
+Reads the per-run lines tests/bench/guest wrote (raw.csv) and writes to
+OUTDIR: results.csv (one row per backing/workload/jobs/mode), results.md
+(the Markdown table), results.dat + results.gp and, with gnuplot,
+results.png (grouped bars, median MB/s with min-max error bars).
+
+Every ratio is computed here from numbers measured in the same VM run.
+"""
+import csv
+import os
+import statistics
+import subprocess
+import sys
+
+MODES = ["native", "copy", "splice", "zerocopy", "passthrough"]
+WORKLOADS = ["seq-128k", "seq-1m", "dio-1m", "rand-64k", "rand-1m"]
+WL_TEXT = {
+    "seq-128k": "seq read 128 KiB",
+    "seq-1m": "seq read 1 MiB",
+    "dio-1m": "O_DIRECT seq read 1 MiB",
+    "rand-64k": "random read 64 KiB",
+    "rand-1m": "random read 1 MiB",
+}
+GIB = float(1 << 30)
+
+
+def num(s):
+    return None if s in ("", "-", None) else float(s)
+
+
+def order(v, known):
+    return known.index(v) if v in known else len(known)
+
+
+def fmt(v, digits=2):
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def main():
+    raw, meta_path, outdir = sys.argv[1:4]
+    meta = {}
+    if os.path.exists(meta_path):
+        for line in open(meta_path):
+            k, _, v = line.rstrip("\n").partition("=")
+            meta.setdefault(k, v)
+    rows = list(csv.DictReader(open(raw)))
+    if not rows:
+        sys.exit("report: no runs in " + raw)
+
+    groups = {}
+    for r in rows:
+        key = (r["backing"], r["workload"], int(r["jobs"]), r["mode"])
+        groups.setdefault(key, []).append(r)
+
+    def per_gib(rs, col):
+        vals = [num(r[col]) / (int(r["io_bytes"]) / GIB)
+                for r in rs if num(r[col]) is not None and int(r["io_bytes"]) > 0]
+        return statistics.median(vals) if vals else None
+
+    summary = {}
+    for key, rs in groups.items():
+        mbs = [int(r["bw_bytes"]) / 1e6 for r in rs]
+        kz = [num(r["kzc_read_bytes"]) for r in rs]
+        kc = [num(r["kcopy_read_bytes"]) for r in rs]
+        zc_pct = daemon_bytes = None
+        if None not in kz and None not in kc:
+            daemon_bytes = sum(kz) + sum(kc)
+            if daemon_bytes > 0:
+                zc_pct = 100.0 * sum(kz) / daemon_bytes
+        req_bytes = req_n = 0
+        for r in rs:
+            for kind in ("zc", "splice", "copy"):
+                b, n = num(r[f"lib_{kind}_bytes"]), num(r[f"lib_{kind}_requests"])
+                if b is not None and n is not None:
+                    req_bytes += b
+                    req_n += n
+        summary[key] = {
+            "n": len(rs),
+            "median": statistics.median(mbs),
+            "min": min(mbs),
+            "max": max(mbs),
+            "server": per_gib(rs, "server_cpu_s"),
+            "reader": per_gib(rs, "reader_cpu_s"),
+            "system": per_gib(rs, "system_cpu_s"),
+            "zc_pct": zc_pct,
+            "daemon_bytes": daemon_bytes,
+            "avg_req_kib": req_bytes / req_n / 1024 if req_n else None,
+            "req_per_mib": req_n / (req_bytes / (1 << 20)) if req_bytes else None,
+            "fallbacks": sum(num(r["lib_fallbacks"]) or 0 for r in rs),
+        }
+
+    def ratio(key, base_mode):
+        b = summary.get(key[:3] + (base_mode,))
+        if b is None or b["median"] <= 0:
+            return None
+        return summary[key]["median"] / b["median"]
+
+    keys = sorted(summary, key=lambda k: (order(k[0], ["tmpfs", "disk"]),
+                                          order(k[1], WORKLOADS), k[2],
+                                          order(k[3], MODES)))
+
+    # ---------------------------------------------------------- results.csv
+    with open(os.path.join(outdir, "results.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["workload", "backing", "jobs", "mode", "reps",
+                    "mb_s_median", "mb_s_min", "mb_s_max",
+                    "ratio_native", "ratio_passthrough",
+                    "server_cpu_s_per_gib", "reader_cpu_s_per_gib",
+                    "guest_cpu_s_per_gib_incl_fio_startup", "kernel_zc_pct",
+                    "daemon_read_bytes", "avg_fuse_read_kib",
+                    "fuse_reads_per_mib", "lib_fallbacks"])
+        for k in keys:
+            s = summary[k]
+            w.writerow([k[1], k[0], k[2], k[3], s["n"],
+                        f"{s['median']:.1f}", f"{s['min']:.1f}", f"{s['max']:.1f}",
+                        fmt(ratio(k, "native"), 3).replace("—", ""),
+                        fmt(ratio(k, "passthrough"), 3).replace("—", ""),
+                        fmt(s["server"], 3).replace("—", ""),
+                        fmt(s["reader"], 3).replace("—", ""),
+                        fmt(s["system"], 3).replace("—", ""),
+                        fmt(s["zc_pct"], 1).replace("—", ""),
+                        "" if s["daemon_bytes"] is None else int(s["daemon_bytes"]),
+                        fmt(s["avg_req_kib"], 0).replace("—", ""),
+                        fmt(s["req_per_mib"], 2).replace("—", ""),
+                        int(s["fallbacks"])])
+
+    # ---------------------------------------------------------- results.md
+    md = []
+    md.append("| workload | backing | jobs | mode | MB/s median [min–max] | × native"
+              " | × passthrough | server CPU s/GiB | reader CPU s/GiB"
+              " | zero-copy bytes | FUSE_READ avg KiB |")
+    md.append("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for k in keys:
+        s = summary[k]
+        if k[3] == "native":
+            zc = "—"
+        elif s["zc_pct"] is not None:
+            zc = f"{s['zc_pct']:.1f} %"
+        elif s["daemon_bytes"] == 0:
+            zc = "none via daemon"
+        else:
+            zc = "—"
+        rng = f"{s['median']:.0f} [{s['min']:.0f}–{s['max']:.0f}]"
+        if s["n"] == 1:
+            rng = f"{s['median']:.0f}"
+        md.append(f"| {k[1]} | {k[0]} | {k[2]} | {k[3]} | {rng} | "
+                  f"{fmt(ratio(k, 'native'))} | {fmt(ratio(k, 'passthrough'))} | "
+                  f"{fmt(s['server'])} | {fmt(s['reader'])} | "
+                  f"{zc} | {fmt(s['avg_req_kib'], 0)} |")
+    reps = sorted({s["n"] for s in summary.values()})
+    head = [
+        "<!-- generated by tests/bench/run; do not edit -->",
+        f"Run {meta.get('date', '?')}, kernel {meta.get('kernel', '?')}, "
+        f"{meta.get('cpus', '?')} vCPUs under QEMU TCG, file {meta.get('size_mib', '?')} MiB, "
+        f"{'/'.join(map(str, reps))} repetition(s) per row, {meta.get('fio', 'fio')}; "
+        f"disk: {meta.get('disk_fs', '?')} on virtio-blk (read_ahead_kb "
+        f"{meta.get('disk_read_ahead_kb', '?')}); FUSE read_ahead_kb "
+        f"{meta.get('fuse_read_ahead_kb_seen', meta.get('fuse_read_ahead_kb', '?'))}.",
+        "",
+        "Absolute MB/s under TCG mean nothing; only ratios within this run count.",
+        "Ratios are of the medians. CPU columns: median over repetitions of CPU seconds per GiB"
+        " read (server: passthrough_zc incl. its io-wq threads, /proc/PID/stat; reader: fio's"
+        " usr+sys; results.csv adds the whole guest's busy time, fio's start-up included)."
+        " Zero-copy bytes: the connection's"
+        " zerocopy_stats, zc_read_bytes / (zc_read_bytes + copy_read_bytes). FUSE_READ avg:"
+        " bytes / requests the daemon answered (-o stats).",
+        "",
+    ]
+    text = "\n".join(head + md) + "\n"
+    with open(os.path.join(outdir, "results.md"), "w") as f:
+        f.write(text)
+
+    # ---------------------------------------------------------- chart
+    modes = [m for m in MODES if any(k[3] == m for k in keys)]
+    clusters = []
+    for k in keys:
+        c = k[:3]
+        if c not in clusters:
+            clusters.append(c)
+    dat = os.path.join(outdir, "results.dat")
+    with open(dat, "w") as f:
+        f.write("# cluster " + " ".join(f"{m}_med {m}_min {m}_max" for m in modes) + "\n")
+        for c in clusters:
+            label = f"{c[1]} j{c[2]} {c[0]}"
+            cols = []
+            for m in modes:
+                s = summary.get(c + (m,))
+                cols += ["-"] * 3 if s is None else [f"{s['median']:.1f}", f"{s['min']:.1f}",
+                                                     f"{s['max']:.1f}"]
+            f.write(f'"{label}" ' + " ".join(cols) + "\n")
+    png = os.path.join(outdir, "results.png")
+    width = max(900, 110 * len(clusters) + 200)
+    plots = []
+    for i, m in enumerate(modes):
+        src = f"'{dat}'" if i == 0 else "''"
+        c = 2 + 3 * i
+        xt = ":xtic(1)" if i == 0 else ""
+        plots.append(f"{src} using {c}:{c + 1}:{c + 2}{xt} title '{m}'")
+    gp = os.path.join(outdir, "results.gp")
+    with open(gp, "w") as f:
+        f.write(f"""# generated by tests/bench/report.py
+set terminal pngcairo size {width},600 font ',10'
+set output '{png}'
+set title "fuse-zc read modes: median MB/s, bars min-max ({meta.get('kernel', '?')}, QEMU TCG: compare within the run only)"
+set ylabel 'MB/s'
+set datafile missing '-'
+set style data histogram
+set style histogram errorbars gap 1 lw 1
+set style fill solid 0.8 border -1
+set boxwidth 0.9
+set key outside top center horizontal
+set grid ytics
+set yrange [0:*]
+set xtics rotate by -35 scale 0 font ',9'
+set bmargin 8
+plot {', '.join(plots)}
+""")
+    try:
+        subprocess.run(["gnuplot", gp], check=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        print(f"report: gnuplot failed ({e}); no chart", file=sys.stderr)
+    sys.stdout.write(text)
+
+
+if __name__ == "__main__":
+    main()
