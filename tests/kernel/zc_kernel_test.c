@@ -269,6 +269,20 @@ static int verify_range(int fd, char *buf, off_t off, size_t len, const char *wh
 	return T_PASS;
 }
 
+/* Drop the page cache, then read and check a range through a fresh open. */
+static int fresh_read(const char *path, char *buf, off_t off, size_t len,
+		      const char *what)
+{
+	int fd, ret;
+
+	drop_caches();
+	fd = open(path, O_RDONLY);
+	CHECK(fd >= 0, "%s: open %s: %s", what, path, strerror(errno));
+	ret = verify_range(fd, buf, off, len, what);
+	close(fd);
+	return ret;
+}
+
 static const struct { off_t off; size_t len; } ranges[] = {
 	{ 0, 4096 }, { 4096, 8192 }, { 1, 100 }, { 4095, 2 }, { 100, 4096 },
 	{ 12345, 54321 }, { 0, 131072 }, { 65536, 1 << 20 }, { 3 << 20, 1 << 20 },
@@ -591,15 +605,12 @@ static int misbehave_and_read(enum mf_read_mode mode, const char *what,
 {
 	struct server srv = { 0 };
 	char path[300], *buf = malloc(65536);
-	int fd, ret, got;
+	int ret, got;
 
 	ret = server_start(&srv, mnt, backing, mode);
 	CHECK(!ret, "server: %s", strerror(-ret));
 	file_path(path, sizeof(path), mnt);
-	drop_caches();
-	fd = open(path, O_RDONLY);
-	ret = verify_range(fd, buf, 0, 65536, what);
-	close(fd);
+	ret = fresh_read(path, buf, 0, 65536, what);
 	free(buf);
 	got = *(volatile int *)((char *)srv.sh + field);
 	server_stop(&srv);
@@ -672,7 +683,7 @@ static int t_busy(void)
 {
 	struct server slow = { 0 }, srv = { 0 };
 	char path[300], *buf = malloc(1 << 20);
-	int fd, ret;
+	int ret;
 
 	ret = start_slow_backing(&slow, 200);
 	CHECK(!ret, "slow server: %s", strerror(-ret));
@@ -680,10 +691,7 @@ static int t_busy(void)
 	ret = server_start(&srv, mnt, slow_backing, MF_READ_BUSY_REPLY);
 	CHECK(!ret, "server: %s", strerror(-ret));
 	file_path(path, sizeof(path), mnt);
-	drop_caches();
-	fd = open(path, O_RDONLY);
-	ret = verify_range(fd, buf, 0, 65536, "reply while lent");
-	close(fd);
+	ret = fresh_read(path, buf, 0, 65536, "reply while lent");
 	CHECK(ret == T_PASS, "read failed");
 	CHECK(srv.sh->reply_errno == EBUSY, "reply while lent: errno %d, want EBUSY",
 	      srv.sh->reply_errno);
@@ -701,17 +709,14 @@ static int t_privilege(void)
 	struct server srv = { .cfg = { .drop_privileges = true } };
 	char path[300], *buf = malloc(1 << 20);
 	struct zc_stats s;
-	int fd, ret;
+	int ret;
 
 	chmod(workdir, 0755);
 	CHECK(!write_file(knob, "Y"), "%s: %s", knob, strerror(errno));
 	ret = server_start(&srv, mnt, backing, MF_READ_ZC);
 	CHECK(!ret, "server: %s", strerror(-ret));
 	file_path(path, sizeof(path), mnt);
-	drop_caches();
-	fd = open(path, O_RDONLY);
-	ret = verify_range(fd, buf, 0, 1 << 20, "unprivileged, allowed");
-	close(fd);
+	ret = fresh_read(path, buf, 0, 1 << 20, "unprivileged, allowed");
 	CHECK(ret == T_PASS, "read failed");
 	CHECK(!read_stats(mnt, &s), "stats");
 	CHECK(s.zc_read_bytes >= (1 << 20) && s.zc_refused == 0,
@@ -724,10 +729,7 @@ static int t_privilege(void)
 	CHECK(!write_file(knob, "N"), "%s: %s", knob, strerror(errno));
 	ret = server_start(&srv, mnt, backing, MF_READ_ZC);
 	CHECK(!ret, "server: %s", strerror(-ret));
-	drop_caches();
-	fd = open(path, O_RDONLY);
-	ret = verify_range(fd, buf, 0, 1 << 20, "unprivileged, refused");
-	close(fd);
+	ret = fresh_read(path, buf, 0, 1 << 20, "unprivileged, refused");
 	write_file(knob, "Y");
 	CHECK(ret == T_PASS, "read failed");
 	CHECK(!read_stats(mnt, &s), "stats");
@@ -743,10 +745,7 @@ static int t_privilege(void)
 	srv.cfg.drop_privileges = false;
 	ret = server_start(&srv, mnt, backing, MF_READ_ZC);
 	CHECK(!ret, "server: %s", strerror(-ret));
-	drop_caches();
-	fd = open(path, O_RDONLY);
-	ret = verify_range(fd, buf, 0, 1 << 20, "privileged");
-	close(fd);
+	ret = fresh_read(path, buf, 0, 1 << 20, "privileged");
 	write_file(knob, "Y");
 	CHECK(ret == T_PASS, "read failed");
 	ret = check_all_zero_copy(mnt, "CAP_SYS_ADMIN server with the knob off");
