@@ -73,6 +73,8 @@ static const struct fuse_opt pzc_opts[] = {
 	PZC_OPT("no_flock", flock, 0),
 	PZC_OPT("xattr", xattr, 1),
 	PZC_OPT("no_xattr", xattr, 0),
+	PZC_OPT("noatime", noatime, 1),
+	FUSE_OPT_KEY("noatime", FUSE_OPT_KEY_KEEP),	/* also a mount option */
 	PZC_OPT("max_read=%u", max_read, 0),
 	FUSE_OPT_KEY("max_read=", FUSE_OPT_KEY_KEEP),	/* also a mount option */
 	PZC_OPT("max_readahead=%u", max_readahead, 0),
@@ -101,6 +103,7 @@ static void pzc_help(const char *prog)
 "    -o writeback           writeback cache (not with passthrough)\n"
 "    -o no_flock            leave flock() to the kernel (local locks)\n"
 "    -o no_xattr            no extended attributes\n"
+"    -o noatime             do not update access times (source opened O_NOATIME)\n"
 "    -o max_read=N          largest READ request (bytes)\n"
 "    -o max_readahead=N     largest readahead (bytes)\n"
 "    -o max_write=N         largest WRITE request and READ size (bytes)\n"
@@ -289,6 +292,25 @@ static int pzc_open_flags(struct pzc_fs *fs, int flags)
 }
 
 /*
+ * The FUSE client never updates atime itself: the source file system does,
+ * when this server reads.  So a noatime mount is honoured by opening the
+ * source with O_NOATIME, which the kernel allows only to the file's owner
+ * or CAP_FOWNER; anyone else gets atime updates, as on any other mount.
+ */
+static int pzc_openat(struct pzc_fs *fs, int dirfd, const char *name,
+		      int flags, mode_t mode)
+{
+	int fd;
+
+	if (fs->cfg.noatime) {
+		fd = openat(dirfd, name, flags | O_NOATIME, mode);
+		if (fd != -1 || errno != EPERM)
+			return fd;
+	}
+	return openat(dirfd, name, flags, mode);
+}
+
+/*
  * Finish an open whose @fh->fd is open: the O_DIRECT twin, the passthrough
  * backing id (shared by all opens of the inode), the caching flags, nopen.
  */
@@ -300,8 +322,9 @@ static void pzc_open_finish(fuse_req_t req, struct pzc_inode *inode,
 
 	if (fi->flags & O_DIRECT) {
 		pzc_procfd(path, fh->fd);
-		fh->dio_fd = open(path, (pzc_open_flags(fs, fi->flags) &
-					 ~(O_CREAT | O_EXCL | O_TRUNC)) | O_DIRECT);
+		fh->dio_fd = pzc_openat(fs, AT_FDCWD, path,
+					(pzc_open_flags(fs, fi->flags) &
+					 ~(O_CREAT | O_EXCL | O_TRUNC)) | O_DIRECT, 0);
 		if (fh->dio_fd == -1 && pzc_debug(req))
 			fuse_log(FUSE_LOG_DEBUG, "  O_DIRECT not honoured by the "
 				 "source: %s\n", strerror(errno));
@@ -646,7 +669,7 @@ static void pzc_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 	d = calloc(1, sizeof(*d));
 	if (!d)
 		return (void)fuse_reply_err(req, ENOMEM);
-	fd = openat(pzc_fd(req, ino), ".", O_RDONLY | O_DIRECTORY);
+	fd = pzc_openat(fs, pzc_fd(req, ino), ".", O_RDONLY | O_DIRECTORY, 0);
 	if (fd == -1)
 		goto out_errno;
 	d->dp = fdopendir(fd);
@@ -795,7 +818,8 @@ static void pzc_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if (!fh)
 		return (void)fuse_reply_err(req, ENOMEM);
 	fh->dio_fd = -1;
-	fh->fd = openat(dfd, name, pzc_open_flags(fs, fi->flags) | O_CREAT, mode);
+	fh->fd = pzc_openat(fs, dfd, name, pzc_open_flags(fs, fi->flags) | O_CREAT,
+			    mode);
 	if (fh->fd == -1) {
 		err = errno;
 		free(fh);
@@ -827,7 +851,8 @@ static void pzc_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return (void)fuse_reply_err(req, ENOMEM);
 	fh->dio_fd = -1;
 	pzc_procfd(path, inode->fd);
-	fh->fd = open(path, pzc_open_flags(fs, fi->flags) & ~O_CREAT);
+	fh->fd = pzc_openat(fs, AT_FDCWD, path,
+			    pzc_open_flags(fs, fi->flags) & ~O_CREAT, 0);
 	if (fh->fd == -1) {
 		err = errno;
 		free(fh);

@@ -51,6 +51,7 @@ struct pzc_config {
 	int writeback;
 	int flock;
 	int xattr;
+	int noatime;		/* the mount's noatime, honoured on the source */
 	unsigned int max_read;
 	unsigned int max_readahead;
 	unsigned int max_write;

@@ -182,3 +182,28 @@ def test_options_smoke(mount_with, mode, options):
             os.setxattr(m.m("f"), "user.x", b"1")
     done, bad = _random_reads(m.m("f"), m.s("f"), 1000, 4)
     assert bad == 0
+
+
+# --- noatime: reads through the mount leave the source's atime alone ------
+
+def test_noatime(mount_with, mode):
+    """-o noatime reaches both the mount and the source (O_NOATIME opens)."""
+    old = 1577836800                     # 2020-01-01: relatime would update it
+    atimes = {}
+    for sub, options in (("plain", ()), ("noatime", ("-o", "noatime"))):
+        m = mount_with(mode, options, sub=sub)
+        write_file(m.s("f"), pattern(1 << 20, 7))
+        os.utime(m.s("f"), (old, old + 10))
+        with open(m.m("f"), "rb") as f:   # a fresh open: no cached pages
+            f.read()
+        atimes[sub] = os.stat(m.s("f")).st_atime
+    # The control: without noatime the source's relatime updates atime, so
+    # the check below can fail.
+    assert atimes["plain"] != old
+    if mode == "passthrough":
+        # The kernel reads through its own backing file, opened with the
+        # reader's flags on the source's mount: the server's O_NOATIME
+        # cannot reach it.
+        assert atimes["noatime"] != old
+    else:
+        assert atimes["noatime"] == old
