@@ -74,6 +74,8 @@ static const struct fuse_opt pzc_opts[] = {
 	PZC_OPT("xattr", xattr, 1),
 	PZC_OPT("no_xattr", xattr, 0),
 	PZC_OPT("noatime", noatime, 1),
+	PZC_OPT("direct_source", direct_source, 1),
+	PZC_OPT("no_direct_source", direct_source, 0),
 	FUSE_OPT_KEY("noatime", FUSE_OPT_KEY_KEEP),	/* also a mount option */
 	PZC_OPT("max_read=%u", max_read, 0),
 	FUSE_OPT_KEY("max_read=", FUSE_OPT_KEY_KEEP),	/* also a mount option */
@@ -103,6 +105,7 @@ static void pzc_help(const char *prog)
 "    -o writeback           writeback cache (not with passthrough)\n"
 "    -o no_flock            leave flock() to the kernel (local locks)\n"
 "    -o no_xattr            no extended attributes\n"
+"    -o direct_source       read page-aligned ranges of the source with O_DIRECT\n"
 "    -o noatime             do not update access times (source opened O_NOATIME)\n"
 "    -o max_read=N          largest READ request (bytes)\n"
 "    -o max_readahead=N     largest readahead (bytes)\n"
@@ -320,7 +323,9 @@ static void pzc_open_finish(fuse_req_t req, struct pzc_inode *inode,
 	struct pzc_fs *fs = pzc_fs(req);
 	char path[PZC_PROCFD_LEN];
 
-	if (fi->flags & O_DIRECT) {
+	fh->direct_writes = fi->flags & O_DIRECT;
+	if (fh->direct_writes ||
+	    (fs->cfg.direct_source && (fi->flags & O_ACCMODE) != O_WRONLY)) {
 		pzc_procfd(path, fh->fd);
 		fh->dio_fd = pzc_openat(fs, AT_FDCWD, path,
 					(pzc_open_flags(fs, fi->flags) &
@@ -905,9 +910,8 @@ static void pzc_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	int fd = fh->fd;
 
 	(void)ino;
-	/* copy mode reads into an unaligned buffer: no O_DIRECT there */
-	if (fh->dio_fd >= 0 && fs->cfg.mode != PZC_MODE_COPY &&
-	    pzc_dio_aligned(fs, off, size))
+	/* fuse-zc reads into page-aligned memory in every mode */
+	if (fh->dio_fd >= 0 && pzc_dio_aligned(fs, off, size))
 		fd = fh->dio_fd;
 	fusezc_reply_read(req, fd, off, size);
 }
@@ -948,7 +952,7 @@ static void pzc_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in
 	ssize_t res;
 
 	(void)ino;
-	if (fh->dio_fd >= 0 && pzc_dio_aligned(fs, off, size)) {
+	if (fh->direct_writes && fh->dio_fd >= 0 && pzc_dio_aligned(fs, off, size)) {
 		res = pzc_write_direct(fs, fh, in_buf, size, off);
 	} else {
 		out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;

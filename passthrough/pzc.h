@@ -52,6 +52,7 @@ struct pzc_config {
 	int flock;
 	int xattr;
 	int noatime;		/* the mount's noatime, honoured on the source */
+	int direct_source;	/* aligned reads from the source with O_DIRECT */
 	unsigned int max_read;
 	unsigned int max_readahead;
 	unsigned int max_write;
@@ -93,11 +94,12 @@ struct pzc_fs {
 };
 
 /* An open regular file.  fd is a normal (buffered) descriptor; dio_fd is
- * the same file opened with O_DIRECT when the user asked for it and the
- * source supports it, else -1. */
+ * the same file opened with O_DIRECT when the user asked for it or
+ * -o direct_source is on, and the source supports it, else -1. */
 struct pzc_file {
 	int fd;
 	int dio_fd;
+	bool direct_writes;		/* the user opened with O_DIRECT */
 	int backing_id;
 };
 

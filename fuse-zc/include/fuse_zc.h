@@ -91,7 +91,9 @@ const char *fusezc_zerocopy_status(const struct fusezc_session *zs);
  * Answer a FUSE_READ with up to @size bytes of @fd at @off: zero copy when
  * the connection has it, else splice, else copy; a refused zero-copy
  * lending falls back for that request (one log line per reason).  Replies
- * exactly once.  Must be called from the op handler's thread.
+ * exactly once.  Must be called from the op handler's thread.  Every mode
+ * reads into page-aligned memory, so @fd may be an O_DIRECT descriptor
+ * when @off and @size suit the file's direct I/O alignment.
  */
 void fusezc_reply_read(fuse_req_t req, int fd, off_t off, size_t size);
 

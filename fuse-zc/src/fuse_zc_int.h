@@ -133,6 +133,7 @@ bool fzc_note_once(struct fusezc_session *zs, enum fzc_note kind, int err);
 void fzc_count_fallback(struct fusezc_session *zs, int err);
 ssize_t fzc_pread_full(int fd, void *buf, size_t size, off_t off);
 void *fzc_copybuf(struct fusezc_worker *w, size_t size);
+void *fzc_alloc_aligned(size_t size);
 
 /* The fuse_custom_io hooks (exposed for the unit tests). */
 ssize_t fzc_io_read(int fd, void *buf, size_t len, void *userdata);

@@ -82,8 +82,9 @@ static int lend(struct fusezc_worker *w, int fd, off_t off, size_t size,
 		return -EBUSY;
 	fzc_prep_lend(sqe, fd, (uint64_t)off, size > UINT_MAX ? UINT_MAX : (unsigned int)size,
 		      w->ring_fixed ? 0 : zs->fuse_fd, w->ring_fixed, w->in.unique);
+	/* One io_uring_enter() submits and waits; the CQE is reaped below. */
 	do
-		res = io_uring_submit(&w->ring);
+		res = io_uring_submit_and_wait(&w->ring, 1);
 	while ((res == -EINTR || res == -EAGAIN) && ++tries < 1000);
 	if (res != 1) {
 		/* Never leave a stale lending queued: drop the ring. */
@@ -112,7 +113,7 @@ static void reply_copy(struct fusezc_worker *w, fuse_req_t req, int fd, off_t of
 	void *buf, *tmp = NULL;
 	ssize_t n;
 
-	buf = w ? fzc_copybuf(w, size) : (tmp = malloc(size ? size : 1));
+	buf = w ? fzc_copybuf(w, size) : (tmp = fzc_alloc_aligned(size));
 	if (buf == NULL) {
 		fuse_reply_err(req, ENOMEM);
 		return;

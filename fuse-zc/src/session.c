@@ -81,14 +81,27 @@ ssize_t fzc_pread_full(int fd, void *buf, size_t size, off_t off)
 	return (ssize_t)done;
 }
 
+/* Page-aligned, so that a read into it may use an O_DIRECT descriptor. */
+void *fzc_alloc_aligned(size_t size)
+{
+	static long pagesize;
+	void *p;
+
+	if (pagesize <= 0)
+		pagesize = sysconf(_SC_PAGESIZE);
+	return posix_memalign(&p, pagesize > 0 ? (size_t)pagesize : 4096,
+			      size ? size : 1) ? NULL : p;
+}
+
 void *fzc_copybuf(struct fusezc_worker *w, size_t size)
 {
 	if (w->copybuf == NULL || size > w->copybuf_size) {
 		size_t want = size < 128 * 1024 ? 128 * 1024 : size;
-		char *p = realloc(w->copybuf, want);
+		void *p = fzc_alloc_aligned(want);
 
 		if (p == NULL)
 			return NULL;
+		free(w->copybuf);
 		w->copybuf = p;
 		w->copybuf_size = want;
 	}
