@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -75,6 +76,8 @@ static const struct fuse_opt pzc_opts[] = {
 	PZC_OPT("no_xattr", xattr, 0),
 	PZC_OPT("noatime", noatime, 1),
 	PZC_OPT("direct_source", direct_source, 1),
+	PZC_OPT("posix_acl", posix_acl, 1),
+	PZC_OPT("no_posix_acl", posix_acl, 0),
 	PZC_OPT("no_direct_source", direct_source, 0),
 	FUSE_OPT_KEY("noatime", FUSE_OPT_KEY_KEEP),	/* also a mount option */
 	PZC_OPT("max_read=%u", max_read, 0),
@@ -105,6 +108,7 @@ static void pzc_help(const char *prog)
 "    -o writeback           writeback cache (not with passthrough)\n"
 "    -o no_flock            leave flock() to the kernel (local locks)\n"
 "    -o no_xattr            no extended attributes\n"
+"    -o posix_acl           POSIX ACLs (default ACLs inherit; implies default_permissions)\n"
 "    -o direct_source       read page-aligned ranges of the source with O_DIRECT\n"
 "    -o noatime             do not update access times (source opened O_NOATIME)\n"
 "    -o max_read=N          largest READ request (bytes)\n"
@@ -400,6 +404,17 @@ static void pzc_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want &= ~FUSE_CAP_FLOCK_LOCKS;
 	/* splice (and the zerocopy fallback) need FUSE_CAP_SPLICE_WRITE */
 	fusezc_conn_init(fs->zs, conn);
+	if (fs->cfg.posix_acl) {
+		const unsigned int acl = FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
+
+		if ((conn->capable & acl) == acl) {
+			conn->want |= acl;
+			fs->acl_on = true;
+		} else {
+			fuse_log(FUSE_LOG_ERR, "passthrough_zc: the kernel does not "
+				 "offer POSIX ACLs; -o posix_acl ignored\n");
+		}
+	}
 	/* The daemon writes with CAP_FSETID: let the kernel kill suid/sgid. */
 	conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
 	if (fs->cfg.cache == PZC_CACHE_ALWAYS &&
@@ -551,6 +566,34 @@ static void pzc_readlink(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_readlink(req, buf);
 }
 
+/*
+ * With POSIX ACLs the kernel leaves the caller's umask to us (FUSE_DONT_MASK):
+ * the source applies it, or the parent's default ACL instead, when this
+ * thread's umask is the caller's.  umask is per fs_struct, so each worker
+ * thread gets its own first.  Without ACLs the kernel has masked the mode
+ * and the server's umask stays 0.
+ */
+static int pzc_umask_begin(fuse_req_t req)
+{
+	static __thread bool unshared;
+
+	if (!pzc_fs(req)->acl_on)
+		return 0;
+	if (!unshared) {
+		if (unshare(CLONE_FS) == -1)
+			return -errno;
+		unshared = true;
+	}
+	umask(fuse_req_ctx(req)->umask);
+	return 0;
+}
+
+static void pzc_umask_end(fuse_req_t req)
+{
+	if (pzc_fs(req)->acl_on)
+		umask(0);
+}
+
 /* mkdir, mknod and symlink: create, hand over, look up. */
 static void pzc_make_node(fuse_req_t req, fuse_ino_t parent, const char *name,
 			  mode_t mode, dev_t rdev, const char *link)
@@ -559,14 +602,19 @@ static void pzc_make_node(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct fuse_entry_param e;
 	int res, err;
 
+	err = pzc_umask_begin(req);
+	if (err)
+		return (void)fuse_reply_err(req, -err);
 	if (link)
 		res = symlinkat(link, dfd, name);
 	else if (S_ISDIR(mode))
 		res = mkdirat(dfd, name, mode);
 	else
 		res = mknodat(dfd, name, mode, rdev);
+	err = errno;
+	pzc_umask_end(req);
 	if (res == -1)
-		return (void)fuse_reply_err(req, errno);
+		return (void)fuse_reply_err(req, err);
 	pzc_set_owner(req, dfd, name, -1);
 	err = pzc_do_lookup(req, parent, name, &e);
 	if (err)
@@ -823,10 +871,16 @@ static void pzc_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if (!fh)
 		return (void)fuse_reply_err(req, ENOMEM);
 	fh->dio_fd = -1;
+	err = pzc_umask_begin(req);
+	if (err) {
+		free(fh);
+		return (void)fuse_reply_err(req, -err);
+	}
 	fh->fd = pzc_openat(fs, dfd, name, pzc_open_flags(fs, fi->flags) | O_CREAT,
 			    mode);
+	err = errno;
+	pzc_umask_end(req);
 	if (fh->fd == -1) {
-		err = errno;
 		free(fh);
 		return (void)fuse_reply_err(req, err);
 	}
@@ -1233,6 +1287,12 @@ static int pzc_validate(struct pzc_config *cfg, int *root_fd)
 	if (access("/dev/fuse", R_OK | W_OK) == -1) {
 		fprintf(stderr, "passthrough_zc: cannot use /dev/fuse: %s\n",
 			strerror(errno));
+		close(fd);
+		return -1;
+	}
+	if (cfg->posix_acl && !cfg->xattr) {
+		fprintf(stderr, "passthrough_zc: -o posix_acl needs extended "
+			"attributes (drop -o no_xattr)\n");
 		close(fd);
 		return -1;
 	}

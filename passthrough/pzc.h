@@ -53,6 +53,7 @@ struct pzc_config {
 	int xattr;
 	int noatime;		/* the mount's noatime, honoured on the source */
 	int direct_source;	/* aligned reads from the source with O_DIRECT */
+	int posix_acl;		/* kernel POSIX ACLs, caller's umask on the source */
 	unsigned int max_read;
 	unsigned int max_readahead;
 	unsigned int max_write;
@@ -90,6 +91,7 @@ struct pzc_fs {
 	struct fusezc_session *zs;
 	atomic_bool passthrough_ok;	/* cleared on the first refusal */
 	bool writeback_on;		/* negotiated in init */
+	bool acl_on;			/* FUSE_POSIX_ACL + FUSE_DONT_MASK negotiated */
 	long pagesize;
 };
 

@@ -5,8 +5,10 @@ import errno
 import fcntl
 import mmap
 import os
+import shutil
 import stat
 import struct
+import subprocess
 import time
 
 import pytest
@@ -462,3 +464,30 @@ def test_source_changes_visible(fs):
     while read_file(fs.m("ext")) != b"two, longer":
         assert time.monotonic() < deadline
         time.sleep(0.1)
+
+
+# --- POSIX ACLs: default ACLs inherit, the caller's umask applies otherwise --
+
+@pytest.mark.skipif(not shutil.which("setfacl"), reason="needs setfacl (acl)")
+def test_posix_acl(mount_with, mode):
+    m = mount_with(mode, ["-o", "posix_acl"])
+    old = os.umask(0o022)
+    try:
+        os.mkdir(m.m("d"))
+        subprocess.run(["setfacl", "-d", "--set", "u::rwx,g::rwx,o::-", m.m("d")],
+                       check=True)
+        os.mkdir(m.m("d/sub"))
+        open(m.m("d/f"), "w").close()
+        os.mkdir(m.m("plain"))
+        open(m.m("pf"), "w").close()
+    finally:
+        os.umask(old)
+    # Inherited default ACL: umask ignored, group keeps rwx (generic/319).
+    assert stat.S_IMODE(os.stat(m.s("d/sub")).st_mode) == 0o770
+    assert stat.S_IMODE(os.stat(m.s("d/f")).st_mode) == 0o660
+    acl = subprocess.run(["getfacl", "-n", "--omit-header", m.m("d/sub")],
+                         check=True, capture_output=True, text=True).stdout
+    assert "default:group::rwx" in acl
+    # No default ACL: the caller's umask, as on any file system.
+    assert stat.S_IMODE(os.stat(m.s("plain")).st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(m.s("pf")).st_mode) == 0o644
