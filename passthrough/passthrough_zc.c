@@ -112,7 +112,8 @@ static void pzc_help(const char *prog)
 "    -o direct_source       read page-aligned ranges of the source with O_DIRECT\n"
 "    -o noatime             do not update access times (source opened O_NOATIME)\n"
 "    -o max_read=N          largest READ request (bytes)\n"
-"    -o max_readahead=N     largest readahead (bytes)\n"
+"    -o max_readahead=N     read-ahead (bytes); above the kernel's default\n"
+"                           it is set on the mount's bdi (root only)\n"
 "    -o max_write=N         largest WRITE request and READ size (bytes)\n"
 "    -o threads=N           worker threads (default: library default)\n"
 "    -o stats               print read statistics to stderr at unmount\n\n");
@@ -427,6 +428,8 @@ static void pzc_init(void *userdata, struct fuse_conn_info *conn)
 		conn->max_write = fs->cfg.max_write;
 	if (fs->cfg.max_readahead && fs->cfg.max_readahead < conn->max_readahead)
 		conn->max_readahead = fs->cfg.max_readahead;
+	else if (fs->cfg.max_readahead > conn->max_readahead)
+		fs->raise_readahead_kb = fs->cfg.max_readahead / 1024;
 	conn->max_read = fs->cfg.max_read;	/* must match the mount option */
 
 	if (fs->cfg.debug)
@@ -1447,6 +1450,93 @@ static void *pzc_ready_thread(void *arg)
 	return NULL;
 }
 
+/* Undo the octal escapes (\040 ...) of a /proc/self/mountinfo path, in place. */
+static void pzc_unescape(char *s)
+{
+	char *d = s;
+
+	for (; *s; s++, d++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' &&
+		    s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
+			*d = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
+			s += 3;
+		} else {
+			*d = *s;
+		}
+	}
+	*d = '\0';
+}
+
+/* "major:minor" of the newest mount on @mnt, from mountinfo; -errno. */
+static int pzc_mount_devno(const char *mnt, char *devno, size_t len)
+{
+	char line[4096], dev[64], path[PATH_MAX];
+	int found = -ENOENT;
+	FILE *f;
+
+	f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%*s %*s %63s %*s %4095s", dev, path) != 2)
+			continue;
+		pzc_unescape(path);
+		if (strcmp(path, mnt) == 0) {
+			snprintf(devno, len, "%s", dev);
+			found = 0;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+/*
+ * -o max_readahead above what FUSE_INIT can grant (the kernel offers its
+ * bdi default, 128 KiB, and keeps the minimum): raise the mount's bdi
+ * read_ahead_kb once the kernel has processed the INIT reply, which would
+ * lower it again.  Needs root; otherwise one line and the kernel's value.
+ * Reads only /proc and /sys: nothing on the mount, which must stay free to
+ * unmount at any time.
+ */
+static void *pzc_readahead_thread(void *arg)
+{
+	struct pzc_fs *fs = arg;
+	const struct timespec tick = { .tv_nsec = 1000000 };
+	char mnt[PATH_MAX], devno[64], path[128];
+	int waited, err = 0;
+	FILE *f;
+
+	for (waited = 0; !fusezc_init_done(fs->zs); waited++) {
+		if (waited > 60000 || __atomic_load_n(&pzc_stopping, __ATOMIC_ACQUIRE))
+			return NULL;
+		nanosleep(&tick, NULL);
+	}
+	if (!fs->raise_readahead_kb)
+		return NULL;
+	if (!realpath(fs->cfg.mountpoint, mnt))
+		err = -errno;
+	if (!err)
+		err = pzc_mount_devno(mnt, devno, sizeof(devno));
+	if (!err) {
+		snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", devno);
+		f = fopen(path, "we");
+		if (!f)
+			err = -errno;
+		else if (fprintf(f, "%u\n", fs->raise_readahead_kb) < 0)
+			err = -EIO;
+		if (f && fclose(f) != 0 && !err)
+			err = -errno;
+	}
+	if (err)
+		fuse_log(FUSE_LOG_ERR, "passthrough_zc: cannot raise the read-ahead "
+			 "to %u KiB (%s); the kernel's stays\n",
+			 fs->raise_readahead_kb, strerror(-err));
+	else if (fs->cfg.debug)
+		fuse_log(FUSE_LOG_DEBUG, "passthrough_zc: read-ahead of bdi %s: %u KiB\n",
+			 devno, fs->raise_readahead_kb);
+	return NULL;
+}
+
 static void pzc_print_stats(struct pzc_fs *fs)
 {
 	struct fusezc_stats st;
@@ -1490,7 +1580,8 @@ int main(int argc, char *argv[])
 	static struct pzc_fs fs;
 	struct fuse_cmdline_opts opts = { 0 };
 	struct fuse_session *se;
-	pthread_t ready;
+	pthread_t ready, ra;
+	bool ra_started = false;
 	int root_fd = -1;
 	int ret = 1, res;
 
@@ -1602,9 +1693,13 @@ int main(int argc, char *argv[])
 	if (!fs.cfg.foreground &&
 	    pthread_create(&ready, NULL, pzc_ready_thread, &fs) == 0)
 		pthread_detach(ready);
+	ra_started = fs.cfg.max_readahead &&
+		     pthread_create(&ra, NULL, pzc_readahead_thread, &fs) == 0;
 
 	res = fusezc_session_loop(fs.zs);
 	pzc_ready_event(&pzc_stopping);
+	if (ra_started)
+		pthread_join(ra, NULL);	/* it polls fs.zs: done before that goes */
 	if (res == -EOPNOTSUPP && zopts.zerocopy_required) {
 		const char *why = fusezc_zerocopy_status(fs.zs);
 

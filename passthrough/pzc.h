@@ -92,6 +92,7 @@ struct pzc_fs {
 	atomic_bool passthrough_ok;	/* cleared on the first refusal */
 	bool writeback_on;		/* negotiated in init */
 	bool acl_on;			/* FUSE_POSIX_ACL + FUSE_DONT_MASK negotiated */
+	unsigned int raise_readahead_kb; /* set in init: more than INIT could give */
 	long pagesize;
 };
 

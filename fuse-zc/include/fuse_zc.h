@@ -81,6 +81,12 @@ void fusezc_conn_init(struct fusezc_session *zs, struct fuse_conn_info *conn);
 /* The fusezc session a request belongs to (valid inside op handlers). */
 struct fusezc_session *fusezc_req_session(fuse_req_t req);
 
+/*
+ * The kernel has processed our FUSE_INIT reply (the connection's limits,
+ * e.g. the bdi read-ahead it lowered to max_readahead, are final).
+ */
+bool fusezc_init_done(const struct fusezc_session *zs);
+
 /* What INIT negotiated: zero copy really in use for this connection. */
 bool fusezc_zerocopy_active(const struct fusezc_session *zs);
 bool fusezc_passthrough_active(const struct fusezc_session *zs);

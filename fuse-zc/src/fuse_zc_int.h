@@ -100,6 +100,7 @@ struct fusezc_session {
 	/* FUSE_INIT, filled in by the read hook and the INIT reply rewrite. */
 	uint64_t init_offered;
 	atomic_bool init_seen;
+	atomic_bool init_done;	/* the kernel took our INIT reply */
 	atomic_bool zc_active;
 	atomic_bool pt_active;
 	const char *_Atomic zc_status;

@@ -318,6 +318,8 @@ ssize_t fzc_io_writev(int fd, struct iovec *iov, int count, void *userdata)
 			return res < 0 ? res : (ssize_t)total;
 		}
 		res = write_all(fd, w->msg, total);
+		if (res >= 0)
+			atomic_store(&zs->init_done, true);
 		return res < 0 ? res : (ssize_t)total;
 	}
 
@@ -447,6 +449,11 @@ struct fusezc_session *fusezc_req_session(fuse_req_t req)
 bool fusezc_zerocopy_active(const struct fusezc_session *zs)
 {
 	return zs != NULL && atomic_load(&zs->zc_active);
+}
+
+bool fusezc_init_done(const struct fusezc_session *zs)
+{
+	return zs != NULL && atomic_load(&zs->init_done);
 }
 
 bool fusezc_passthrough_active(const struct fusezc_session *zs)

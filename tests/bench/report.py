@@ -195,7 +195,8 @@ def main():
         f"{meta.get('disk_read_ahead_kb', '?')}); FUSE read_ahead_kb "
         f"{meta.get('fuse_read_ahead_kb_seen', meta.get('fuse_read_ahead_kb', '?'))}; "
         f"server reads the source with -o direct_source on: "
-        f"{meta.get('direct_source_backings', 'none') or 'none'}.",
+        f"{meta.get('direct_source_backings', 'none') or 'none'}; "
+        f"passthrough_zc -o max_readahead={meta.get('max_readahead', '?')}.",
         "",
         "Absolute MB/s under TCG mean nothing; only ratios within this run count.",
         "Ratios are of the medians. CPU columns: median over repetitions of CPU seconds per GiB"

@@ -6,6 +6,7 @@ import mmap
 import os
 import random
 import threading
+import time
 
 import pytest
 
@@ -237,3 +238,24 @@ def test_noatime(mount_with, mode):
         assert atimes["noatime"] != old
     else:
         assert atimes["noatime"] == old
+
+
+# --- read-ahead: -o max_readahead above the kernel's default ----------------
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="raising a bdi's read_ahead_kb needs root")
+def test_max_readahead_raised(mount_with, mode):
+    """FUSE_INIT cannot raise read-ahead past the bdi default (128 KiB);
+    passthrough_zc writes the bdi's read_ahead_kb after INIT instead."""
+    m = mount_with(mode, ["-o", "max_readahead=1048576"])
+    write_file(m.s("f"), pattern(4 << 20, 3))
+    st = os.stat(m.mnt)
+    knob = f"/sys/class/bdi/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/read_ahead_kb"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        with open(knob) as f:
+            value = int(f.read())
+        if value == 1024:
+            break
+        time.sleep(0.05)
+    assert value == 1024
+    assert read_file(m.m("f")) == pattern(4 << 20, 3)
