@@ -74,11 +74,11 @@ static const struct fuse_opt pzc_opts[] = {
 	PZC_OPT("no_flock", flock, 0),
 	PZC_OPT("xattr", xattr, 1),
 	PZC_OPT("no_xattr", xattr, 0),
-	PZC_OPT("noatime", noatime, 1),
-	PZC_OPT("direct_source", direct_source, 1),
 	PZC_OPT("posix_acl", posix_acl, 1),
 	PZC_OPT("no_posix_acl", posix_acl, 0),
+	PZC_OPT("direct_source", direct_source, 1),
 	PZC_OPT("no_direct_source", direct_source, 0),
+	PZC_OPT("noatime", noatime, 1),
 	FUSE_OPT_KEY("noatime", FUSE_OPT_KEY_KEEP),	/* also a mount option */
 	PZC_OPT("max_read=%u", max_read, 0),
 	FUSE_OPT_KEY("max_read=", FUSE_OPT_KEY_KEEP),	/* also a mount option */

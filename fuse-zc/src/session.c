@@ -84,11 +84,9 @@ ssize_t fzc_pread_full(int fd, void *buf, size_t size, off_t off)
 /* Page-aligned, so that a read into it may use an O_DIRECT descriptor. */
 void *fzc_alloc_aligned(size_t size)
 {
-	static long pagesize;
+	long pagesize = sysconf(_SC_PAGESIZE);
 	void *p;
 
-	if (pagesize <= 0)
-		pagesize = sysconf(_SC_PAGESIZE);
 	return posix_memalign(&p, pagesize > 0 ? (size_t)pagesize : 4096,
 			      size ? size : 1) ? NULL : p;
 }
