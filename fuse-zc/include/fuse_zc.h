@@ -94,10 +94,12 @@ bool fusezc_passthrough_active(const struct fusezc_session *zs);
 const char *fusezc_zerocopy_status(const struct fusezc_session *zs);
 
 /*
- * Answer a FUSE_READ with up to @size bytes of @fd at @off: zero copy when
- * the connection has it, else splice, else copy; a refused zero-copy
- * lending falls back for that request (one log line per reason).  Replies
- * exactly once.  Must be called from the op handler's thread.  Every mode
+ * Answer the FUSE_READ @req with up to @size bytes of @fd at @off: zero
+ * copy when the connection has it, else splice, else copy; a refused
+ * zero-copy lending or reply falls back to a copy for that request (one log
+ * line per reason), an error of @fd is the reply.  Replies exactly once.
+ * May be called later and from any thread (a deferred reply): on a fusezc
+ * worker it is zero copy of @req itself, elsewhere a copy.  Every mode
  * reads into page-aligned memory, so @fd may be an O_DIRECT descriptor
  * when @off and @size suit the file's direct I/O alignment.
  */

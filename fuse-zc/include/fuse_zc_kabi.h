@@ -19,8 +19,9 @@
 #define FUSEZC_INIT_EXT			(1U << 30)	/* FUSE_INIT_EXT */
 #define FUSEZC_INIT_ZC_READ		(1ULL << 60)
 
-/* io_uring opcodes added by the series to Linux 6.12 (after IORING_OP_LISTEN). */
+/* io_uring opcode added by the series to Linux 6.12 (after IORING_OP_LISTEN). */
 #define FUSEZC_IORING_OP_READ_SPLICE_BUF	58
+/* Removed in contract v2; only the kernel tests use it, to see it refused. */
 #define FUSEZC_IORING_OP_WRITE_SPLICE_BUF	59
 
 /* sqe->splice_flags: splice_fd_in is an index into the registered files. */
@@ -28,7 +29,11 @@
 
 /*
  * sqe->splice_off_in for a /dev/fuse lender: the low 39 bits of the request's
- * unique id and a byte offset into that request's data buffer.
+ * unique id and a byte offset into that request's data buffer.  The lent
+ * range (offset + len) must lie inside the request's data, else the CQE is
+ * -EINVAL.  Lending may be refused with -EOPNOTSUPP, -EPERM (contract v2:
+ * CAP_SYS_ADMIN only by default), -EXDEV (backing file on FUSE or a stacked
+ * file system) or -E2BIG; the server then answers by copy.
  */
 #define FUSEZC_POS_OFFSET_BITS		24
 #define FUSEZC_POS_UNIQUE_BITS		39
@@ -44,7 +49,9 @@ static inline uint64_t fusezc_lend_pos(uint64_t unique, uint32_t offset)
  * IORING_OP_READ_SPLICE_BUF: fuse_out_header with this bit set in unique,
  * error 0, followed by struct fusezc_read_out.  The kernel accepts it only
  * for a FUSE_READ that was lent, once no lending is in flight, and only for
- * size <= the bytes the lent I/O really placed (else the read fails with EIO).
+ * size <= the bytes placed contiguously from offset 0.  Contract v2: a reply
+ * claiming more is refused by write() with EINVAL and the request stays in
+ * flight, so the server must still answer it (fuse-zc sends a copy).
  */
 #define FUSEZC_UNIQUE_ZC_REPLY		(1ULL << 62)	/* 63 is FUSE_UNIQUE_RESEND */
 

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * libfuse-zc internals: the session, its workers and the thread-local state
- * that ties libfuse's reply path (our fuse_custom_io hooks) to the request a
- * worker is processing.
+ * libfuse-zc internals: the session, its workers, the FUSE_READ requests in
+ * flight, and the thread-local state that ties libfuse's reply path (our
+ * fuse_custom_io hooks) to the reply a thread is sending.
  */
 #ifndef FUSE_ZC_INT_H
 #define FUSE_ZC_INT_H
@@ -39,15 +39,45 @@ struct fzc_open_out {
 
 enum fzc_pending {
 	FZC_PEND_NONE,
-	FZC_PEND_ZC_READ,	/* mark the reply FUSEZC_UNIQUE_ZC_REPLY */
 	FZC_PEND_OPEN,		/* add FOPEN_PASSTHROUGH + backing_id */
 };
+
+/*
+ * A read reply fusezc_reply_read() is sending through libfuse.  libfuse puts
+ * the request's unique id in the reply header, so the writev hook learns
+ * which request the reply belongs to, and answers exactly that request:
+ * lending its pages, or by copy.  A reply can therefore not name another
+ * request than the req it was given, whichever thread sends it.
+ */
+struct fzc_read_reply {
+	int fd;
+	off_t off;
+	size_t size;
+	bool answered;		/* the writev hook took it */
+};
+
+/* What the library saw of a FUSE_READ in flight. */
+struct fzc_read_in {
+	uint64_t unique;	/* 0: free slot */
+	uint64_t offset;
+	uint32_t size;		/* the request's data: a lending must stay inside */
+};
+
+/* FUSE_READ requests in flight, by unique id (zero-copy sessions only). */
+struct fzc_read_table {
+	pthread_mutex_t lock;
+	struct fzc_read_in *slots;	/* open addressing, linear probing */
+	size_t cap;			/* a power of two, or 0 */
+	size_t used;
+};
+#define FZC_READS_MAX		(1U << 16)	/* beyond: replies are copies */
 
 /* Which one-line-per-reason log a note belongs to. */
 enum fzc_note {
 	FZC_NOTE_LEND,		/* IORING_OP_READ_SPLICE_BUF failed */
 	FZC_NOTE_REPLY,		/* the zero-copy reply was refused */
 	FZC_NOTE_RING,		/* io_uring setup/submit failed */
+	FZC_NOTE_IO,		/* the backing file failed a lent read */
 	FZC_NOTE_NR,
 };
 
@@ -67,25 +97,23 @@ struct fusezc_worker {
 	struct fuse_in_header in;
 	bool in_valid;
 
-	/* Reply rewrite armed by fusezc_reply_* just before calling libfuse. */
+	/* OPEN/CREATE rewrite armed by fusezc_reply_*_passthrough(). */
 	enum fzc_pending pend;
 	int pend_backing_id;
-	int pend_fd;
-	off_t pend_off;
-	size_t pend_size;
-	bool pend_fell_back;		/* ZC reply refused, copy sent instead */
-	ssize_t pend_copy_bytes;
 
 	/* What libfuse's reply path did (for counting). */
 	bool spliced;
 	ssize_t spliced_bytes;		/* payload bytes of the spliced reply */
 	ssize_t written_bytes;		/* payload bytes of the last writev reply */
 
-	/* Lazily created io_uring (zero copy only). */
+	/* Lazily created io_uring (zero copy only).  A failed ring is dropped
+	 * and created again after a back-off (1 s, doubling up to 64 s). */
 	struct io_uring ring;
 	bool ring_ready;
 	bool ring_fixed;
-	int ring_err;			/* setup failed: fall back with this errno */
+	int ring_err;			/* why the last ring failed */
+	uint64_t ring_retry_at;		/* CLOCK_MONOTONIC ns: no new ring before */
+	uint64_t ring_backoff;		/* ns; 0 after a working ring */
 
 	char *copybuf;
 	size_t copybuf_size;
@@ -108,6 +136,8 @@ struct fusezc_session {
 	atomic_bool splice_enabled;	/* fusezc_conn_init() enabled SPLICE_WRITE */
 	atomic_int splice_state;
 
+	struct fzc_read_table reads;
+
 	/* Loop. */
 	pthread_mutex_t lock;
 	sem_t finish;
@@ -125,9 +155,50 @@ struct fusezc_session {
 	/* One log line per (kind, errno). */
 	_Atomic uint64_t noted[FZC_NOTE_NR][FZC_ERRNO_MAX / 64];
 	atomic_bool noted_misuse;
+
+	struct fusezc_session *next_session;	/* fzc_session_by_fd() list */
 };
 
 extern __thread struct fusezc_worker *fzc_tls_worker;
+extern __thread struct fzc_read_reply *fzc_tls_read_reply;
+
+/* The FUSE_READ table: record a request / take it out (false: not there). */
+void fzc_reads_add(struct fusezc_session *zs, const struct fzc_read_in *r);
+bool fzc_reads_take(struct fusezc_session *zs, uint64_t unique, struct fzc_read_in *r);
+void fzc_reads_free(struct fusezc_session *zs);
+/* The session of /dev/fuse fd @fd, for replies sent by non-worker threads. */
+void fzc_sessions_add(struct fusezc_session *zs);
+void fzc_sessions_del(struct fusezc_session *zs);
+struct fusezc_session *fzc_session_by_fd(int fd);
+/* Answer FUSE_READ @unique with @rr on /dev/fuse @devfd (the writev hook).
+ * 0, or -errno of the last reply write. */
+int fzc_answer_read(struct fusezc_worker *w, int devfd, uint64_t unique,
+		    const struct fzc_read_reply *rr);
+
+/* One IORING_OP_READ_SPLICE_BUF: @len bytes of @fd at @off into the data of
+ * FUSE request @unique, from byte @req_off of that data. */
+struct fzc_lending {
+	int fd;
+	uint64_t off;
+	unsigned int len;
+	uint64_t unique;
+	uint32_t req_off;
+};
+
+/*
+ * The kernel side of the library: the io_uring of a worker and the reply
+ * writes to /dev/fuse.  The unit tests replace it to play the patched
+ * kernel (short completions, refusals, failing rings) on any host.
+ */
+struct fzc_kernel_ops {
+	int (*ring_setup)(struct fusezc_worker *w);	/* 0 or -errno */
+	void (*ring_exit)(struct fusezc_worker *w);
+	/* Submit @l and wait for it: 0 and the CQE's res in *res, or -errno
+	 * when the ring itself failed (the ring is then dropped). */
+	int (*ring_lend)(struct fusezc_worker *w, const struct fzc_lending *l, int *res);
+	ssize_t (*dev_writev)(int fd, const struct iovec *iov, int count);
+};
+extern const struct fzc_kernel_ops *fzc_kops;
 
 /* Log one line per session and (kind, errno); returns true when it logged. */
 bool fzc_note_once(struct fusezc_session *zs, enum fzc_note kind, int err);

@@ -3,6 +3,15 @@
  * fusezc_reply_read(): answer a FUSE_READ by zero copy (io_uring
  * IORING_OP_READ_SPLICE_BUF into the request's pages, then a small
  * FUSEZC_UNIQUE_ZC_REPLY reply), by splice, or by copy.
+ *
+ * Zero copy is bound to the request, not to the thread: fusezc_reply_read()
+ * only arms a thread-local fzc_read_reply and lets libfuse send the reply
+ * of @req; the writev hook sees the request's unique id in that reply's
+ * header and calls fzc_answer_read() for exactly that request, which must be
+ * a FUSE_READ the read hook recorded (its size bounds the lending).
+ *
+ * Every path ends in exactly one reply: a zero-copy reply, else a copy
+ * reply, else an error reply.
  */
 #include "fuse_zc_int.h"
 
@@ -10,21 +19,18 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-static void ring_teardown(struct fusezc_worker *w, int err)
-{
-	if (w->ring_ready)
-		io_uring_queue_exit(&w->ring);
-	w->ring_ready = false;
-	w->ring_fixed = false;
-	w->ring_err = err;
-	if (fzc_note_once(w->zs, FZC_NOTE_RING, err))
-		fuse_log(FUSE_LOG_WARNING,
-			 "fuse-zc: io_uring failed (%s); zero copy off for this worker\n",
-			 strerror(-err));
-}
+__thread struct fzc_read_reply *fzc_tls_read_reply;
 
-static int ring_setup(struct fusezc_worker *w)
+#define NSEC_PER_SEC		1000000000ULL
+#define RING_BACKOFF_MIN	(1 * NSEC_PER_SEC)
+#define RING_BACKOFF_MAX	(64 * NSEC_PER_SEC)
+
+/* ------------------------------------------------------------------ */
+/* The kernel side (replaced by the unit tests)                        */
+
+static int real_ring_setup(struct fusezc_worker *w)
 {
 	struct fusezc_session *zs = w->zs;
 	struct io_uring_params p;
@@ -41,7 +47,6 @@ static int ring_setup(struct fusezc_worker *w)
 	}
 	if (res < 0)
 		return res;
-	w->ring_ready = true;
 	if (zs->opts.register_fuse_fd) {
 		res = io_uring_register_files(&w->ring, &zs->fuse_fd, 1);
 		if (res == 0)
@@ -54,58 +59,314 @@ static int ring_setup(struct fusezc_worker *w)
 	return 0;
 }
 
-/*
- * Lend the pages of the request being processed to one READ_SPLICE_BUF and
- * wait for its completion.  Returns the bytes placed or -errno; *kernel is
- * true when the errno is the CQE's (the kernel refused the lending).
- */
-static int lend(struct fusezc_worker *w, int fd, off_t off, size_t size,
-		bool *kernel)
+static void real_ring_exit(struct fusezc_worker *w)
 {
-	struct fusezc_session *zs = w->zs;
-	struct io_uring_sqe *sqe;
+	io_uring_queue_exit(&w->ring);
+}
+
+/* One io_uring_enter() submits and waits; the CQE is reaped here. */
+static int real_ring_lend(struct fusezc_worker *w, const struct fzc_lending *l,
+			  int *cqe_res)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
 	struct io_uring_cqe *cqe;
 	int res, tries = 0;
 
-	*kernel = false;
-	if (w->ring_err)
-		return w->ring_err;
-	if (!w->ring_ready) {
-		res = ring_setup(w);
-		if (res < 0) {
-			ring_teardown(w, res);
-			return res;
-		}
-	}
-	sqe = io_uring_get_sqe(&w->ring);
-	if (sqe == NULL)	/* cannot happen: the ring is idle between requests */
+	if (sqe == NULL)	/* cannot happen: the ring is idle between lendings */
 		return -EBUSY;
-	fzc_prep_lend(sqe, fd, (uint64_t)off, size > UINT_MAX ? UINT_MAX : (unsigned int)size,
-		      w->ring_fixed ? 0 : zs->fuse_fd, w->ring_fixed, w->in.unique);
-	/* One io_uring_enter() submits and waits; the CQE is reaped below. */
+	fzc_prep_lend(sqe, l->fd, l->off, l->len, w->ring_fixed ? 0 : w->zs->fuse_fd,
+		      w->ring_fixed, l->unique);
+	sqe->splice_off_in = fusezc_lend_pos(l->unique, l->req_off);
 	do
 		res = io_uring_submit_and_wait(&w->ring, 1);
 	while ((res == -EINTR || res == -EAGAIN) && ++tries < 1000);
-	if (res != 1) {
-		/* Never leave a stale lending queued: drop the ring. */
-		res = res < 0 ? res : -EIO;
-		ring_teardown(w, res);
-		return res;
-	}
+	if (res != 1)
+		return res < 0 ? res : -EIO;
 	do
 		res = io_uring_wait_cqe(&w->ring, &cqe);
 	while (res == -EINTR);
+	if (res < 0)
+		return res;
+	*cqe_res = cqe->res;
+	io_uring_cqe_seen(&w->ring, cqe);
+	return 0;
+}
+
+static ssize_t real_dev_writev(int fd, const struct iovec *iov, int count)
+{
+	return writev(fd, iov, count);
+}
+
+static const struct fzc_kernel_ops real_kops = {
+	.ring_setup = real_ring_setup,
+	.ring_exit = real_ring_exit,
+	.ring_lend = real_ring_lend,
+	.dev_writev = real_dev_writev,
+};
+const struct fzc_kernel_ops *fzc_kops = &real_kops;
+
+/* ------------------------------------------------------------------ */
+/* The worker's io_uring                                               */
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
+}
+
+/* Drop a failed ring; a new one is tried after a growing back-off. */
+static void ring_failed(struct fusezc_worker *w, int err)
+{
+	if (w->ring_ready)
+		fzc_kops->ring_exit(w);
+	w->ring_ready = false;
+	w->ring_fixed = false;
+	w->ring_err = err;
+	w->ring_backoff = w->ring_backoff ? w->ring_backoff * 2 : RING_BACKOFF_MIN;
+	if (w->ring_backoff > RING_BACKOFF_MAX)
+		w->ring_backoff = RING_BACKOFF_MAX;
+	w->ring_retry_at = now_ns() + w->ring_backoff;
+	if (fzc_note_once(w->zs, FZC_NOTE_RING, err))
+		fuse_log(FUSE_LOG_WARNING,
+			 "fuse-zc: io_uring failed (%s); copying reads on this worker until a new ring works\n",
+			 strerror(-err));
+}
+
+static int ring_get(struct fusezc_worker *w)
+{
+	int res;
+
+	if (w->ring_ready)
+		return 0;
+	if (w->ring_retry_at != 0 && now_ns() < w->ring_retry_at)
+		return w->ring_err ? w->ring_err : -EAGAIN;
+	res = fzc_kops->ring_setup(w);
 	if (res < 0) {
-		ring_teardown(w, res);
+		ring_failed(w, res);
 		return res;
 	}
-	res = cqe->res;
-	io_uring_cqe_seen(&w->ring, cqe);
-	*kernel = true;
-	if (res >= 0 && (size_t)res > size)
-		res = -EIO;
-	return res;
+	w->ring_ready = true;
+	w->ring_err = 0;
+	w->ring_backoff = 0;
+	w->ring_retry_at = 0;
+	return 0;
 }
+
+/* ------------------------------------------------------------------ */
+/* Answering a FUSE_READ from the writev hook                          */
+
+/*
+ * A lending the kernel refused, as opposed to an error of the backing
+ * file's read: refusals fall back to a copy reply, backing errors are the
+ * reader's answer.  EINVAL is both (a range outside the request, or an
+ * O_DIRECT misalignment); the copy's pread() then tells which.
+ */
+static bool lend_refused(int err)
+{
+	switch (-err) {
+	case EOPNOTSUPP:	/* not a lender, not a regular file or block device */
+	case EPERM:		/* contract v2: CAP_SYS_ADMIN only by default */
+	case EXDEV:		/* backing file on FUSE or a stacked file system */
+	case E2BIG:
+	case EINVAL:
+	case ENOENT:		/* no such request in flight */
+	case EBADF:
+	case EBUSY:
+	case EAGAIN:
+	case EINTR:
+	case ENOMEM:
+	case EFAULT:
+	case ENOSYS:
+	case ECANCELED:
+		return true;
+	default:
+		return false;
+	}
+}
+
+static const char *refusal_hint(int err)
+{
+	switch (-err) {
+	case EPERM:
+		return " (the server lacks CAP_SYS_ADMIN)";
+	case EXDEV:
+		return " (backing file on a FUSE or stacked file system)";
+	case EOPNOTSUPP:
+		return " (backing file cannot be lent to)";
+	default:
+		return "";
+	}
+}
+
+enum lend_outcome {
+	LEND_PLACED,		/* *placed bytes are in the request's pages */
+	LEND_REFUSED,		/* reply by copy */
+	LEND_IO_ERROR,		/* the backing file failed: reply the error */
+};
+
+/*
+ * Lend @size bytes of @fd at @off to request @unique.  A short completion
+ * is not the end of the file: the rest is lent at the next offset of the
+ * request, until all is placed or a completion of 0 (end of file).
+ */
+static enum lend_outcome lend_all(struct fusezc_worker *w, uint64_t unique, int fd,
+				  off_t off, size_t size, size_t *placed, int *err)
+{
+	struct fusezc_session *zs = w->zs;
+
+	*placed = 0;
+	*err = ring_get(w);
+	if (*err < 0)
+		return LEND_REFUSED;
+	while (*placed < size) {
+		struct fzc_lending l = {
+			.fd = fd,
+			.off = (uint64_t)off + *placed,
+			.len = (unsigned int)(size - *placed),
+			.unique = unique,
+			.req_off = (uint32_t)*placed,
+		};
+		int res;
+
+		*err = fzc_kops->ring_lend(w, &l, &res);
+		if (*err < 0) {
+			ring_failed(w, *err);
+			return LEND_REFUSED;
+		}
+		if (res == 0)
+			break;		/* end of the backing file */
+		if (res > 0 && (unsigned int)res > l.len)
+			res = -EIO;	/* a kernel bug: trust nothing it placed */
+		if (res < 0) {
+			*err = res;
+			if (!lend_refused(res)) {
+				if (fzc_note_once(zs, FZC_NOTE_IO, res))
+					fuse_log(FUSE_LOG_WARNING,
+						 "fuse-zc: backing file read failed (%s); replied to the reader\n",
+						 strerror(-res));
+				return LEND_IO_ERROR;
+			}
+			if (fzc_note_once(zs, FZC_NOTE_LEND, res))
+				fuse_log(FUSE_LOG_WARNING,
+					 "fuse-zc: zero-copy read refused by the kernel (%s)%s; falling back to copy\n",
+					 strerror(-res), refusal_hint(res));
+			return LEND_REFUSED;
+		}
+		*placed += (size_t)res;
+	}
+	return LEND_PLACED;
+}
+
+static int dev_write(int devfd, const struct iovec *iov, int count)
+{
+	ssize_t res;
+
+	do
+		res = fzc_kops->dev_writev(devfd, iov, count);
+	while (res < 0 && errno == EINTR);
+	return res < 0 ? -errno : 0;
+}
+
+static int reply_error(int devfd, uint64_t unique, int err)
+{
+	struct fuse_out_header out = {
+		.len = sizeof(out), .error = err, .unique = unique,
+	};
+	struct iovec iov = { &out, sizeof(out) };
+
+	return dev_write(devfd, &iov, 1);
+}
+
+/* A copy reply; if the kernel refuses even that, an error reply. */
+static int reply_copy_raw(struct fusezc_worker *w, int devfd, uint64_t unique,
+			  int fd, off_t off, size_t size)
+{
+	struct fuse_out_header out = { .unique = unique };
+	struct iovec iov[2];
+	void *buf = fzc_copybuf(w, size);
+	ssize_t n;
+	int res;
+
+	n = buf ? fzc_pread_full(fd, buf, size, off) : -ENOMEM;
+	if (n < 0)
+		return reply_error(devfd, unique, (int)n);
+	out.len = (uint32_t)(sizeof(out) + (size_t)n);
+	iov[0].iov_base = &out;
+	iov[0].iov_len = sizeof(out);
+	iov[1].iov_base = buf;
+	iov[1].iov_len = (size_t)n;
+	res = dev_write(devfd, iov, 2);
+	if (res == 0) {
+		fzc_add(&w->zs->copy_bytes, (uint64_t)n);
+		fzc_add(&w->zs->copy_requests, 1);
+		return 0;
+	}
+	if (res == -ENOENT)	/* the request is gone (interrupted, aborted) */
+		return res;
+	return reply_error(devfd, unique, -EIO);
+}
+
+int fzc_answer_read(struct fusezc_worker *w, int devfd, uint64_t unique,
+		    const struct fzc_read_reply *rr)
+{
+	struct fusezc_session *zs = w->zs;
+	struct fusezc_read_out ro;
+	struct fuse_out_header out;
+	struct fzc_read_in ri;
+	struct iovec iov[2];
+	enum lend_outcome how;
+	size_t size = rr->size, placed;
+	int err, res;
+
+	if (!fzc_reads_take(zs, unique, &ri)) {
+		/* Not a FUSE_READ the read hook recorded: never lend. */
+		if (!atomic_exchange(&zs->noted_misuse, true))
+			fuse_log(FUSE_LOG_WARNING,
+				 "fuse-zc: fusezc_reply_read() for a request that is not a FUSE_READ in flight; replying by copy\n");
+		return reply_copy_raw(w, devfd, unique, rr->fd, rr->off, size);
+	}
+	/* The lending must lie inside the request's data. */
+	if (size > ri.size)
+		size = ri.size;
+
+	how = lend_all(w, unique, rr->fd, rr->off, size, &placed, &err);
+	if (how == LEND_IO_ERROR)
+		return reply_error(devfd, unique, err);
+	if (how == LEND_PLACED && placed == 0)	/* at or past the end of file */
+		return reply_copy_raw(w, devfd, unique, rr->fd, rr->off, size);
+	if (how == LEND_PLACED) {
+		memset(&ro, 0, sizeof(ro));
+		ro.size = placed;
+		out.len = sizeof(out) + sizeof(ro);
+		out.error = 0;
+		out.unique = unique | FUSEZC_UNIQUE_ZC_REPLY;
+		iov[0].iov_base = &out;
+		iov[0].iov_len = sizeof(out);
+		iov[1].iov_base = &ro;
+		iov[1].iov_len = sizeof(ro);
+		res = dev_write(devfd, iov, 2);
+		if (res == 0) {
+			fzc_add(&zs->zc_bytes, placed);
+			fzc_add(&zs->zc_requests, 1);
+			return 0;
+		}
+		if (res == -ENOENT)
+			return res;
+		/* Refused (contract v2: EINVAL, the request stays in flight). */
+		err = res;
+		if (fzc_note_once(zs, FZC_NOTE_REPLY, err))
+			fuse_log(FUSE_LOG_WARNING,
+				 "fuse-zc: zero-copy reply refused by the kernel (%s); falling back to copy\n",
+				 strerror(-err));
+	}
+	fzc_count_fallback(zs, err);
+	return reply_copy_raw(w, devfd, unique, rr->fd, rr->off, size);
+}
+
+/* ------------------------------------------------------------------ */
+/* fusezc_reply_read                                                   */
 
 static void reply_copy(struct fusezc_worker *w, fuse_req_t req, int fd, off_t off,
 		       size_t size)
@@ -160,52 +421,19 @@ static void reply_splice(struct fusezc_worker *w, fuse_req_t req, int fd, off_t 
 	}
 }
 
-/* 0: replied (zero copy, or copy after a refused reply); <0: caller falls back. */
-static int reply_zerocopy(struct fusezc_worker *w, fuse_req_t req, int fd, off_t off,
-			  size_t size)
+/*
+ * Let libfuse send @req's reply; the writev hook answers it (see the top of
+ * this file).  The placeholder body is never written.
+ */
+static void reply_zerocopy(fuse_req_t req, int fd, off_t off, size_t size)
 {
-	struct fusezc_session *zs = w->zs;
-	struct fusezc_read_out ro;
-	bool kernel;
-	int res;
+	struct fzc_read_reply rr = { .fd = fd, .off = off, .size = size };
 
-	if (!w->in_valid || w->in.opcode != FUSE_READ) {
-		if (!atomic_exchange(&zs->noted_misuse, true))
-			fuse_log(FUSE_LOG_WARNING,
-				 "fuse-zc: fusezc_reply_read() called outside a FUSE_READ handler; not using zero copy\n");
-		fzc_count_fallback(zs, EINVAL);
-		return -EINVAL;
-	}
-	res = lend(w, fd, off, size, &kernel);
-	if (res < 0) {
-		fzc_count_fallback(zs, res);
-		if (kernel && fzc_note_once(zs, FZC_NOTE_LEND, res))
-			fuse_log(FUSE_LOG_WARNING,
-				 "fuse-zc: zero-copy read refused by the kernel (%s); falling back to %s\n",
-				 strerror(-res), atomic_load(&zs->splice_enabled) ? "splice" : "copy");
-		return res;
-	}
-
-	memset(&ro, 0, sizeof(ro));
-	ro.size = (uint64_t)res;
-	w->pend = FZC_PEND_ZC_READ;
-	w->pend_fd = fd;
-	w->pend_off = off;
-	w->pend_size = size;
-	w->pend_fell_back = false;
-	w->pend_copy_bytes = 0;
-	/* The writev hook adds FUSEZC_UNIQUE_ZC_REPLY (and copies on EBUSY). */
-	if (fuse_reply_buf(req, (const char *)&ro, sizeof(ro)) == 0) {
-		if (w->pend_fell_back) {
-			fzc_add(&zs->copy_bytes, (uint64_t)w->pend_copy_bytes);
-			fzc_add(&zs->copy_requests, 1);
-		} else {
-			fzc_add(&zs->zc_bytes, (uint64_t)res);
-			fzc_add(&zs->zc_requests, 1);
-		}
-	}
-	w->pend = FZC_PEND_NONE;
-	return 0;
+	fzc_tls_read_reply = &rr;
+	fuse_reply_buf(req, NULL, 0);
+	fzc_tls_read_reply = NULL;
+	if (!rr.answered)	/* libfuse sent nothing: nothing more we can do */
+		fuse_log(FUSE_LOG_ERR, "fuse-zc: libfuse did not send a read reply\n");
 }
 
 void fusezc_reply_read(fuse_req_t req, int fd, off_t off, size_t size)
@@ -219,10 +447,9 @@ void fusezc_reply_read(fuse_req_t req, int fd, off_t off, size_t size)
 	}
 	switch (zs->opts.read_mode) {
 	case FUSEZC_READ_ZEROCOPY:
-		if (atomic_load(&zs->zc_active) &&
-		    reply_zerocopy(w, req, fd, off, size) == 0)
-			break;
-		if (atomic_load(&zs->splice_enabled))
+		if (atomic_load(&zs->zc_active))
+			reply_zerocopy(req, fd, off, size);
+		else if (atomic_load(&zs->splice_enabled))
 			reply_splice(w, req, fd, off, size);
 		else
 			reply_copy(w, req, fd, off, size);

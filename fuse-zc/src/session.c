@@ -5,10 +5,13 @@
  *
  * libfuse 3.14 gives no access to a request's unique id and does not forward
  * INIT flags it does not know.  Its public fuse_session_custom_io() does: the
- * read hook sees every raw request, the writev hook every reply.  A worker
- * keeps the raw fuse_in_header of the request it processes in a
- * thread-local; fusezc_reply_*() arm a "pending rewrite" on that thread just
- * before calling libfuse's reply function, and the writev hook applies it.
+ * read hook sees every raw request, the writev hook every reply.  The read
+ * hook records each FUSE_READ of a zero-copy session (unique, offset, size)
+ * in a table; a reply's header carries its request's unique, so the writev
+ * hook knows which request a reply is for whatever thread sends it, and
+ * read.c answers exactly that one.  INIT and the passthrough OPEN/CREATE
+ * rewrites use the raw header of the request the worker is processing, and
+ * a rewrite armed on that thread by fusezc_reply_*_passthrough().
  */
 #include "fuse_zc_int.h"
 
@@ -104,6 +107,139 @@ void *fzc_copybuf(struct fusezc_worker *w, size_t size)
 		w->copybuf_size = want;
 	}
 	return w->copybuf;
+}
+
+/* ------------------------------------------------------------------ */
+/* FUSE_READ requests in flight                                        */
+
+static size_t read_slot(const struct fzc_read_table *t, uint64_t unique)
+{
+	/* unique ids step by 2 (FUSE_REQ_ID_STEP): mix before masking. */
+	return (size_t)((unique * 0x9E3779B97F4A7C15ULL) >> 32) & (t->cap - 1);
+}
+
+static int reads_grow(struct fzc_read_table *t)
+{
+	size_t cap = t->cap ? t->cap * 2 : 64, i;
+	struct fzc_read_in *old = t->slots, *slots = calloc(cap, sizeof(*slots));
+
+	if (slots == NULL)
+		return -ENOMEM;
+	t->slots = slots;
+	t->cap = cap;
+	for (i = 0; old != NULL && i < cap / 2; i++) {
+		if (old[i].unique != 0) {
+			size_t j = read_slot(t, old[i].unique);
+
+			while (slots[j].unique != 0)
+				j = (j + 1) & (cap - 1);
+			slots[j] = old[i];
+		}
+	}
+	free(old);
+	return 0;
+}
+
+void fzc_reads_add(struct fusezc_session *zs, const struct fzc_read_in *r)
+{
+	struct fzc_read_table *t = &zs->reads;
+	size_t i;
+
+	pthread_mutex_lock(&t->lock);
+	if (t->used >= FZC_READS_MAX ||
+	    ((t->used + 1) * 2 > t->cap && reads_grow(t) != 0)) {
+		/* Unrecorded: its reply is a copy (fzc_answer_read). */
+		pthread_mutex_unlock(&t->lock);
+		return;
+	}
+	i = read_slot(t, r->unique);
+	while (t->slots[i].unique != 0 && t->slots[i].unique != r->unique)
+		i = (i + 1) & (t->cap - 1);
+	if (t->slots[i].unique == 0)
+		t->used++;
+	t->slots[i] = *r;
+	pthread_mutex_unlock(&t->lock);
+}
+
+bool fzc_reads_take(struct fusezc_session *zs, uint64_t unique, struct fzc_read_in *r)
+{
+	struct fzc_read_table *t = &zs->reads;
+	size_t i, j;
+
+	pthread_mutex_lock(&t->lock);
+	if (t->used == 0) {
+		pthread_mutex_unlock(&t->lock);
+		return false;
+	}
+	i = read_slot(t, unique);
+	while (t->slots[i].unique != unique) {
+		if (t->slots[i].unique == 0) {
+			pthread_mutex_unlock(&t->lock);
+			return false;
+		}
+		i = (i + 1) & (t->cap - 1);
+	}
+	if (r != NULL)
+		*r = t->slots[i];
+	/* Backward-shift deletion keeps every probe chain unbroken. */
+	for (j = (i + 1) & (t->cap - 1); t->slots[j].unique != 0; j = (j + 1) & (t->cap - 1)) {
+		size_t home = read_slot(t, t->slots[j].unique);
+
+		if (((j - home) & (t->cap - 1)) >= ((j - i) & (t->cap - 1))) {
+			t->slots[i] = t->slots[j];
+			i = j;
+		}
+	}
+	t->slots[i].unique = 0;
+	t->used--;
+	pthread_mutex_unlock(&t->lock);
+	return true;
+}
+
+void fzc_reads_free(struct fusezc_session *zs)
+{
+	free(zs->reads.slots);
+	zs->reads.slots = NULL;
+	zs->reads.cap = zs->reads.used = 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Sessions by /dev/fuse fd                                            */
+
+static pthread_mutex_t sessions_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct fusezc_session *sessions;
+
+void fzc_sessions_add(struct fusezc_session *zs)
+{
+	pthread_mutex_lock(&sessions_lock);
+	zs->next_session = sessions;
+	sessions = zs;
+	pthread_mutex_unlock(&sessions_lock);
+}
+
+void fzc_sessions_del(struct fusezc_session *zs)
+{
+	struct fusezc_session **p;
+
+	pthread_mutex_lock(&sessions_lock);
+	for (p = &sessions; *p != NULL; p = &(*p)->next_session) {
+		if (*p == zs) {
+			*p = zs->next_session;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&sessions_lock);
+}
+
+struct fusezc_session *fzc_session_by_fd(int fd)
+{
+	struct fusezc_session *zs;
+
+	pthread_mutex_lock(&sessions_lock);
+	for (zs = sessions; zs != NULL && zs->fuse_fd != fd; zs = zs->next_session)
+		;
+	pthread_mutex_unlock(&sessions_lock);
+	return zs;
 }
 
 /* ------------------------------------------------------------------ */
@@ -213,13 +349,24 @@ refuse:
 ssize_t fzc_io_read(int fd, void *buf, size_t len, void *userdata)
 {
 	struct fusezc_worker *w = fzc_tls_worker;
+	const struct fuse_in_header *in = buf;
 	ssize_t res;
 
 	(void)userdata;
 	res = read(fd, buf, len);
-	if (w != NULL && res >= (ssize_t)sizeof(struct fuse_in_header) &&
-	    ((const struct fuse_in_header *)buf)->opcode == FUSE_INIT)
+	if (w == NULL || res < (ssize_t)sizeof(*in))
+		return res;
+	if (in->opcode == FUSE_INIT) {
 		note_init_request(w->zs, buf, (size_t)res);
+	} else if (in->opcode == FUSE_READ && atomic_load(&w->zs->zc_active) &&
+		   (size_t)res >= sizeof(*in) + sizeof(struct fuse_read_in)) {
+		const struct fuse_read_in *ri = (const void *)(in + 1);
+		struct fzc_read_in r = {
+			.unique = in->unique, .offset = ri->offset, .size = ri->size,
+		};
+
+		fzc_reads_add(w->zs, &r);
+	}
 	return res;
 }
 
@@ -227,45 +374,12 @@ static ssize_t write_all(int fd, const void *buf, size_t len)
 {
 	ssize_t res;
 
+	struct iovec iov = { (void *)buf, len };
+
 	do
-		res = write(fd, buf, len);
+		res = fzc_kops->dev_writev(fd, &iov, 1);
 	while (res < 0 && errno == EINTR);
 	return res;
-}
-
-/* ZC reply refused (EBUSY): answer the same request with a copy instead. */
-static ssize_t zc_reply_fallback(struct fusezc_worker *w, int fd,
-				 struct fuse_out_header *hdr, int err)
-{
-	struct fusezc_session *zs = w->zs;
-	struct fuse_out_header out = { .unique = hdr->unique & ~FUSEZC_UNIQUE_ZC_REPLY };
-	struct iovec iov[2];
-	ssize_t n, res;
-	void *buf = fzc_copybuf(w, w->pend_size);
-
-	if (fzc_note_once(zs, FZC_NOTE_REPLY, err))
-		fuse_log(FUSE_LOG_WARNING,
-			 "fuse-zc: zero-copy reply refused by the kernel (%s); falling back to copy\n",
-			 strerror(err));
-	fzc_count_fallback(zs, err);
-	n = buf ? fzc_pread_full(w->pend_fd, buf, w->pend_size, w->pend_off) : -ENOMEM;
-	iov[0].iov_base = &out;
-	iov[0].iov_len = sizeof(out);
-	if (n < 0) {
-		out.error = (int32_t)n;
-		out.len = sizeof(out);
-		res = writev(fd, iov, 1);
-	} else {
-		iov[1].iov_base = buf;
-		iov[1].iov_len = (size_t)n;
-		out.len = (uint32_t)(sizeof(out) + (size_t)n);
-		res = writev(fd, iov, 2);
-	}
-	if (res < 0)
-		return -1;
-	w->pend_fell_back = true;
-	w->pend_copy_bytes = n < 0 ? 0 : n;
-	return (ssize_t)hdr->len;
 }
 
 ssize_t fzc_io_writev(int fd, struct iovec *iov, int count, void *userdata)
@@ -277,19 +391,40 @@ ssize_t fzc_io_writev(int fd, struct iovec *iov, int count, void *userdata)
 	int i;
 
 	(void)userdata;
-	if (w == NULL || !w->in_valid || count < 1 ||
-	    iov[0].iov_len < sizeof(struct fuse_out_header))
+	if (count < 1 || iov[0].iov_len < sizeof(struct fuse_out_header))
 		return writev(fd, iov, count);
 	hdr = iov[0].iov_base;
-	if (hdr->unique == 0 || hdr->unique != w->in.unique)
-		return writev(fd, iov, count);	/* a notification */
-
 	for (i = 0; i < count; i++)
 		total += iov[i].iov_len;
+	if (hdr->unique == 0)
+		return writev(fd, iov, count);	/* a notification */
+
+	if (w == NULL) {
+		/* A reply from a thread of the file system: forget the request. */
+		struct fusezc_session *zs = fzc_session_by_fd(fd);
+
+		if (zs != NULL && atomic_load(&zs->zc_active))
+			fzc_reads_take(zs, hdr->unique, NULL);
+		return writev(fd, iov, count);
+	}
+	if (fzc_tls_read_reply != NULL && !fzc_tls_read_reply->answered &&
+	    hdr->error == 0) {
+		/* fusezc_reply_read(): answer the request this reply is for. */
+		fzc_tls_read_reply->answered = true;
+		res = fzc_answer_read(w, fd, hdr->unique, fzc_tls_read_reply);
+		if (res < 0) {
+			errno = (int)-res;
+			return -1;
+		}
+		return (ssize_t)total;
+	}
+	if (atomic_load(&w->zs->zc_active))
+		fzc_reads_take(w->zs, hdr->unique, NULL);
 	w->written_bytes = hdr->error ? -1 : (ssize_t)(total - sizeof(*hdr));
+	if (!w->in_valid || hdr->unique != w->in.unique)
+		return writev(fd, iov, count);
 
 	if (!(w->in.opcode == FUSE_INIT ||
-	      (w->pend == FZC_PEND_ZC_READ && w->in.opcode == FUSE_READ) ||
 	      (w->pend == FZC_PEND_OPEN && hdr->error == 0 &&
 	       (w->in.opcode == FUSE_OPEN || w->in.opcode == FUSE_CREATE))) ||
 	    total > sizeof(w->msg))
@@ -318,15 +453,6 @@ ssize_t fzc_io_writev(int fd, struct iovec *iov, int count, void *userdata)
 		res = write_all(fd, w->msg, total);
 		if (res >= 0)
 			atomic_store(&zs->init_done, true);
-		return res < 0 ? res : (ssize_t)total;
-	}
-
-	if (w->pend == FZC_PEND_ZC_READ) {
-		if (hdr->error == 0)
-			hdr->unique |= FUSEZC_UNIQUE_ZC_REPLY;
-		res = write_all(fd, w->msg, total);
-		if (res < 0 && errno == EBUSY && hdr->error == 0)
-			return zc_reply_fallback(w, fd, hdr, EBUSY);
 		return res < 0 ? res : (ssize_t)total;
 	}
 
@@ -406,13 +532,16 @@ int fusezc_session_new(struct fuse_session *se, const struct fusezc_options *opt
 	atomic_init(&zs->zc_status, zs->opts.read_mode == FUSEZC_READ_ZEROCOPY ?
 		    status_no_init : status_disabled);
 	pthread_mutex_init(&zs->lock, NULL);
+	pthread_mutex_init(&zs->reads.lock, NULL);
 
 	res = fuse_session_custom_io(se, &fzc_io, fd);
 	if (res != 0) {
+		pthread_mutex_destroy(&zs->reads.lock);
 		pthread_mutex_destroy(&zs->lock);
 		free(zs);
 		return res < 0 ? res : -EIO;
 	}
+	fzc_sessions_add(zs);
 	*zsp = zs;
 	return 0;
 }
@@ -421,6 +550,9 @@ void fusezc_session_destroy(struct fusezc_session *zs)
 {
 	if (zs == NULL)
 		return;
+	fzc_sessions_del(zs);
+	fzc_reads_free(zs);
+	pthread_mutex_destroy(&zs->reads.lock);
 	pthread_mutex_destroy(&zs->lock);
 	free(zs);
 }
@@ -601,7 +733,7 @@ int fusezc_session_loop(struct fusezc_session *zs)
 		if (w->started)
 			pthread_join(w->thread, NULL);
 		if (w->ring_ready)
-			io_uring_queue_exit(&w->ring);
+			fzc_kops->ring_exit(w);
 		free(w->fbuf.mem);
 		free(w->copybuf);
 	}

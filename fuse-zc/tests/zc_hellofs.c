@@ -8,10 +8,18 @@
  *
  *	zc_hellofs [--mode=copy|splice|zerocopy] [--required] [--threads=N]
  *		   [--size=BYTES] [--register-fd] [--passthrough]
+ *		   [--defer=worker|thread]
  *		   [fuse options] MOUNTPOINT
  *
  * With --passthrough (needs CAP_SYS_ADMIN and Linux 6.9+) "data" is opened
  * with FOPEN_PASSTHROUGH, so its reads never reach the daemon.
+ *
+ * With --defer=worker|thread, reads of "direct" are answered out of order,
+ * the pattern of a server that defers replies: a READ B is kept, and the
+ * next READ A first has B answered (worker: by A's handler on A's worker
+ * thread; thread: by another thread while A's handler waits), then A.  A B
+ * left alone for 20 ms is answered by that other thread.  The pairs made
+ * are printed on exit ("zc_hellofs: defer pairs=N alone=M").
  * Runs in the foreground.  Exit 0 after a normal unmount or SIGTERM.
  */
 #include "fuse_zc.h"
@@ -21,12 +29,14 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define INO_DATA	2
@@ -39,6 +49,25 @@ struct hello_cfg {
 	int passthrough;
 	unsigned int threads;
 	char *size;
+	char *defer;
+};
+
+enum defer_mode { DEFER_NONE, DEFER_WORKER, DEFER_THREAD };
+
+/* The deferred READ B, and the thread that answers it in thread mode. */
+struct deferral {
+	enum defer_mode mode;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	pthread_t thread;
+	bool stop;
+	bool kept;			/* B is waiting */
+	fuse_req_t req;
+	size_t size;
+	off_t off;
+	struct timespec since;
+	bool handoff;			/* thread mode: answer B now, then clear */
+	unsigned int pairs, alone;
 };
 
 struct hello {
@@ -51,6 +80,9 @@ struct hello {
 };
 
 static struct hello hello = { .lock = PTHREAD_MUTEX_INITIALIZER };
+static struct deferral dfr = {
+	.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER,
+};
 
 #define HELLO_OPT(t, p) { t, offsetof(struct hello_cfg, p), 1 }
 static const struct fuse_opt hello_opts[] = {
@@ -60,6 +92,7 @@ static const struct fuse_opt hello_opts[] = {
 	HELLO_OPT("--passthrough", passthrough),
 	HELLO_OPT("--threads=%u", threads),
 	HELLO_OPT("--size=%s", size),
+	HELLO_OPT("--defer=%s", defer),
 	FUSE_OPT_END
 };
 
@@ -186,11 +219,92 @@ static void hello_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	fuse_reply_open(req, fi);
 }
 
+static double ms_since(const struct timespec *t)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - t->tv_sec) * 1e3 + (double)(now.tv_nsec - t->tv_nsec) / 1e6;
+}
+
+/* Answer the kept READ B (called with dfr.lock held; drops it meanwhile). */
+static void answer_kept(void)
+{
+	fuse_req_t req = dfr.req;
+	size_t size = dfr.size;
+	off_t off = dfr.off;
+
+	dfr.kept = false;
+	pthread_mutex_unlock(&dfr.lock);
+	fusezc_reply_read(req, hello.fd, off, size);
+	pthread_mutex_lock(&dfr.lock);
+}
+
+/* Not a fuse-zc worker: answers handed-off and lone deferred reads. */
+static void *deferral_thread(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&dfr.lock);
+	while (!dfr.stop || dfr.kept) {
+		struct timespec ts;
+
+		if (dfr.handoff) {
+			answer_kept();
+			dfr.handoff = false;
+			pthread_cond_broadcast(&dfr.cond);
+			continue;
+		}
+		if (dfr.kept && (dfr.stop || ms_since(&dfr.since) >= 20)) {
+			dfr.alone++;
+			answer_kept();
+			continue;
+		}
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 5 * 1000 * 1000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&dfr.cond, &dfr.lock, &ts);
+	}
+	pthread_mutex_unlock(&dfr.lock);
+	return NULL;
+}
+
 static void hello_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
-	(void)ino;
 	(void)fi;
+	if (dfr.mode == DEFER_NONE || ino != INO_DIRECT) {
+		fusezc_reply_read(req, hello.fd, off, size);
+		return;
+	}
+	pthread_mutex_lock(&dfr.lock);
+	/* A handed-off B still being answered: wait, then pair anew. */
+	while (dfr.handoff)
+		pthread_cond_wait(&dfr.cond, &dfr.lock);
+	if (!dfr.kept) {
+		/* This is B: keep it, reply later. */
+		dfr.kept = true;
+		dfr.req = req;
+		dfr.size = size;
+		dfr.off = off;
+		clock_gettime(CLOCK_MONOTONIC, &dfr.since);
+		pthread_cond_broadcast(&dfr.cond);
+		pthread_mutex_unlock(&dfr.lock);
+		return;
+	}
+	/* This is A: B is answered first, while A is being served. */
+	dfr.pairs++;
+	if (dfr.mode == DEFER_WORKER) {
+		answer_kept();
+	} else {
+		dfr.handoff = true;
+		pthread_cond_broadcast(&dfr.cond);
+		while (dfr.handoff)
+			pthread_cond_wait(&dfr.cond, &dfr.lock);
+	}
+	pthread_mutex_unlock(&dfr.lock);
 	fusezc_reply_read(req, hello.fd, off, size);
 }
 
@@ -264,7 +378,8 @@ int main(int argc, char *argv[])
 		return 1;
 	if (opts.show_help || opts.mountpoint == NULL) {
 		fprintf(stderr, "usage: %s [--mode=copy|splice|zerocopy] [--required] "
-			"[--threads=N] [--size=BYTES] [--register-fd] [--passthrough] MOUNTPOINT\n", argv[0]);
+			"[--threads=N] [--size=BYTES] [--register-fd] [--passthrough] "
+			"[--defer=worker|thread] MOUNTPOINT\n", argv[0]);
 		goto err_out1;
 	}
 	if (cfg.mode == NULL || strcmp(cfg.mode, "copy") == 0)
@@ -281,6 +396,16 @@ int main(int argc, char *argv[])
 	zopts.register_fuse_fd = cfg.register_fd;
 	zopts.passthrough = cfg.passthrough;
 	zopts.threads = cfg.threads;
+	if (cfg.defer == NULL)
+		dfr.mode = DEFER_NONE;
+	else if (strcmp(cfg.defer, "worker") == 0)
+		dfr.mode = DEFER_WORKER;
+	else if (strcmp(cfg.defer, "thread") == 0)
+		dfr.mode = DEFER_THREAD;
+	else {
+		fprintf(stderr, "zc_hellofs: unknown --defer=%s\n", cfg.defer);
+		goto err_out1;
+	}
 
 	hello.size = 3 * 1024 * 1024 + 4321;
 	if (cfg.size != NULL) {
@@ -308,9 +433,23 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "zc_hellofs: fusezc_session_new: %s\n", strerror(-res));
 		goto err_out5;
 	}
+	if (dfr.mode != DEFER_NONE &&
+	    pthread_create(&dfr.thread, NULL, deferral_thread, NULL) != 0) {
+		fprintf(stderr, "zc_hellofs: cannot start the deferral thread\n");
+		fusezc_session_destroy(hello.zs);
+		goto err_out5;
+	}
 	res = fusezc_session_loop(hello.zs);
 	if (res != 0)
 		fprintf(stderr, "zc_hellofs: loop: %s\n", strerror(-res));
+	if (dfr.mode != DEFER_NONE) {
+		pthread_mutex_lock(&dfr.lock);
+		dfr.stop = true;
+		pthread_cond_broadcast(&dfr.cond);
+		pthread_mutex_unlock(&dfr.lock);
+		pthread_join(dfr.thread, NULL);
+		fprintf(stderr, "zc_hellofs: defer pairs=%u alone=%u\n", dfr.pairs, dfr.alone);
+	}
 	if (hello.backing_id > 0)
 		fusezc_backing_close(hello.zs, hello.backing_id);
 	print_stats(cfg.mode ? cfg.mode : "copy");
@@ -329,5 +468,6 @@ err_out1:
 	fuse_opt_free_args(&args);
 	free(cfg.mode);
 	free(cfg.size);
+	free(cfg.defer);
 	return ret;
 }

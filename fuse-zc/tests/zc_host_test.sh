@@ -1,15 +1,20 @@
 #!/bin/bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
-# Host test of libfuse-zc on a stock kernel (no zero-copy patches):
-# mount zc_hellofs in each read mode, verify every byte with zc_check,
-# check the counters the daemon prints on exit, unmount, require exit 0.
+# Test of libfuse-zc through a mount: zc_hellofs in each read mode, every
+# byte verified with zc_check, the counters the daemon prints on exit
+# checked, unmount, exit 0 required.  On a stock kernel (the host):
 #   copy, splice        : reads served by that mode
 #   zerocopy            : must fall back (to splice), and say so once
 #   zerocopy --required : must refuse to run (exit != 0), nothing mounted
+#   defer-worker/thread : replies out of order (READ B answered while READ A
+#                         is served, by A's worker / by another thread)
 #   copy + SIGTERM      : the signal ends the loop; the daemon unmounts
 #   copy --passthrough  : (root) "data" is FUSE passthrough: no reads reach
 #                         the daemon; "direct" still goes through it
+# With FUSEZC_REQUIRE_ZC=1 (zc_vm_test.sh: the patched kernel in the VM) the
+# zerocopy runs must be zero copy instead, with no fallback at all, and a
+# deferred reply answered by A's worker is a zero-copy reply to B.
 #
 # usage: zc_host_test.sh ZC_HELLOFS ZC_CHECK
 # Exit 0 pass, 1 fail, 77 skip (only when /dev/fuse is missing, and not
@@ -20,6 +25,7 @@ FS=$1
 CHECK=$2
 SIZE=$((3 * 1024 * 1024 + 4321))
 PID=
+ZC=${FUSEZC_REQUIRE_ZC:-0}
 
 fail() {
 	echo "FAIL: $*" >&2
@@ -146,29 +152,71 @@ expect "$LOG" splice_bytes -ge $SIZE
 expect "$LOG" zc_requests -eq 0
 expect "$LOG" fallbacks -eq 0
 
-name=zerocopy
-run_mode zerocopy --mode=zerocopy --threads=4 --register-fd
-expect "$LOG" zc_active -eq 0
-expect "$LOG" zc_requests -eq 0
-expect "$LOG" splice_requests -gt 0
-expect "$LOG" splice_bytes -ge $SIZE
-expect "$LOG" fallbacks -eq 0
-n=$(grep -c "fuse-zc: zero copy unavailable: kernel does not offer FUSE zero copy (stock kernel); falling back to splice" "$LOG")
-[ "$n" = 1 ] || fail "zerocopy: fallback reported $n times, want once"
-grep -q 'zerocopy status: "kernel does not offer FUSE zero copy (stock kernel)"' "$LOG" ||
-	fail "zerocopy: status not reported"
+# no_surprises LOG: the daemon said nothing about failures, refusals or
+# fallbacks (libfuse's output_checker idea: an unexpected warning fails).
+no_surprises() {
+	if grep -Ei "refused|failed|error|fall(ing)? back|warning|unavailable" "$1" |
+		grep -v "^zc_hellofs: " | grep -q .; then
+		fail "$name: unexpected daemon messages (above)"
+	fi
+}
 
-name=required
-echo "== required: --mode=zerocopy --required"
-start required --mode=zerocopy --required
-wait_exit 20
-show_log required
-[ "$RC" != 0 ] && [ "$RC" != 124 ] || fail "required: daemon exit code $RC, want failure"
-grep -q "fuse-zc: zero copy required but the kernel does not offer it (needs the fuse-zc patched kernel)" "$LOG" ||
-	fail "required: refusal not logged"
-n=$(grep -c "zero copy required" "$LOG")
-[ "$n" = 1 ] || fail "required: refusal logged $n times"
-is_mounted "$MNT" && fail "required: left mounted"
+if [ "$ZC" = 1 ]; then
+	name=zerocopy
+	run_mode zerocopy --mode=zerocopy --threads=4 --register-fd
+	expect "$LOG" zc_active -eq 1
+	expect "$LOG" zc_requests -gt 0
+	expect "$LOG" zc_bytes -ge $SIZE
+	expect "$LOG" fallbacks -eq 0
+	no_surprises "$LOG"
+
+	name=required
+	run_mode required --mode=zerocopy --required --threads=2
+	expect "$LOG" zc_active -eq 1
+	expect "$LOG" zc_requests -gt 0
+	expect "$LOG" fallbacks -eq 0
+	no_surprises "$LOG"
+else
+	name=zerocopy
+	run_mode zerocopy --mode=zerocopy --threads=4 --register-fd
+	expect "$LOG" zc_active -eq 0
+	expect "$LOG" zc_requests -eq 0
+	expect "$LOG" splice_requests -gt 0
+	expect "$LOG" splice_bytes -ge $SIZE
+	expect "$LOG" fallbacks -eq 0
+	n=$(grep -c "fuse-zc: zero copy unavailable: kernel does not offer FUSE zero copy (stock kernel); falling back to splice" "$LOG")
+	[ "$n" = 1 ] || fail "zerocopy: fallback reported $n times, want once"
+	grep -q 'zerocopy status: "kernel does not offer FUSE zero copy (stock kernel)"' "$LOG" ||
+		fail "zerocopy: status not reported"
+
+	name=required
+	echo "== required: --mode=zerocopy --required"
+	start required --mode=zerocopy --required
+	wait_exit 20
+	show_log required
+	[ "$RC" != 0 ] && [ "$RC" != 124 ] || fail "required: daemon exit code $RC, want failure"
+	grep -q "fuse-zc: zero copy required but the kernel does not offer it (needs the fuse-zc patched kernel)" "$LOG" ||
+		fail "required: refusal not logged"
+	n=$(grep -c "zero copy required" "$LOG")
+	[ "$n" = 1 ] || fail "required: refusal logged $n times"
+	is_mounted "$MNT" && fail "required: left mounted"
+fi
+
+# Deferred replies: "direct" is read by zc_check's four concurrent threads,
+# so READs pair up; every byte must still be the file's.
+for how in worker thread; do
+	name=defer-$how
+	if [ "$ZC" = 1 ]; then
+		FILES=direct run_mode "$name" --mode=zerocopy --required --threads=4 --defer=$how
+		expect "$LOG" zc_requests -gt 0
+		expect "$LOG" fallbacks -eq 0
+		no_surprises "$LOG"
+	else
+		FILES=direct run_mode "$name" --mode=zerocopy --threads=4 --defer=$how
+	fi
+	pairs=$(grep -o "zc_hellofs: defer pairs=[0-9]*" "$LOG" | cut -d= -f2)
+	[ "${pairs:-0}" -gt 0 ] || fail "$name: no READ was answered while another was served"
+done
 
 name=sigterm
 echo "== sigterm: --mode=copy, ended by SIGTERM"
