@@ -160,11 +160,18 @@ def test_zerocopy_connection_stats(fs):
     after = util.zc_conn_stats(fs.mnt)
     zc = after["zc_read_bytes"] - before["zc_read_bytes"]
     copied = after["copy_read_bytes"] - before["copy_read_bytes"]
+    refused = after["zc_refused"] - before["zc_refused"]
+    # Every read of a regular file of the source can be zero copy, so the
+    # mode promises all of them: nothing copied, nothing refused, no
+    # fallback.  (zc may miss a little of done only because the kernel can
+    # serve part of the buffered read from pages it still caches.)
     assert zc >= done * 0.99, (zc, done, after)
-    assert copied <= done * 0.01, (copied, done, after)
+    assert copied == 0, (copied, done, after)
+    assert refused == 0, (refused, after)
     stats = fs.unmount()
-    assert stats["zc_bytes"] >= zc * 0.99
-    assert stats["fallbacks"] == 0 or stats["zc_bytes"] > 100 * stats["fallbacks"]
+    assert stats["fallbacks"] == 0, stats
+    assert stats["splice_bytes"] == 0 and stats["copy_bytes"] == 0, stats
+    assert stats["zc_bytes"] >= zc, (stats, zc)
 
 
 # --- options: caching, writeback, direct_io, single thread, sizes --------
