@@ -4,9 +4,12 @@
 #   make            build the user-space code (build/)
 #   make kernel     build the patched release and debug kernels (build/kernel/)
 #   make check      deps + build + kernels + ctest (what CI runs)
-#   make demo       show zero-copy reads against the copy path
-#   make bench      run the benchmarks
+#   make demo       deps + build + zero-copy demo and short benchmark in a VM
+#                   (builds the release kernel first: minutes, first run only)
+#   make bench      deps + build + release kernel + the benchmarks
 #   make deps       install missing Debian packages (needs root)
+# `make demo` and `make check` each work as the first command on a fresh
+# Debian 12, in either order: each installs what is missing first.
 
 NPROC := $(shell nproc)
 DEPS := build-essential cmake pkg-config libfuse3-dev fuse3 liburing-dev \
@@ -15,6 +18,8 @@ DEPS := build-essential cmake pkg-config libfuse3-dev fuse3 liburing-dev \
 .PHONY: all kernel check demo bench deps clean
 
 all:
+	@command -v cmake >/dev/null && command -v pkg-config >/dev/null || \
+		{ echo "make: cmake or pkg-config missing: run 'make deps' (as root) first"; exit 1; }
 	cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 	cmake --build build --parallel $(NPROC)
 
@@ -28,11 +33,18 @@ check:
 	$(MAKE) kernel
 	cd build && ctest --output-on-failure
 
-# demo builds what is missing itself and shows its progress.
-demo: all
+# Sequential like check.  tests/bench/demo says up front what it will build
+# (the kernel: several minutes the first time) and shows its progress.
+demo:
+	@echo "make demo: 1) missing packages  2) user space  3) tests/bench/demo:" \
+		"release kernel if not built yet (several minutes, first run only), VM demo, short benchmark"
+	$(MAKE) deps
+	$(MAKE) all
 	tests/bench/demo
 
-bench: all
+bench:
+	$(MAKE) deps
+	$(MAKE) all
 	kernel/build release
 	tests/bench/run
 
@@ -42,9 +54,14 @@ deps:
 			grep -q '^install ok installed$$' || echo $$p; \
 	done); \
 	if [ -z "$$missing" ]; then echo "deps: all installed"; exit 0; fi; \
-	echo "deps: installing" $$missing; \
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-		apt-get install -y -qq --no-install-recommends $$missing
+	if [ "$$(id -u)" != 0 ]; then \
+		echo "deps: missing:" $$missing; \
+		echo "deps: run as root (sudo make deps), or: sudo apt-get install" $$missing; \
+		exit 1; \
+	fi; \
+	echo "deps: installing" $$missing "(apt-get; a minute or more on a fresh machine)"; \
+	apt-get update && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y --no-install-recommends $$missing
 
 # The kernel images come back from ~/.cache/fuse-zc on the next `make kernel`.
 clean:
