@@ -1,0 +1,141 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# Inside the VM: a fusectl abort of a zero-copy mount must free its readers
+# while the lent I/O is stuck in a backing store the server chose and that
+# never answers.  /dev/fuse refuses a FUSE or stacked file as the I/O file
+# (-EXDEV), so the stall goes through a block device instead:
+#
+#   outer  passthrough_zc -o zerocopy=required, SOURCE = ext4
+#   ext4   on /dev/loopN
+#   loopN  backed by a file on "inner", a passthrough_zc -o copy mount
+#   inner  its server SIGSTOPped: every read of uncached ext4 data hangs
+#
+# Each round mounts "outer" afresh, starts readers, waits until the
+# connection shows pages lent (the borrower is stuck in ext4), aborts it and
+# requires:
+#   * buffered readers (page cache pages are lent) return within
+#     ABORT_LIMIT seconds, with an error, not wrong bytes;
+#   * an O_DIRECT reader (its own pages are lent: they can only come back
+#     when the stuck I/O does) returns once the inner server runs again,
+#     with an error or the right bytes;
+#   * zc_lent_pages drops to 0 and the connection's `waiting` to 0.
+#
+# Usage (as root in the guest): stalled-backing.sh PASSTHROUGH_ZC [ROUNDS]
+set -u
+bin=${1:?usage: stalled-backing.sh PASSTHROUGH_ZC [ROUNDS]}
+rounds=${2:-3}
+ABORT_LIMIT=10		# seconds a buffered reader may take after the abort
+WAIT_LIMIT=30		# any other bounded wait
+
+work=$(mktemp -d /tmp/stalled.XXXXXX)
+inner_src=$work/inner-src inner=$work/inner ext4=$work/ext4 outer=$work/outer
+mkdir -p "$inner_src" "$inner" "$ext4" "$outer"
+inner_pid= loop= readers=()
+
+fail() {
+	echo "FAIL: $*"
+	exit 1
+}
+
+conn_of() {
+	local dev
+	dev=$(stat -c %d "$1") || return 1
+	echo $(( (dev & 0xff) | ((dev >> 12) & 0xfff00) ))
+}
+
+stat_of() {	# stat_of CONN NAME
+	awk -v n="$2" '$1 == n { print $2 }' "/sys/fs/fuse/connections/$1/zerocopy_stats"
+}
+
+# wait_for SECONDS COMMAND...: poll until COMMAND succeeds
+wait_for() {
+	local limit=$1 t=0
+	shift
+	until "$@"; do
+		[ $t -ge $((limit * 10)) ] && return 1
+		sleep 0.1
+		t=$((t + 1))
+	done
+}
+
+cleanup() {
+	[ -n "$inner_pid" ] && kill -CONT "$inner_pid" 2>/dev/null
+	for pid in "${readers[@]}"; do kill -9 "$pid" 2>/dev/null; done
+	umount -l "$outer" 2>/dev/null
+	umount "$ext4" 2>/dev/null || umount -l "$ext4" 2>/dev/null
+	[ -n "$loop" ] && losetup -d "$loop" 2>/dev/null
+	umount "$inner" 2>/dev/null || umount -l "$inner" 2>/dev/null
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$bin" -f -o copy "$inner_src" "$inner" &
+inner_pid=$!
+wait_for $WAIT_LIMIT mountpoint -q "$inner" || fail "inner mount did not come up"
+truncate -s 256M "$inner/disk.img" || fail "cannot create the disk image"
+mkfs.ext4 -q -F "$inner/disk.img" || fail "mkfs.ext4 failed"
+loop=$(losetup -f --show "$inner/disk.img") || fail "losetup failed"
+mount -t ext4 "$loop" "$ext4" || fail "cannot mount ext4 on $loop"
+dd if=/dev/urandom of="$ext4/data" bs=1M count=64 status=none || fail "cannot write test data"
+sync
+
+nonzero_lent() { [ "$(stat_of "$1" zc_lent_pages)" -gt 0 ]; }
+idle_conn() {
+	[ "$(stat_of "$1" zc_lent_pages)" -eq 0 ] &&
+	[ "$(cat "/sys/fs/fuse/connections/$1/waiting")" -eq 0 ]
+}
+reader_done() { ! kill -0 "$1" 2>/dev/null; }
+
+for round in $(seq 1 "$rounds"); do
+	"$bin" -f -o zerocopy=required "$ext4" "$outer" &
+	outer_pid=$!
+	wait_for $WAIT_LIMIT mountpoint -q "$outer" || fail "round $round: outer mount did not come up"
+	conn=$(conn_of "$outer")
+
+	# Look the file up while ext4 metadata can still be read, then drop
+	# the page cache only (ext4, the loop device, the image on "inner"):
+	# the data reads must stall, not the lookups.
+	stat "$outer/data" > /dev/null || fail "round $round: cannot stat $outer/data"
+	echo 1 > /proc/sys/vm/drop_caches
+	kill -STOP "$inner_pid"
+
+	readers=()
+	for i in 1 2; do
+		# buffered, from different places so both lend
+		dd if="$outer/data" of=/dev/null bs=1M skip=$((i * 16)) count=8 \
+			status=none 2>/dev/null &
+		readers+=($!)
+	done
+	dd if="$outer/data" of="$work/direct.out" bs=1M skip=40 count=4 \
+		iflag=direct status=none 2>/dev/null &
+	direct=$!
+
+	wait_for $WAIT_LIMIT nonzero_lent "$conn" ||
+		fail "round $round: no pages lent while the backing is stopped"
+	echo "round $round: $(stat_of "$conn" zc_lent_pages) pages lent, backing stopped; aborting"
+	t0=$(date +%s.%N)
+	echo 1 > "/sys/fs/fuse/connections/$conn/abort"
+	for pid in "${readers[@]}"; do
+		wait_for $ABORT_LIMIT reader_done "$pid" ||
+			fail "round $round: buffered reader $pid still blocked ${ABORT_LIMIT} s after the abort"
+		wait "$pid" && fail "round $round: buffered reader $pid succeeded on an aborted mount"
+	done
+	echo "round $round: buffered readers returned $(echo "$(date +%s.%N) - $t0" | bc) s after the abort"
+
+	kill -CONT "$inner_pid"
+	wait_for $WAIT_LIMIT reader_done "$direct" ||
+		fail "round $round: O_DIRECT reader still blocked after the backing resumed"
+	if wait "$direct"; then
+		cmp -s -n $((4 << 20)) -i $((40 << 20)):0 "$ext4/data" "$work/direct.out" ||
+			fail "round $round: O_DIRECT reader got wrong bytes"
+	fi
+	wait_for $WAIT_LIMIT idle_conn "$conn" ||
+		fail "round $round: zc_lent_pages $(stat_of "$conn" zc_lent_pages), waiting $(cat "/sys/fs/fuse/connections/$conn/waiting") after the abort"
+	umount "$outer" || fail "round $round: umount of the aborted mount failed"
+	wait_for $WAIT_LIMIT reader_done "$outer_pid" ||
+		fail "round $round: the outer server did not exit after its mount was aborted"
+	wait "$outer_pid"
+	readers=()
+done
+echo "PASS: $rounds rounds; readers of an aborted mount returned while its backing I/O was stuck"
