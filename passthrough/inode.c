@@ -8,6 +8,9 @@
  * count (nopen) are kept apart: a FORGET may overtake the RELEASE of the
  * same inode, so the inode lives until both are zero.  The root inode is
  * hashed like the others but never freed.
+ *
+ * The mount is one st_dev, so the inode numbers it reports must be unique
+ * across every file system mounted under SOURCE (see pzc_ino_number).
  */
 #include "pzc.h"
 
@@ -117,6 +120,8 @@ void pzc_itable_destroy(struct pzc_fs *fs)
 	}
 	free(fs->buckets);
 	fs->buckets = NULL;
+	free(fs->other_devs);
+	fs->other_devs = NULL;
 	pthread_mutex_destroy(&fs->root.lock);
 	pthread_mutex_destroy(&fs->lock);
 }
@@ -206,4 +211,56 @@ void pzc_inode_close(struct pzc_fs *fs, struct pzc_inode *inode)
 	}
 	inode->nopen--;
 	pzc_put_locked(fs, inode);
+}
+
+/*
+ * The inode number the mount reports for source object (@dev, @ino).
+ * SOURCE's own file system keeps its numbers.  Another file system mounted
+ * under SOURCE (a bind mount of another device, a tmpfs, a btrfs subvolume)
+ * numbers its inodes independently, so its numbers would collide with
+ * SOURCE's and with each other's on the one st_dev of the mount, and
+ * find, du, tar and rsync -H would see false hard links and loops.  Each
+ * such file system gets an index k (1, 2, ... in the order first seen,
+ * stable while the server runs) and its inodes the numbers
+ *	1 << 63 | k << 48 | ino
+ * which no source file system hands out in practice (they count up from
+ * small numbers).  An inode number at or above 2^48 on such a file system,
+ * or more than 32767 of them, is folded in and may collide.
+ */
+#define PZC_INO_OTHER	(1ULL << 63)
+#define PZC_INO_SHIFT	48
+#define PZC_INO_MAX_FS	((1U << (63 - PZC_INO_SHIFT)) - 1)
+
+ino_t pzc_ino_number(struct pzc_fs *fs, dev_t dev, ino_t ino)
+{
+	uint64_t low = (uint64_t)ino, k;
+	size_t i;
+
+	if (dev == fs->root.dev)
+		return ino;
+	pthread_mutex_lock(&fs->lock);
+	for (i = 0; i < fs->nother_devs && fs->other_devs[i] != dev; i++)
+		;
+	if (i == fs->nother_devs && i < PZC_INO_MAX_FS) {
+		dev_t *grown = realloc(fs->other_devs, (i + 1) * sizeof(*grown));
+
+		if (grown) {
+			grown[i] = dev;
+			fs->other_devs = grown;
+			fs->nother_devs++;
+		}
+	}
+	k = i < fs->nother_devs ? i + 1 :
+	    ((uint64_t)dev * 0x9e3779b97f4a7c15ULL >> 49) % PZC_INO_MAX_FS + 1;
+	pthread_mutex_unlock(&fs->lock);
+	if (low >> PZC_INO_SHIFT)
+		low ^= low >> PZC_INO_SHIFT;
+	low &= (1ULL << PZC_INO_SHIFT) - 1;
+	return (ino_t)(PZC_INO_OTHER | k << PZC_INO_SHIFT | low);
+}
+
+/* st_ino as the mount reports it (see pzc_ino_number). */
+void pzc_stat_ino(struct pzc_fs *fs, struct stat *st)
+{
+	st->st_ino = pzc_ino_number(fs, st->st_dev, st->st_ino);
 }

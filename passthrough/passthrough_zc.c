@@ -249,33 +249,13 @@ static int pzc_do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name,
 	}
 	if (!created)
 		close(fd);
+	pzc_stat_ino(fs, &e->attr);
 	e->ino = pzc_ino(fs, inode);
 	e->generation = inode->generation;
 	if (pzc_debug(req))
 		fuse_log(FUSE_LOG_DEBUG, "  %" PRIu64 "/%s -> %" PRIu64 "\n",
 			 (uint64_t)parent, name, (uint64_t)e->ino);
 	return 0;
-}
-
-/*
- * The daemon usually runs as root on behalf of other users (allow_other,
- * default_permissions): give objects it creates to the caller.  In a
- * set-group-ID directory the group is inherited instead.
- */
-static void pzc_set_owner(fuse_req_t req, int dirfd, const char *name, int fd)
-{
-	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	gid_t gid = ctx->gid;
-	struct stat dst;
-
-	if (geteuid() != 0 || (ctx->uid == 0 && ctx->gid == 0))
-		return;
-	if (fstat(dirfd, &dst) == 0 && (dst.st_mode & S_ISGID))
-		gid = (gid_t)-1;
-	if (fd >= 0)
-		(void)fchown(fd, ctx->uid, gid);
-	else
-		(void)fchownat(dirfd, name, ctx->uid, gid, AT_SYMLINK_NOFOLLOW);
 }
 
 static void pzc_file_free(struct pzc_file *fh)
@@ -481,6 +461,7 @@ static void pzc_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 	(void)fi;
 	if (fstatat(pzc_fd(req, ino), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == -1)
 		return (void)fuse_reply_err(req, errno);
+	pzc_stat_ino(pzc_fs(req), &st);
 	fuse_reply_attr(req, &st, pzc_fs(req)->cfg.timeout);
 }
 
@@ -549,6 +530,7 @@ static void pzc_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	}
 	if (fstatat(ifd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == -1)
 		goto out_err;
+	pzc_stat_ino(pzc_fs(req), &st);
 	return (void)fuse_reply_attr(req, &st, pzc_fs(req)->cfg.timeout);
 
 out_err:
@@ -597,15 +579,40 @@ static void pzc_umask_end(fuse_req_t req)
 		umask(0);
 }
 
-/* mkdir, mknod and symlink: create, hand over, look up. */
+/*
+ * Creating operations run with the caller's credentials (creds.c) and, with
+ * POSIX ACLs, the caller's umask.  0 or -errno; after 0, pzc_caller_end()
+ * must follow (it may change errno).
+ */
+static int pzc_caller_begin(fuse_req_t req, struct pzc_creds *creds)
+{
+	int err = pzc_umask_begin(req);
+
+	if (err)
+		return err;
+	err = pzc_creds_enter(req, creds);
+	if (err)
+		pzc_umask_end(req);
+	return err;
+}
+
+static void pzc_caller_end(fuse_req_t req, struct pzc_creds *creds)
+{
+	pzc_creds_leave(req, creds);
+	pzc_umask_end(req);
+}
+
+/* mkdir, mknod and symlink: create as the caller, look up as the server.
+ * None of them follows a symlink in the last component. */
 static void pzc_make_node(fuse_req_t req, fuse_ino_t parent, const char *name,
 			  mode_t mode, dev_t rdev, const char *link)
 {
 	int dfd = pzc_fd(req, parent);
 	struct fuse_entry_param e;
+	struct pzc_creds creds;
 	int res, err;
 
-	err = pzc_umask_begin(req);
+	err = pzc_caller_begin(req, &creds);
 	if (err)
 		return (void)fuse_reply_err(req, -err);
 	if (link)
@@ -615,10 +622,9 @@ static void pzc_make_node(fuse_req_t req, fuse_ino_t parent, const char *name,
 	else
 		res = mknodat(dfd, name, mode, rdev);
 	err = errno;
-	pzc_umask_end(req);
+	pzc_caller_end(req, &creds);
 	if (res == -1)
 		return (void)fuse_reply_err(req, err);
-	pzc_set_owner(req, dfd, name, -1);
 	err = pzc_do_lookup(req, parent, name, &e);
 	if (err)
 		return (void)fuse_reply_err(req, err);
@@ -650,19 +656,29 @@ static void pzc_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent,
 	struct pzc_inode *inode = pzc_inode(req, ino);
 	char path[PZC_PROCFD_LEN];
 	struct fuse_entry_param e;
-	int res;
+	struct pzc_creds creds;
+	int res, err;
 
 	pzc_entry_init(fs, &e);
+	err = pzc_creds_enter(req, &creds);
+	if (err)
+		return (void)fuse_reply_err(req, -err);
+	/* AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH, which a caller usually
+	 * lacks; the /proc/self/fd link names the same inode (the source's
+	 * protected_hardlinks rules then apply to the caller). */
 	res = linkat(inode->fd, "", pzc_fd(req, parent), name, AT_EMPTY_PATH);
 	if (res == -1 && (errno == ENOENT || errno == EINVAL || errno == EPERM)) {
 		pzc_procfd(path, inode->fd);
 		res = linkat(AT_FDCWD, path, pzc_fd(req, parent), name,
 			     AT_SYMLINK_FOLLOW);
 	}
+	err = errno;
+	pzc_creds_leave(req, &creds);
 	if (res == -1)
-		return (void)fuse_reply_err(req, errno);
+		return (void)fuse_reply_err(req, err);
 	if (fstatat(inode->fd, "", &e.attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == -1)
 		return (void)fuse_reply_err(req, errno);
+	pzc_stat_ino(fs, &e.attr);
 	pzc_inode_ref(fs, inode);
 	e.ino = pzc_ino(fs, inode);
 	e.generation = inode->generation;
@@ -756,6 +772,7 @@ static void pzc_do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 {
 	struct pzc_fs *fs = pzc_fs(req);
 	struct pzc_dir *d = pzc_dir(fi);
+	dev_t dir_dev = pzc_inode(req, ino)->dev;
 	size_t rem = size;
 	char *buf, *p;
 	int err = 0;
@@ -792,6 +809,13 @@ static void pzc_do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 				e.attr.st_mode = DTTOIF(ent->d_type);
 			} else {
 				err = pzc_do_lookup(req, ino, ent->d_name, &e);
+				if (err == ENOENT) {
+					/* removed since readdir() saw it */
+					err = 0;
+					d->entry = NULL;
+					d->offset = ent->d_off;
+					continue;
+				}
 				if (err)
 					break;
 				entry_ino = e.ino;
@@ -800,7 +824,7 @@ static void pzc_do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 							 &e, ent->d_off);
 		} else {
 			struct stat st = {
-				.st_ino = ent->d_ino,
+				.st_ino = pzc_ino_number(fs, dir_dev, ent->d_ino),
 				.st_mode = DTTOIF(ent->d_type),
 			};
 
@@ -867,6 +891,7 @@ static void pzc_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct pzc_fs *fs = pzc_fs(req);
 	int dfd = pzc_fd(req, parent);
 	struct fuse_entry_param e;
+	struct pzc_creds creds;
 	struct pzc_file *fh;
 	int err;
 
@@ -874,20 +899,22 @@ static void pzc_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if (!fh)
 		return (void)fuse_reply_err(req, ENOMEM);
 	fh->dio_fd = -1;
-	err = pzc_umask_begin(req);
+	err = pzc_caller_begin(req, &creds);
 	if (err) {
 		free(fh);
 		return (void)fuse_reply_err(req, -err);
 	}
-	fh->fd = pzc_openat(fs, dfd, name, pzc_open_flags(fs, fi->flags) | O_CREAT,
-			    mode);
+	/* The kernel sends CREATE for a name it believes absent; whatever was
+	 * put there since (a symlink to a file outside SOURCE) is not
+	 * followed: O_NOFOLLOW fails it with ELOOP. */
+	fh->fd = pzc_openat(fs, dfd, name, pzc_open_flags(fs, fi->flags) |
+			    O_CREAT | O_NOFOLLOW, mode);
 	err = errno;
-	pzc_umask_end(req);
+	pzc_caller_end(req, &creds);
 	if (fh->fd == -1) {
 		free(fh);
 		return (void)fuse_reply_err(req, err);
 	}
-	pzc_set_owner(req, dfd, name, fh->fd);
 	err = pzc_do_lookup(req, parent, name, &e);
 	if (err) {
 		pzc_file_free(fh);
@@ -1060,21 +1087,12 @@ static void pzc_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 	fuse_reply_lseek(req, res);
 }
 
-/*
- * flock(2) maps one to one: a FUSE open is one open file description here.
- * A blocking request waits in this worker (as in libfuse's examples).
- */
+/* flock(2): waits that block are served off the worker pool (lock.c). */
 static void pzc_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		      int op)
 {
-	int fd = pzc_file(fi)->fd;
-	int res;
-
 	(void)ino;
-	res = flock(fd, op | LOCK_NB);
-	if (res == -1 && errno == EWOULDBLOCK && !(op & LOCK_NB))
-		res = flock(fd, op);
-	fuse_reply_err(req, res == -1 ? errno : 0);
+	pzc_lock_flock(req, pzc_file(fi)->fd, op);
 }
 
 /* --- extended attributes, through /proc/self/fd as O_PATH cannot --- */
@@ -1243,6 +1261,43 @@ static const char *pzc_mode_name(enum pzc_mode mode)
 	}
 }
 
+/* Whether real path @inner is @outer or lies under it. */
+static bool pzc_path_within(const char *inner, const char *outer)
+{
+	size_t n = strlen(outer);
+
+	if (strncmp(inner, outer, n))
+		return false;
+	return !inner[n] || inner[n] == '/' || (n == 1 && outer[0] == '/');
+}
+
+/*
+ * A SOURCE that contains the MOUNTPOINT would have the server look itself
+ * up (a worker waiting on its own mount: a deadlock, and loops for find);
+ * a MOUNTPOINT that contains SOURCE hides SOURCE behind the mount.  0, or
+ * one line and -1.  /dev/fd/N (a mount.fuse3 pre-mounted fd) is no path.
+ */
+static int pzc_check_nesting(const struct pzc_config *cfg)
+{
+	char src[PATH_MAX], mnt[PATH_MAX];
+
+	if (!strncmp(cfg->mountpoint, "/dev/fd/", 8))
+		return 0;
+	if (!realpath(cfg->source, src) || !realpath(cfg->mountpoint, mnt))
+		return 0;	/* checked and reported by the caller */
+	if (pzc_path_within(mnt, src)) {
+		fprintf(stderr, "passthrough_zc: source %s contains the mountpoint "
+			"%s (the file system would serve itself)\n", src, mnt);
+		return -1;
+	}
+	if (pzc_path_within(src, mnt)) {
+		fprintf(stderr, "passthrough_zc: mountpoint %s contains the source "
+			"%s (the mount would hide it)\n", mnt, src);
+		return -1;
+	}
+	return 0;
+}
+
 /* Everything checked before mounting: nothing is mounted or touched when
  * this fails.  Prints one line and returns -1. */
 static int pzc_validate(struct pzc_config *cfg, int *root_fd)
@@ -1284,6 +1339,10 @@ static int pzc_validate(struct pzc_config *cfg, int *root_fd)
 	    (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT)) {
 		fprintf(stderr, "passthrough_zc: mountpoint %s is busy "
 			"(already a mount point)\n", cfg->mountpoint);
+		close(fd);
+		return -1;
+	}
+	if (pzc_check_nesting(cfg) == -1) {
 		close(fd);
 		return -1;
 	}
@@ -1644,6 +1703,12 @@ int main(int argc, char *argv[])
 	if (pzc_validate(&fs.cfg, &root_fd) == -1)
 		goto out_args;
 	pzc_raise_fd_limit();
+	res = pzc_creds_init(&fs);
+	if (res) {
+		fprintf(stderr, "passthrough_zc: %s\n", strerror(-res));
+		close(root_fd);
+		goto out_args;
+	}
 	res = pzc_itable_init(&fs, root_fd);
 	if (res) {
 		fprintf(stderr, "passthrough_zc: %s\n", strerror(-res));
@@ -1688,6 +1753,11 @@ int main(int argc, char *argv[])
 		pzc_report_error(res);
 		goto out_unmount;
 	}
+	res = pzc_lock_init(&fs);
+	if (res) {
+		pzc_report_error(res);
+		goto out_zc;
+	}
 	if (!fs.cfg.foreground && chdir("/") == -1)
 		goto out_zc;
 	if (!fs.cfg.foreground &&
@@ -1697,6 +1767,7 @@ int main(int argc, char *argv[])
 		     pthread_create(&ra, NULL, pzc_readahead_thread, &fs) == 0;
 
 	res = fusezc_session_loop(fs.zs);
+	pzc_lock_shutdown(&fs);
 	pzc_ready_event(&pzc_stopping);
 	if (ra_started)
 		pthread_join(ra, NULL);	/* it polls fs.zs: done before that goes */
@@ -1731,6 +1802,7 @@ out_itable:
 	pzc_itable_destroy(&fs);
 	close(root_fd);
 out_args:
+	pzc_creds_destroy(&fs);
 	pzc_notify(ret ? 1 : 0);
 	free(cl.nonopt[0]);
 	free(cl.nonopt[1]);

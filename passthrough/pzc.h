@@ -87,6 +87,8 @@ struct pzc_fs {
 	size_t ninodes;
 	uint64_t next_generation;
 	struct pzc_inode root;
+	dev_t *other_devs;		/* file systems under SOURCE; lock */
+	size_t nother_devs;
 	struct fuse_session *se;
 	struct fusezc_session *zs;
 	atomic_bool passthrough_ok;	/* cleared on the first refusal */
@@ -94,6 +96,12 @@ struct pzc_fs {
 	bool acl_on;			/* FUSE_POSIX_ACL + FUSE_DONT_MASK negotiated */
 	unsigned int raise_readahead_kb; /* set in init: more than INIT could give */
 	long pagesize;
+	bool as_caller;			/* root: create with the caller's creds */
+	gid_t *server_groups;		/* restored after acting as a caller */
+	int nserver_groups;
+	pthread_mutex_t lock_waits_lock; /* lock_waits, each wait's state */
+	pthread_cond_t lock_waits_cond;	/* a wait left lock_waits */
+	struct pzc_lock_wait *lock_waits; /* blocked flock()s (lock.c) */
 };
 
 /* An open regular file.  fd is a normal (buffered) descriptor; dio_fd is
@@ -112,6 +120,22 @@ struct pzc_dir {
 	off_t offset;
 };
 
+/* Whether a worker thread took a caller's credentials (creds.c). */
+struct pzc_creds {
+	bool switched;
+};
+
+/* creds.c */
+int pzc_creds_init(struct pzc_fs *fs);
+void pzc_creds_destroy(struct pzc_fs *fs);
+int pzc_creds_enter(fuse_req_t req, struct pzc_creds *saved);
+void pzc_creds_leave(fuse_req_t req, struct pzc_creds *saved);
+
+/* lock.c */
+int pzc_lock_init(struct pzc_fs *fs);
+void pzc_lock_flock(fuse_req_t req, int fd, int op);
+void pzc_lock_shutdown(struct pzc_fs *fs);
+
 /* inode.c */
 int pzc_itable_init(struct pzc_fs *fs, int root_fd);
 void pzc_itable_destroy(struct pzc_fs *fs);
@@ -121,5 +145,7 @@ void pzc_inode_ref(struct pzc_fs *fs, struct pzc_inode *inode);
 void pzc_inode_unref(struct pzc_fs *fs, struct pzc_inode *inode, uint64_t n);
 void pzc_inode_open(struct pzc_fs *fs, struct pzc_inode *inode);
 void pzc_inode_close(struct pzc_fs *fs, struct pzc_inode *inode);
+ino_t pzc_ino_number(struct pzc_fs *fs, dev_t dev, ino_t ino);
+void pzc_stat_ino(struct pzc_fs *fs, struct stat *st);
 
 #endif /* PZC_H */
