@@ -463,6 +463,30 @@ def test_flock_waiters_single_thread(mounted, lockers):
     _waiters_then_unlock(fs, lockers, 3)
 
 
+def test_posix_lock_waiters_single_thread(mounted, lockers):
+    """fcntl(F_SETLKW) waiters never reach the server (no setlk handler:
+    the kernel keeps POSIX locks), so they cannot take its one worker."""
+    fs = mounted(["-s"])
+    posix = {"fcntl.flock(f, fcntl.LOCK_EX)": "fcntl.lockf(f, fcntl.LOCK_EX)",
+             "fcntl.flock(f, fcntl.LOCK_UN)": "fcntl.lockf(f, fcntl.LOCK_UN)"}
+    holder_code, waiter_code = LOCK_HOLDER, LOCK_WAITER
+    for a, b in posix.items():
+        holder_code, waiter_code = holder_code.replace(a, b), waiter_code.replace(a, b)
+    with open(fs.s("f"), "w") as f:
+        f.write("lock me")
+    holder = lockers(fs, holder_code, stdin=subprocess.PIPE)
+    _read_line(holder, "locked")
+    waiters = [lockers(fs, waiter_code) for _ in range(3)]
+    _bounded(lockers, fs, STAT)
+    holder.stdin.write("\n")
+    holder.stdin.flush()
+    _read_line(holder, "unlocked")
+    _read_line(holder, "closed")
+    assert holder.wait(TIMEOUT) == 0
+    for w in waiters:
+        assert w.wait(TIMEOUT) == 0
+
+
 @pytest.mark.parametrize("opts", [[], ["-s"]], ids=["mt", "single"])
 def test_flock_waiter_interrupted(mounted, lockers, opts):
     """Ctrl-C of a blocked waiter ends it (FUSE_INTERRUPT is honoured);
