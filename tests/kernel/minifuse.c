@@ -19,6 +19,7 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -33,14 +34,25 @@
 #define MF_FILE_INO	2
 #define MF_FILE_NAME	"file"
 
+#ifndef FUSE_NOTIFY_RESEND		/* Linux 6.9; the host's headers may be older */
+#define FUSE_NOTIFY_RESEND	7
+#endif
+#define MF_UNIQUE_RESEND	(1ULL << 63)	/* FUSE_UNIQUE_RESEND */
+
+/* user_data of the parked-loan ring's operations */
+enum { MF_UD_BLOCKER = 1, MF_UD_PARKED, MF_UD_CANCEL, MF_UD_NR };
+
 struct mf_instance {
 	const struct mf_config *cfg;
 	struct mf_shared *sh;
 	int fuse_fd;
 	int backing_fd;
 	int backing_wronly_fd;	/* for MF_READ_LIE_FAILED_IO */
+	int loop_fd;		/* cfg->loop_path, for parked loans */
+	off_t file_size;
 	bool copy_only;		/* the second connection */
 	struct mf_instance *peer;
+	char stats_path[96];	/* this connection's fusectl zerocopy_stats */
 };
 
 struct mf_worker {
@@ -49,6 +61,15 @@ struct mf_worker {
 	char *buf;
 	char *data;		/* copy replies */
 	int pipe[2];		/* splice_receive */
+	/*
+	 * Parked loans: a ring whose io-wq (this thread's) has one worker for
+	 * bound work (block devices count as bound), kept busy by an open of
+	 * the FIFO @fifo that no writer has opened, so that a READ_SPLICE_BUF
+	 * punted there waits in the queue with its loan.
+	 */
+	struct io_uring park;
+	bool park_ready;
+	char fifo[64];
 };
 
 static void mf_sleep_ms(unsigned int ms)
@@ -138,9 +159,16 @@ static void mf_do_init(struct mf_instance *in, struct fuse_in_header *h, void *a
 	out.max_write = MF_MAX_WRITE;
 	out.time_gran = 1;
 	out.max_pages = 256;
-	mf_reply(in, h->unique, 0, &out, sizeof(out));
-	if (!in->copy_only)
+	/*
+	 * Publish before replying: the kernel lets the mount's first
+	 * operations (the test's stat()) complete as soon as it has the reply,
+	 * possibly before this thread runs again.
+	 */
+	if (!in->copy_only) {
+		__sync_synchronize();
 		in->sh->init_done = 1;
+	}
+	mf_reply(in, h->unique, 0, &out, sizeof(out));
 }
 
 /* Submit one SQE and wait for it; returns cqe->res. */
@@ -174,9 +202,12 @@ static struct io_uring_sqe *mf_prep_splice_buf(struct mf_worker *w, int op,
 	return sqe;
 }
 
-/* READ_SPLICE_BUF of the backing file into request @unique; cqe->res. */
-static int mf_lend_read(struct mf_worker *w, uint64_t unique, int fd,
-			uint64_t off, unsigned int len)
+/*
+ * READ_SPLICE_BUF of @fd at @off into request @unique from @lend_off of its
+ * data on; cqe->res.
+ */
+static int mf_lend_into(struct mf_worker *w, uint64_t unique, uint32_t lend_off,
+			int fd, uint64_t off, unsigned int len)
 {
 	const struct mf_config *cfg = w->in->cfg;
 	struct io_uring_sqe *sqe;
@@ -184,7 +215,7 @@ static int mf_lend_read(struct mf_worker *w, uint64_t unique, int fd,
 	sqe = mf_prep_splice_buf(w, FUSEZC_IORING_OP_READ_SPLICE_BUF,
 				 cfg->fixed_target && fd == w->in->backing_fd ? 1 : fd,
 				 off, len, cfg->fixed_lender ? 0 : w->in->fuse_fd,
-				 fusezc_lend_pos(unique, 0));
+				 fusezc_lend_pos(unique, lend_off));
 	if (cfg->fixed_lender)
 		sqe->splice_flags = FUSEZC_SPLICE_F_FD_IN_FIXED;
 	if (cfg->fixed_target && fd == w->in->backing_fd)
@@ -192,17 +223,186 @@ static int mf_lend_read(struct mf_worker *w, uint64_t unique, int fd,
 	return mf_ring_run(&w->ring, sqe);
 }
 
-static void mf_reply_copy(struct mf_worker *w, uint64_t unique, uint64_t off,
-			  uint32_t size)
+/* The same from the start of the request's data. */
+static int mf_lend_read(struct mf_worker *w, uint64_t unique, int fd,
+			uint64_t off, unsigned int len)
+{
+	return mf_lend_into(w, unique, 0, fd, off, len);
+}
+
+/* pread + ordinary reply; returns the reply's result (0 or -errno). */
+static int mf_reply_copy(struct mf_worker *w, uint64_t unique, uint64_t off,
+			 uint32_t size)
 {
 	ssize_t n = pread(w->in->backing_fd, w->data, size, off);
+	int ret;
 
-	if (n < 0) {
-		mf_reply(w->in, unique, -errno, NULL, 0);
-		return;
+	if (n < 0)
+		return mf_reply(w->in, unique, -errno, NULL, 0);
+	ret = mf_reply(w->in, unique, 0, w->data, n);
+	if (!ret)
+		__sync_fetch_and_add(&w->in->sh->copy_replies, 1);
+	return ret;
+}
+
+/* The correct reply after the kernel refused a wrong one. */
+static void mf_recover(struct mf_worker *w, uint64_t unique, uint64_t off,
+		       uint32_t size)
+{
+	int ret = mf_reply_copy(w, unique, off, size);
+
+	w->in->sh->recovery_errno = -ret;
+	if (!ret)
+		__sync_fetch_and_add(&w->in->sh->recoveries, 1);
+}
+
+static long long mf_lent_pages(struct mf_instance *in)
+{
+	char name[64];
+	long long v, lent = -1;
+	FILE *f = fopen(in->stats_path, "r");
+
+	if (!f)
+		return -1;
+	while (fscanf(f, "%63s %lld", name, &v) == 2)
+		if (!strcmp(name, "zc_lent_pages"))
+			lent = v;
+	fclose(f);
+	return lent;
+}
+
+static int mf_park_init(struct mf_worker *w)
+{
+	unsigned int limits[2] = { 1, 1 };	/* bound, unbound io-wq workers */
+	int ret;
+
+	if (w->park_ready)
+		return 0;
+	if (w->in->loop_fd < 0)
+		return -ENODEV;
+	snprintf(w->fifo, sizeof(w->fifo), "/tmp/minifuse-park-%d-%d", getpid(), gettid());
+	unlink(w->fifo);
+	if (mkfifo(w->fifo, 0600))
+		return -errno;
+	ret = io_uring_queue_init(8, &w->park, 0);
+	if (ret < 0)
+		goto fail;
+	ret = io_uring_register_iowq_max_workers(&w->park, limits);
+	if (ret < 0) {
+		io_uring_queue_exit(&w->park);
+		goto fail;
 	}
-	mf_reply(w->in, unique, 0, w->data, n);
-	__sync_fetch_and_add(&w->in->sh->copy_replies, 1);
+	w->park_ready = true;
+	return 0;
+fail:
+	unlink(w->fifo);
+	return ret;
+}
+
+/* Wait for the park ring's CQEs named in @mask (1 << MF_UD_*); res[ud]. */
+static int mf_park_reap(struct mf_worker *w, unsigned int mask, int res[MF_UD_NR])
+{
+	struct __kernel_timespec ts = { .tv_sec = 60 };
+
+	while (mask) {
+		struct io_uring_cqe *cqe;
+		int ret = io_uring_wait_cqe_timeout(&w->park, &cqe, &ts);
+
+		if (ret < 0)
+			return ret;
+		if (cqe->user_data < MF_UD_NR) {
+			res[cqe->user_data] = cqe->res;
+			mask &= ~(1u << cqe->user_data);
+		}
+		io_uring_cqe_seen(&w->park, cqe);
+	}
+	return 0;
+}
+
+/* Let the blocker finish (the parked op then runs); reap @mask + blocker. */
+static int mf_park_unblock(struct mf_worker *w, unsigned int mask, int res[MF_UD_NR])
+{
+	/* a writer: the blocked open of the FIFO for reading returns */
+	int ret, wfd = open(w->fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+
+	if (wfd < 0)
+		return -errno;
+	ret = mf_park_reap(w, mask | 1u << MF_UD_BLOCKER, res);
+	close(wfd);
+	if (res[MF_UD_BLOCKER] >= 0)
+		close(res[MF_UD_BLOCKER]);
+	return ret;
+}
+
+/*
+ * Lend [@lend_off, +@len) of request @unique into a READ_SPLICE_BUF from the
+ * loop device at @file_off that stays queued in io-wq, loan taken, until
+ * mf_park_unblock().  Returns 0 when parked; else the lending did not stay
+ * out: its result (> 0: it completed at once, the bytes are placed).
+ */
+static int mf_park_lend(struct mf_worker *w, uint64_t unique, uint32_t lend_off,
+			uint64_t file_off, uint32_t len)
+{
+	struct mf_instance *in = w->in;
+	struct io_uring_sqe *sqe;
+	struct io_uring_cqe *cqe;
+	int res[MF_UD_NR] = { 0 };
+	int ret = mf_park_init(w);
+
+	if (ret)
+		return ret;
+	/* uncached, so that the first, non-blocking attempt gets -EAGAIN */
+	posix_fadvise(in->loop_fd, 0, 0, POSIX_FADV_DONTNEED);
+	sqe = io_uring_get_sqe(&w->park);
+	io_uring_prep_openat(sqe, AT_FDCWD, w->fifo, O_RDONLY | O_CLOEXEC, 0);
+	sqe->flags |= IOSQE_ASYNC;
+	sqe->user_data = MF_UD_BLOCKER;
+	sqe = io_uring_get_sqe(&w->park);
+	io_uring_prep_rw(FUSEZC_IORING_OP_READ_SPLICE_BUF, sqe, in->loop_fd, NULL,
+			 len, file_off);
+	sqe->splice_fd_in = in->fuse_fd;
+	sqe->splice_off_in = fusezc_lend_pos(unique, lend_off);
+	sqe->user_data = MF_UD_PARKED;
+	ret = io_uring_submit(&w->park);
+	if (ret != 2)
+		return ret < 0 ? ret : -EIO;
+	if (io_uring_peek_cqe(&w->park, &cqe) == 0) {
+		/* the lending finished (or failed) inline: nothing is parked */
+		ret = mf_park_unblock(w, 1u << MF_UD_PARKED, res);
+		ret = ret ? ret : res[MF_UD_PARKED] ? res[MF_UD_PARKED] : -ENODATA;
+		__sync_fetch_and_add(&in->sh->park_failures, 1);
+		in->sh->park_error = ret;
+		return ret;
+	}
+	__sync_fetch_and_add(&in->sh->parks, 1);
+	/* the contract: the borrow happens at that first, non-blocking issue */
+	if (mf_lent_pages(in) == 0)
+		__sync_fetch_and_add(&in->sh->parked_unlent, 1);
+	return 0;
+}
+
+/* Let a parked lending run; returns its result. */
+static int mf_park_finish(struct mf_worker *w)
+{
+	int res[MF_UD_NR] = { 0 };
+	int ret = mf_park_unblock(w, 1u << MF_UD_PARKED, res);
+
+	return ret ? ret : res[MF_UD_PARKED];
+}
+
+/* Wait (bounded) until @flag is set; false on timeout. */
+static bool mf_wait_flag(volatile int *flag, unsigned int seconds)
+{
+	struct timespec t0, t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (!*flag) {
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if (t.tv_sec - t0.tv_sec >= seconds)
+			return false;
+		mf_sleep_ms(1);
+	}
+	return true;
 }
 
 static void mf_probe(struct mf_worker *w, const char *name, int expected, int got)
@@ -263,10 +463,12 @@ static void mf_run_probes(struct mf_worker *w, uint64_t unique, uint64_t off,
 	mf_probe(w, "offset past the request", -EINVAL,
 		 mf_probe_sqe(w, rd, in->backing_fd, off, 4096, in->fuse_fd,
 			      fusezc_lend_pos(unique, size), NULL));
-	mf_probe(w, "io_uring fd as lender", -EBADF,
+	/* not a lender (v1 said EBADF: v2 refuses every non-lender alike) */
+	mf_probe(w, "io_uring fd as lender", -EOPNOTSUPP,
 		 mf_probe_sqe(w, rd, in->backing_fd, off, size, w->ring.ring_fd,
 			      pos, NULL));
-	mf_probe(w, "write direction on FUSE_READ", -EOPNOTSUPP,
+	/* v2 has no WRITE_SPLICE_BUF: io_uring refuses opcode 59 itself */
+	mf_probe(w, "WRITE_SPLICE_BUF opcode (removed)", -EINVAL,
 		 mf_probe_sqe(w, FUSEZC_IORING_OP_WRITE_SPLICE_BUF, in->backing_fd,
 			      off, size, in->fuse_fd, pos, NULL));
 	mf_probe(w, "ioprio set", -EINVAL,
@@ -320,6 +522,156 @@ static void mf_run_probes(struct mf_worker *w, uint64_t unique, uint64_t off,
 				      in->peer->fuse_fd, pos, NULL));
 }
 
+/* Lendings reaching past the request's data: none may lend. */
+static void mf_run_range_probes(struct mf_worker *w, uint64_t unique, uint64_t off,
+				uint32_t size)
+{
+	struct mf_instance *in = w->in;
+	const int rd = FUSEZC_IORING_OP_READ_SPLICE_BUF;
+
+	mf_probe(w, "length past the request's end", -EINVAL,
+		 mf_probe_sqe(w, rd, in->backing_fd, off, size + 4096, in->fuse_fd,
+			      fusezc_lend_pos(unique, 0), NULL));
+	mf_probe(w, "from mid-request past its end", -EINVAL,
+		 mf_probe_sqe(w, rd, in->backing_fd, off + 4096, size, in->fuse_fd,
+			      fusezc_lend_pos(unique, 4096), NULL));
+	mf_probe(w, "one byte past the end", -EINVAL,
+		 mf_probe_sqe(w, rd, in->backing_fd, off + size - 1, 2, in->fuse_fd,
+			      fusezc_lend_pos(unique, size - 1), NULL));
+}
+
+/*
+ * I/O files on a FUSE or stacking file system: the lending would make this
+ * request wait for I/O another server controls.
+ */
+static void mf_run_exdev_probes(struct mf_worker *w, uint64_t unique, uint64_t off,
+				uint32_t size)
+{
+	struct mf_instance *in = w->in;
+	const struct mf_config *cfg = in->cfg;
+	const int rd = FUSEZC_IORING_OP_READ_SPLICE_BUF;
+	char path[300], name[48];
+	int i, fd;
+
+	for (i = 0; i < MF_MAX_EXDEV && cfg->exdev_paths[i]; i++) {
+		const char *p = cfg->exdev_paths[i], *base = strrchr(p, '/');
+
+		while (base && base > p && base[-1] != '/')
+			base--;		/* the last two components */
+		snprintf(path, sizeof(path), "%s", p);
+		snprintf(name, sizeof(name), "I/O file %.36s", base ? base : p);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) {
+			mf_probe(w, name, -EXDEV, -errno);
+			continue;
+		}
+		mf_probe(w, name, -EXDEV,
+			 mf_probe_sqe(w, rd, fd, off, size, in->fuse_fd,
+				      fusezc_lend_pos(unique, 0), NULL));
+		close(fd);
+	}
+}
+
+struct mf_spinner {
+	struct mf_worker *w;
+	uint64_t unique;
+	size_t len;		/* of the copy reply, in w->data */
+	int cqe_res, reply_errno;
+	bool ebusy;
+	long long lent;
+};
+
+/*
+ * Watch the park ring's CQ without entering the kernel, and answer the
+ * request by copy the moment the cancelled lending's CQE is visible: its
+ * loan must be back by then.
+ */
+static void *mf_cancel_spinner(void *arg)
+{
+	struct mf_spinner *s = arg;
+	struct io_uring *ring = &s->w->park;
+	struct timespec t0, t;
+	int ret, tries;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		unsigned int head = *ring->cq.khead;
+		unsigned int tail = io_uring_smp_load_acquire(ring->cq.ktail);
+
+		for (; head != tail; head++) {
+			struct io_uring_cqe *cqe = &ring->cq.cqes[head & ring->cq.ring_mask];
+
+			if (cqe->user_data == MF_UD_PARKED) {
+				s->cqe_res = cqe->res;
+				goto seen;
+			}
+		}
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if (t.tv_sec - t0.tv_sec > 20) {
+			s->cqe_res = -ETIMEDOUT;
+			return NULL;
+		}
+	}
+seen:
+	ret = mf_reply(s->w->in, s->unique, 0, s->w->data, s->len);
+	s->ebusy = ret == -EBUSY;
+	/* a kernel that refused: answer once the loan is back, bounded */
+	for (tries = 0; ret == -EBUSY && tries < 10000; tries++) {
+		mf_sleep_ms(1);
+		ret = mf_reply(s->w->in, s->unique, 0, s->w->data, s->len);
+	}
+	s->reply_errno = -ret;
+	s->lent = mf_lent_pages(s->w->in);
+	return NULL;
+}
+
+/* Park a loan, cancel it with IORING_OP_ASYNC_CANCEL, reply on its CQE. */
+static void mf_cancel_parked(struct mf_worker *w, struct fuse_in_header *h,
+			     struct fuse_read_in *ri)
+{
+	struct mf_instance *in = w->in;
+	struct mf_shared *sh = in->sh;
+	struct mf_spinner s = { .w = w, .unique = h->unique };
+	int res[MF_UD_NR] = { 0 };
+	struct io_uring_sqe *sqe;
+	pthread_t tid;
+	ssize_t n;
+	int ret;
+
+	ret = mf_park_lend(w, h->unique, 0, ri->offset, ri->size);
+	if (ret) {
+		/* not parked: nothing to cancel; answer correctly */
+		if (ret < 0 || mf_reply_zc(in, h->unique, ret) < 0)
+			mf_reply_copy(w, h->unique, ri->offset, ri->size);
+		return;
+	}
+	n = pread(in->backing_fd, w->data, ri->size, ri->offset);
+	s.len = n > 0 ? n : 0;
+	if (pthread_create(&tid, NULL, mf_cancel_spinner, &s)) {
+		mf_park_finish(w);
+		mf_reply_copy(w, h->unique, ri->offset, ri->size);
+		return;
+	}
+	sqe = io_uring_get_sqe(&w->park);
+	io_uring_prep_cancel64(sqe, MF_UD_PARKED, 0);
+	sqe->user_data = MF_UD_CANCEL;
+	io_uring_submit(&w->park);
+	pthread_join(tid, NULL);
+	mf_park_unblock(w, 1u << MF_UD_PARKED | 1u << MF_UD_CANCEL, res);
+
+	__sync_fetch_and_add(&sh->cancels, 1);
+	sh->cancel_last_res = s.cqe_res;
+	if (s.cqe_res != -ECANCELED)
+		__sync_fetch_and_add(&sh->cancel_bad_res, 1);
+	if (s.ebusy)
+		__sync_fetch_and_add(&sh->cancel_ebusy, 1);
+	if (s.lent > sh->lent_after_cqe)
+		sh->lent_after_cqe = s.lent;
+	sh->reply_errno = s.reply_errno;
+	if (s.cqe_res == -ETIMEDOUT)	/* the spinner gave up: still answer */
+		mf_reply_copy(w, h->unique, ri->offset, ri->size);
+}
+
 static void mf_do_read(struct mf_worker *w, struct fuse_in_header *h,
 		       struct fuse_read_in *ri)
 {
@@ -328,7 +680,7 @@ static void mf_do_read(struct mf_worker *w, struct fuse_in_header *h,
 	enum mf_read_mode mode = in->copy_only ? MF_READ_COPY : sh->mode;
 	static uint64_t prev_unique;
 	struct io_uring_sqe *sqe;
-	struct io_uring_cqe *cqe;
+	uint32_t half, len;
 	int res, ret;
 
 	__sync_fetch_and_add(&sh->reads, 1);
@@ -347,11 +699,86 @@ static void mf_do_read(struct mf_worker *w, struct fuse_in_header *h,
 		if (prev_unique && !__sync_lock_test_and_set(&sh->probes_done, 1))
 			mf_run_probes(w, h->unique, ri->offset, ri->size, prev_unique);
 		break;
+	case MF_READ_PROBE_RANGE:
+		if (!__sync_lock_test_and_set(&sh->probes_done, 1))
+			mf_run_range_probes(w, h->unique, ri->offset, ri->size);
+		break;
+	case MF_READ_PROBE_EXDEV:
+		if (!__sync_lock_test_and_set(&sh->probes_done, 1))
+			mf_run_exdev_probes(w, h->unique, ri->offset, ri->size);
+		mf_reply_copy(w, h->unique, ri->offset, ri->size);
+		return;
+	case MF_READ_OUT_OF_ORDER:
+		half = (ri->size / 2) & ~4095u;
+		if (!half)
+			break;
+		res = mf_lend_into(w, h->unique, half, in->backing_fd,
+				   ri->offset + half, ri->size - half);
+		sh->lend_order_res[0] = res;
+		if (res >= 0) {
+			ret = res;
+			res = mf_lend_into(w, h->unique, 0, in->backing_fd,
+					   ri->offset, half);
+			sh->lend_order_res[1] = res;
+			if (res == (int)half)
+				res += ret;
+			else if (res >= 0)
+				res = -EIO;	/* short: answer by copy */
+		}
+		goto reply;
+	case MF_READ_PARKED:
+	case MF_READ_BUSY_REPLY:
+	case MF_READ_INTERRUPT:
+	case MF_READ_RESEND:
+		len = ri->offset >= (uint64_t)in->file_size ? 0 :
+		      (uint32_t)(in->file_size - ri->offset < ri->size ?
+				 in->file_size - ri->offset : ri->size);
+		if (!len) {
+			mf_reply_copy(w, h->unique, ri->offset, ri->size);
+			return;
+		}
+		res = mf_park_lend(w, h->unique, 0, ri->offset, len);
+		if (res)	/* not parked: its result, or a failure */
+			goto reply;
+		sh->parked = 1;
+		if (mode == MF_READ_PARKED) {
+			mf_sleep_ms(sh->slow_ms);
+		} else if (mode == MF_READ_BUSY_REPLY) {
+			ret = mf_reply_zc(in, h->unique, 0);
+			if (ret < 0 && !sh->reply_errno)
+				sh->reply_errno = -ret;
+			ret = mf_reply(in, h->unique, 0, NULL, 0);
+			if (ret < 0 && !sh->second_reply_errno)
+				sh->second_reply_errno = -ret;
+		} else if (mode == MF_READ_INTERRUPT) {
+			mf_wait_flag(&sh->interrupt_replies, 20);
+		} else {
+			struct fuse_out_header oh = { .len = sizeof(oh),
+						      .error = FUSE_NOTIFY_RESEND };
+
+			sh->notify_errno = write(in->fuse_fd, &oh, sizeof(oh)) < 0 ? errno : 0;
+			mf_wait_flag(&sh->release, 60);
+		}
+		res = mf_park_finish(w);
+		sh->parked = 0;
+		if (mode == MF_READ_RESEND) {
+			ret = res > 0 ? mf_reply_zc(in, h->unique, res) : res;
+			sh->resend_reply_errno = -ret;
+			if (ret < 0)
+				mf_reply_copy(w, h->unique, ri->offset, ri->size);
+			else
+				__sync_fetch_and_add(&sh->zc_replies, 1);
+			return;
+		}
+		goto reply;
+	case MF_READ_CANCEL:
+		mf_cancel_parked(w, h, ri);
+		return;
 	case MF_READ_NO_LEND:
 		ret = mf_reply_zc(in, h->unique, ri->size);
 		sh->reply_errno = -ret;
 		if (ret < 0)	/* refused: the request is still ours to answer */
-			mf_reply_copy(w, h->unique, ri->offset, ri->size);
+			mf_recover(w, h->unique, ri->offset, ri->size);
 		return;
 	case MF_READ_WRONG_DIR:
 		sqe = mf_prep_splice_buf(w, FUSEZC_IORING_OP_WRITE_SPLICE_BUF,
@@ -361,7 +788,7 @@ static void mf_do_read(struct mf_worker *w, struct fuse_in_header *h,
 		mf_reply_copy(w, h->unique, ri->offset, ri->size);
 		return;
 	case MF_READ_LIE_PARTIAL:
-		/* every retry, down to single pages, places half */
+		/* places half of the request (of any retry too), then claims all */
 		res = mf_lend_read(w, h->unique, in->backing_fd, ri->offset,
 				   ri->size > 1 ? ri->size / 2 : 1);
 		if (res >= 0)
@@ -373,26 +800,12 @@ static void mf_do_read(struct mf_worker *w, struct fuse_in_header *h,
 		sh->last_lend_error = res;
 		res = ri->size;
 		goto reply;
-	case MF_READ_BUSY_REPLY:
-		sqe = mf_prep_splice_buf(w, FUSEZC_IORING_OP_READ_SPLICE_BUF,
-					 in->backing_fd, ri->offset, ri->size,
-					 in->fuse_fd, fusezc_lend_pos(h->unique, 0));
-		io_uring_submit(&w->ring);
-		/* the backing store is slow: the pages are still out */
-		mf_sleep_ms(sh->slow_ms / 4 + 1);
-		ret = mf_reply_zc(in, h->unique, 0);
-		if (ret < 0 && !sh->reply_errno)
-			sh->reply_errno = -ret;
-		ret = io_uring_wait_cqe(&w->ring, &cqe);
-		res = ret < 0 ? ret : cqe->res;
-		if (ret == 0)
-			io_uring_cqe_seen(&w->ring, cqe);
-		goto reply;
 	default:
 		break;
 	}
 
 	res = mf_lend_read(w, h->unique, in->backing_fd, ri->offset, ri->size);
+	sh->last_lend_res = res;
 	if (res >= 0 && mode == MF_READ_LIE_MORE)
 		res += 4096;
 reply:
@@ -406,8 +819,9 @@ reply:
 	ret = mf_reply_zc(in, h->unique, res);
 	if (ret < 0) {
 		sh->reply_errno = -ret;
+		/* refused, so still in flight: answer it correctly */
 		if (ret == -EBUSY || ret == -EINVAL)
-			mf_reply_copy(w, h->unique, ri->offset, ri->size);
+			mf_recover(w, h->unique, ri->offset, ri->size);
 		return;
 	}
 	__sync_fetch_and_add(&sh->zc_replies, 1);
@@ -465,6 +879,19 @@ static void mf_dispatch(struct mf_worker *w, struct fuse_in_header *h, void *arg
 			mf_reply(in, h->unique, -EISDIR, NULL, 0);
 			return;
 		}
+		if (h->unique & MF_UNIQUE_RESEND) {
+			struct fuse_read_in *ri = arg;
+
+			/* a resent read: once the lender is done, answer it */
+			__sync_fetch_and_add(&in->sh->resent, 1);
+			if (in->sh->parked) {
+				__sync_fetch_and_add(&in->sh->resent_while_lent, 1);
+				while (in->sh->parked)
+					mf_sleep_ms(1);
+			}
+			mf_reply_copy(w, h->unique, ri->offset, ri->size);
+			return;
+		}
 		mf_do_read(w, h, arg);
 		return;
 	case FUSE_READDIR:
@@ -482,9 +909,22 @@ static void mf_dispatch(struct mf_worker *w, struct fuse_in_header *h, void *arg
 	case FUSE_DESTROY:
 		mf_reply(in, h->unique, 0, NULL, 0);
 		return;
+	case FUSE_INTERRUPT:
+		if (in->sh->mode == MF_READ_INTERRUPT && !in->copy_only) {
+			int n = __sync_add_and_fetch(&in->sh->interrupts, 1);
+
+			/* "try again later" (the kernel re-sends it), then "no" */
+			if (n <= 2) {
+				int ret = mf_reply(in, h->unique, n == 1 ? -EAGAIN : -ENOSYS,
+						   NULL, 0);
+
+				in->sh->interrupt_errno[n - 1] = -ret;
+				in->sh->interrupt_replies = n;
+			}
+		}
+		return;
 	case FUSE_FORGET:
 	case FUSE_BATCH_FORGET:
-	case FUSE_INTERRUPT:
 		return;	/* no reply */
 	default:
 		mf_reply(in, h->unique, -ENOSYS, NULL, 0);
@@ -533,6 +973,10 @@ static void *mf_worker_main(void *arg)
 		mf_dispatch(w, h, h + 1);
 	}
 	io_uring_queue_exit(&w->ring);
+	if (w->park_ready) {
+		io_uring_queue_exit(&w->park);
+		unlink(w->fifo);
+	}
 	return NULL;
 }
 
@@ -586,9 +1030,11 @@ static void mf_drop_privileges(void)
 
 static int mf_serve(const struct mf_config *cfg, struct mf_shared *sh)
 {
-	struct mf_instance main_in = { .cfg = cfg, .sh = sh, .fuse_fd = -1 };
+	struct mf_instance main_in = { .cfg = cfg, .sh = sh, .fuse_fd = -1,
+				       .loop_fd = -1 };
 	struct mf_instance second = { .cfg = cfg, .sh = sh, .fuse_fd = -1,
-				      .copy_only = true };
+				      .loop_fd = -1, .copy_only = true };
+	struct stat st;
 	pthread_t tids[16], tids2[1];
 	int nr = cfg->threads > 0 ? cfg->threads : 2;
 	int ret, i, oflags = O_RDONLY;
@@ -602,6 +1048,15 @@ static int mf_serve(const struct mf_config *cfg, struct mf_shared *sh)
 	if (main_in.backing_fd < 0) {
 		perror("minifuse: backing file");
 		return 2;
+	}
+	if (!fstat(main_in.backing_fd, &st))
+		main_in.file_size = st.st_size;
+	if (cfg->loop_path) {
+		main_in.loop_fd = open(cfg->loop_path, O_RDONLY | O_CLOEXEC);
+		if (main_in.loop_fd < 0) {
+			perror("minifuse: loop device");
+			return 2;
+		}
 	}
 	second.backing_fd = main_in.backing_fd;
 	ret = mf_mount(cfg->mountpoint, &main_in.fuse_fd);
@@ -624,6 +1079,10 @@ static int mf_serve(const struct mf_config *cfg, struct mf_shared *sh)
 		return 2;
 	if (cfg->second_mountpoint && mf_start_workers(&second, 1, tids2))
 		return 2;
+	/* served by the workers: not before they run */
+	if (!stat(cfg->mountpoint, &st))
+		snprintf(main_in.stats_path, sizeof(main_in.stats_path),
+			 "/sys/fs/fuse/connections/%u/zerocopy_stats", minor(st.st_dev));
 	sh->ready = 1;
 	for (i = 0; i < nr; i++)
 		pthread_join(tids[i], NULL);

@@ -24,9 +24,17 @@ enum mf_read_mode {
 	MF_READ_WRONG_DIR,	/* WRITE_SPLICE_BUF on a FUSE_READ */
 	MF_READ_BUSY_REPLY,	/* reply while the lent I/O is in flight */
 	MF_READ_PROBE,		/* run the identity probes, then zero copy */
+	MF_READ_PROBE_RANGE,	/* lend ranges reaching past the request, then zero copy */
+	MF_READ_PROBE_EXDEV,	/* lend into cfg->exdev_paths files, then copy */
+	MF_READ_OUT_OF_ORDER,	/* lend the second half, then the first, zero copy */
+	MF_READ_PARKED,		/* hold a loan for slow_ms (parked in io-wq), zero copy */
+	MF_READ_CANCEL,		/* park a loan, cancel it, reply by copy on its CQE */
+	MF_READ_INTERRUPT,	/* park a loan until a FUSE_INTERRUPT was answered */
+	MF_READ_RESEND,		/* park a loan, FUSE_NOTIFY_RESEND, wait for release */
 };
 
 #define MF_MAX_PROBES 24
+#define MF_MAX_EXDEV 4
 
 struct mf_probe {
 	char name[48];
@@ -50,6 +58,28 @@ struct mf_shared {
 	struct mf_probe probes[MF_MAX_PROBES];
 	volatile int probes_done;
 	volatile unsigned int slow_ms;	/* MF_READ_SLOW_COPY delay, changeable */
+	volatile int last_lend_res;	/* cqe->res of the last whole-request lending */
+	volatile int recovery_errno;	/* errno of the correct reply after a refused one */
+	volatile uint64_t recoveries;	/* correct replies after a refused one */
+	volatile uint64_t lend_order_res[2];	/* MF_READ_OUT_OF_ORDER: second half, first half */
+	/* parked loans (a READ_SPLICE_BUF held in io-wq with its loan) */
+	volatile int parked;		/* a loan is parked right now */
+	volatile int release;		/* the test lets the parked loan go */
+	volatile uint64_t parks, park_failures;
+	volatile uint64_t parked_unlent;	/* parked, but zc_lent_pages was 0 */
+	volatile int park_error;	/* why the last park failed */
+	/* MF_READ_CANCEL */
+	volatile uint64_t cancels, cancel_ebusy, cancel_bad_res;
+	volatile int cancel_last_res;	/* cqe->res of the cancelled lending */
+	volatile long long lent_after_cqe;	/* zc_lent_pages right after that CQE */
+	/* MF_READ_INTERRUPT */
+	volatile int interrupts;	/* FUSE_INTERRUPT requests seen */
+	volatile int interrupt_errno[2];	/* replies -EAGAIN, then -ENOSYS */
+	volatile int interrupt_replies;
+	/* MF_READ_RESEND */
+	volatile int notify_errno;	/* of the FUSE_NOTIFY_RESEND write */
+	volatile uint64_t resent, resent_while_lent;
+	volatile int resend_reply_errno;	/* of the lender's reply after release */
 };
 
 struct mf_config {
@@ -64,6 +94,15 @@ struct mf_config {
 	bool drop_privileges;		/* serve as nobody, without CAP_SYS_ADMIN */
 	bool direct_io_backing;		/* open the backing file O_DIRECT */
 	unsigned int slow_ms;		/* MF_READ_SLOW_COPY delay */
+	/*
+	 * A loop block device over a copy of the backing file, for parked
+	 * loans: its buffered read of uncached data returns -EAGAIN under
+	 * IOCB_NOWAIT, so the READ_SPLICE_BUF takes its loan at the first
+	 * issue and goes to io-wq with it.
+	 */
+	const char *loop_path;
+	/* MF_READ_PROBE_EXDEV: files on a FUSE or stacking fs to lend into */
+	const char *exdev_paths[MF_MAX_EXDEV];
 	/* also serve a second connection here (copy mode), for a probe */
 	const char *second_mountpoint;
 };

@@ -11,6 +11,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/loop.h>
+#include <liburing.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
@@ -20,15 +22,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/uio.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "fuse_zc_kabi.h"
 #include "minifuse.h"
 
 #define T_PASS 0
@@ -43,6 +49,16 @@ static int verbose;
 static int rounds = 100;
 static char workdir[] = "/tmp/zc-kernel-test-XXXXXX";
 static char backing[128], mnt[128], mnt2[128], slow_backing[160], slow_mnt[128];
+static char resend_mnt[128], io_path[128], loop_backing[128], loop_node[128];
+static char ovl_lower[2][128], ovl_mnt[128], ovl_file[160];
+static int loop_fd = -1;
+/*
+ * Mounts whose connection still counts waiting requests after the test: a
+ * kernel bug.  Unmounting them would block the unmounting task for good
+ * (fuse_wait_aborted()), so they stay mounted until power-off.
+ */
+static const char *leaked[8];
+static int nr_leaked;
 static unsigned char *ref;	/* the backing file's bytes */
 static uint64_t bytes_verified;
 
@@ -186,6 +202,136 @@ static int read_stats(const char *mountpoint, struct zc_stats *s)
 	int ret = conn_dir(mountpoint, dir, sizeof(dir));
 
 	return ret ? ret : read_stats_dir(dir, s);
+}
+
+/* Poll @cond every 2 ms for at most @seconds; its last value (evaluated once a try). */
+#define WAIT_UNTIL(cond, seconds) ({					\
+	double _t0 = now();						\
+	bool _ok;							\
+									\
+	while (!(_ok = (cond)) && now() - _t0 < (seconds))		\
+		sleep_ms(2);						\
+	_ok;								\
+})
+
+/* A fusectl file of the connection of @mountpoint (abort, waiting). */
+static int conn_file(const char *mountpoint, const char *name, char *out, size_t len)
+{
+	char dir[200];
+	int ret = conn_dir(mountpoint, dir, sizeof(dir));
+
+	if (!ret)
+		snprintf(out, len, "%s/%s", dir, name);
+	return ret;
+}
+
+static int abort_conn(const char *mountpoint)
+{
+	char f[300];
+	int ret = conn_file(mountpoint, "abort", f, sizeof(f));
+
+	return ret ? ret : write_file(f, "1");
+}
+
+/* By fusectl directory: stat() of a mount whose server is stopped blocks. */
+static int abort_conn_dir(const char *dir)
+{
+	char f[300];
+
+	snprintf(f, sizeof(f), "%s/abort", dir);
+	return write_file(f, "1");
+}
+
+static long read_long(const char *path)
+{
+	long v = -1;
+	FILE *f = fopen(path, "r");
+
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
+/* Poll (bounded) until the connection in @dir has no waiting request. */
+static long wait_no_waiting(const char *dir, unsigned int seconds)
+{
+	char f[300];
+	double t0 = now();
+	long v;
+
+	snprintf(f, sizeof(f), "%s/waiting", dir);
+	while ((v = read_long(f)) > 0 && now() - t0 < seconds)
+		sleep_ms(20);
+	return v;
+}
+
+static void mark_leaked(const char *mountpoint)
+{
+	if (nr_leaked < (int)(sizeof(leaked) / sizeof(leaked[0])))
+		leaked[nr_leaked++] = mountpoint;
+}
+
+static bool is_leaked(const char *mountpoint)
+{
+	for (int i = 0; i < nr_leaked; i++)
+		if (!strcmp(leaked[i], mountpoint))
+			return true;
+	return false;
+}
+
+/*
+ * The loop device over a copy of the backing file (padded to whole pages)
+ * that minifuse parks its loans on: a buffered read of uncached data on a
+ * block device returns -EAGAIN under IOCB_NOWAIT, so the READ_SPLICE_BUF
+ * takes its loan at the first issue and waits in io-wq.
+ */
+static const char *park_loop(void)
+{
+	struct loop_config lc = { .info.lo_flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR };
+	off_t padded = (FILE_SIZE + 4095) & ~(off_t)4095;
+	int ctl, nr, bfd, fd;
+
+	if (loop_fd >= 0)
+		return loop_node;
+	bfd = open(loop_backing, O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0644);
+	if (bfd < 0 || ftruncate(bfd, padded) ||
+	    pwrite(bfd, ref, FILE_SIZE, 0) != (ssize_t)FILE_SIZE) {
+		say("  loop backing: %s\n", strerror(errno));
+		goto fail_backing;
+	}
+	ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+	nr = ctl < 0 ? -1 : ioctl(ctl, LOOP_CTL_GET_FREE);
+	if (ctl >= 0)
+		close(ctl);
+	if (nr < 0) {
+		say("  /dev/loop-control: %s\n", strerror(errno));
+		goto fail_backing;
+	}
+	/* devtmpfs creates the node asynchronously; make it if it is late */
+	snprintf(loop_node, sizeof(loop_node), "/dev/loop%d", nr);
+	if (!WAIT_UNTIL(access(loop_node, F_OK) == 0, 2) &&
+	    mknod(loop_node, S_IFBLK | 0600, makedev(7, nr)) && errno != EEXIST) {
+		say("  mknod %s: %s\n", loop_node, strerror(errno));
+		goto fail_backing;
+	}
+	fd = open(loop_node, O_RDONLY | O_CLOEXEC);
+	lc.fd = bfd;
+	if (fd < 0 || ioctl(fd, LOOP_CONFIGURE, &lc)) {
+		say("  LOOP_CONFIGURE %s: %s\n", loop_node, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		goto fail_backing;
+	}
+	close(bfd);
+	loop_fd = fd;	/* closing it at exit detaches the device (autoclear) */
+	return loop_node;
+fail_backing:
+	if (bfd >= 0)
+		close(bfd);
+	return NULL;
 }
 
 struct server {
@@ -567,34 +713,6 @@ static int t_direct_backing(void)
 	return ret;
 }
 
-/* A read through @mode must fail with EIO, and leave nothing stale behind. */
-static int expect_read_eio(enum mf_read_mode mode, const char *what)
-{
-	struct server srv = { 0 };
-	char path[300], *buf = malloc(1 << 20);
-	ssize_t n;
-	int fd, ret;
-
-	ret = server_start(&srv, mnt, backing, mode);
-	CHECK(!ret, "server: %s", strerror(-ret));
-	file_path(path, sizeof(path), mnt);
-	drop_caches();
-	fd = open(path, O_RDONLY);
-	CHECK(fd >= 0, "open: %s", strerror(errno));
-	n = pread(fd, buf, 65536, 1 << 20);
-	CHECK(n < 0 && errno == EIO, "%s: pread = %zd (%s), want EIO", what, n,
-	      n < 0 ? strerror(errno) : "success");
-	/* an honest server now: the pages must not have become uptodate */
-	srv.sh->mode = MF_READ_ZC;
-	ret = verify_range(fd, buf, 1 << 20, 65536, what);
-	close(fd);
-	CHECK(ret == T_PASS, "data after the failed read is wrong");
-	CHECK(server_stop(&srv) == 0, "server did not exit cleanly");
-	free(buf);
-	say("  %s: EIO, nothing stale\n", what);
-	return T_PASS;
-}
-
 /*
  * Serve a 64 KiB read with a server that misbehaves in @mode, check the
  * reader still gets the right bytes, and return what the server recorded
@@ -615,25 +733,57 @@ static int misbehave_and_read(enum mf_read_mode mode, const char *what,
 	got = *(volatile int *)((char *)srv.sh + field);
 	server_stop(&srv);
 	CHECK(ret == T_PASS, "%s: read failed", what);
-	CHECK(got == expected, "%s: got %d, want %d", what, got, expected);
+	CHECK(got == expected, "%s: got %d (%s), want %d (%s)", what, got,
+	      strerror(got < 0 ? -got : got), expected,
+	      strerror(expected < 0 ? -expected : expected));
+	if (field == offsetof(struct mf_shared, reply_errno) && expected)
+		CHECK(srv.sh->recoveries > 0 && srv.sh->recovery_errno == 0,
+		      "%s: the correct reply after the refused one: %s (%llu accepted)",
+		      what, strerror(srv.sh->recovery_errno),
+		      (unsigned long long)srv.sh->recoveries);
 	say("  %s: %d, the reader got the right bytes\n", what, got);
 	return T_PASS;
 }
 
+/*
+ * A zero-copy reply claiming bytes nobody placed is refused (EINVAL) and the
+ * request stays in flight: the server's correct reply after it is accepted
+ * and the reader gets the right bytes, never EIO.
+ */
 static int t_lies(void)
 {
-	if (expect_read_eio(MF_READ_LIE_MORE, "reply claims more than placed") ||
-	    expect_read_eio(MF_READ_LIE_PARTIAL, "placed half, claims all") ||
-	    expect_read_eio(MF_READ_LIE_FAILED_IO, "lent I/O failed, claims all"))
+	if (misbehave_and_read(MF_READ_LIE_MORE, "reply claims more than placed (errno)",
+			       offsetof(struct mf_shared, reply_errno), EINVAL) ||
+	    misbehave_and_read(MF_READ_LIE_PARTIAL, "placed half, claims all (errno)",
+			       offsetof(struct mf_shared, reply_errno), EINVAL) ||
+	    misbehave_and_read(MF_READ_LIE_FAILED_IO, "lent I/O failed, claims all (errno)",
+			       offsetof(struct mf_shared, reply_errno), EINVAL))
 		return T_FAIL;
 	if (misbehave_and_read(MF_READ_NO_LEND, "zero-copy reply never lent (errno)",
 			       offsetof(struct mf_shared, reply_errno), EINVAL) ||
 	    misbehave_and_read(MF_READ_SECOND_REPLY, "second reply (errno)",
 			       offsetof(struct mf_shared, second_reply_errno), ENOENT) ||
-	    misbehave_and_read(MF_READ_WRONG_DIR, "WRITE_SPLICE_BUF on read pages (res)",
-			       offsetof(struct mf_shared, wrong_dir_res), -EOPNOTSUPP))
+	    /* v2 removed the opcode: io_uring itself refuses it */
+	    misbehave_and_read(MF_READ_WRONG_DIR, "WRITE_SPLICE_BUF opcode 59 (res)",
+			       offsetof(struct mf_shared, wrong_dir_res), -EINVAL))
 		return T_FAIL;
 	return T_PASS;
+}
+
+/* Print the server's probes; the number that gave the wrong answer. */
+static int check_probes(struct mf_shared *sh)
+{
+	int i, failed = 0;
+
+	for (i = 0; i < sh->nr_probes; i++) {
+		struct mf_probe *p = &sh->probes[i];
+		bool ok = p->got == p->expected;
+
+		say("  %-40s %-4s got %d want %d\n", p->name, ok ? "ok" : "FAIL",
+		    p->got, p->expected);
+		failed += !ok;
+	}
+	return failed;
 }
 
 static int t_probes(void)
@@ -641,7 +791,7 @@ static int t_probes(void)
 	struct server srv = { .cfg = { .second_mountpoint = mnt2 } };
 	char path[300], path2[300], *buf = malloc(1 << 20);
 	struct stat st;
-	int fd, i, ret, failed = 0;
+	int fd, ret, failed;
 
 	ret = server_start(&srv, mnt, backing, MF_READ_PROBE);
 	CHECK(!ret, "server: %s", strerror(-ret));
@@ -656,14 +806,7 @@ static int t_probes(void)
 	close(fd);
 	CHECK(ret == T_PASS, "reads around the probes failed");
 	CHECK(srv.sh->probes_done, "probes did not run");
-	for (i = 0; i < srv.sh->nr_probes; i++) {
-		struct mf_probe *p = &srv.sh->probes[i];
-		bool ok = p->got == p->expected;
-
-		say("  %-40s %-4s got %d want %d\n", p->name, ok ? "ok" : "FAIL",
-		    p->got, p->expected);
-		failed += !ok;
-	}
+	failed = check_probes(srv.sh);
 	CHECK(srv.sh->nr_probes >= 15, "only %d probes ran", srv.sh->nr_probes);
 	ret = check_all_zero_copy(mnt, "after probes");
 	server_stop(&srv);
@@ -672,73 +815,157 @@ static int t_probes(void)
 	return ret;
 }
 
-static int start_slow_backing(struct server *slow, unsigned int ms)
+/* A second FUSE mount (slow_mnt, file slow_backing) serving the backing file by copy. */
+static int start_inner_mount(struct server *inner)
 {
-	slow->cfg.slow_ms = ms;
-	slow->cfg.threads = 4;
-	return server_start(slow, slow_mnt, backing, MF_READ_SLOW_COPY);
+	inner->cfg.threads = 4;
+	return server_start(inner, slow_mnt, backing, MF_READ_COPY);
+}
+
+/* A server config whose loans can be parked (see park_loop()). */
+static int parking_server(struct server *srv, const char *what)
+{
+	srv->cfg.loop_path = park_loop();
+	if (!srv->cfg.loop_path) {
+		say("  FAIL %s: no loop device to park loans on\n", what);
+		return T_FAIL;
+	}
+	return T_PASS;
+}
+
+/* The server parked at least one loan (else the test proved nothing). */
+static int check_parked(struct mf_shared *sh, const char *what)
+{
+	CHECK(sh->parks > 0, "%s: no loan could be parked in io-wq (%llu failures, last %d)",
+	      what, (unsigned long long)sh->park_failures, sh->park_error);
+	CHECK(sh->parked_unlent == 0, "%s: %llu ops parked in io-wq held no loan", what,
+	      (unsigned long long)sh->parked_unlent);
+	return T_PASS;
 }
 
 static int t_busy(void)
 {
-	struct server slow = { 0 }, srv = { 0 };
+	struct server srv = { 0 };
 	char path[300], *buf = malloc(1 << 20);
 	int ret;
 
-	ret = start_slow_backing(&slow, 200);
-	CHECK(!ret, "slow server: %s", strerror(-ret));
-	srv.cfg.slow_ms = 200;
-	ret = server_start(&srv, mnt, slow_backing, MF_READ_BUSY_REPLY);
+	if (parking_server(&srv, "busy"))
+		return T_FAIL;
+	ret = server_start(&srv, mnt, backing, MF_READ_BUSY_REPLY);
 	CHECK(!ret, "server: %s", strerror(-ret));
 	file_path(path, sizeof(path), mnt);
 	ret = fresh_read(path, buf, 0, 65536, "reply while lent");
-	CHECK(ret == T_PASS, "read failed");
-	CHECK(srv.sh->reply_errno == EBUSY, "reply while lent: errno %d, want EBUSY",
-	      srv.sh->reply_errno);
-	say("  reply while the pages are lent: EBUSY\n");
-	ret = check_all_zero_copy(mnt, "busy");
 	server_stop(&srv);
-	server_stop(&slow);
 	free(buf);
+	say("  %llu loans parked (%llu without a loan, %llu failed: %d); zero-copy reply "
+	    "while lent: %s, copy reply: %s\n", (unsigned long long)srv.sh->parks,
+	    (unsigned long long)srv.sh->parked_unlent,
+	    (unsigned long long)srv.sh->park_failures, srv.sh->park_error,
+	    strerror(srv.sh->reply_errno), strerror(srv.sh->second_reply_errno));
+	CHECK(ret == T_PASS, "read failed");
+	if (check_parked(srv.sh, "busy"))
+		return T_FAIL;
+	CHECK(srv.sh->reply_errno == EBUSY, "zero-copy reply while lent: errno %d, want EBUSY",
+	      srv.sh->reply_errno);
+	CHECK(srv.sh->second_reply_errno == EBUSY, "copy reply while lent: errno %d, want EBUSY",
+	      srv.sh->second_reply_errno);
+	say("  zero-copy and copy replies while the pages are lent: EBUSY\n");
+	return T_PASS;
+}
+
+/*
+ * One READ_SPLICE_BUF from the test process itself: @len bytes of @io_fd at
+ * 0 into what @lender lends at @lend_pos.  Returns cqe->res, or -ETIME when
+ * no CQE came within @seconds (the ring is then left to *ringp, still
+ * holding the op, for the caller to unblock and reap).
+ */
+static int lend_once(struct io_uring *ring, int op, int io_fd, int lender,
+		     uint64_t lend_pos, unsigned int len, unsigned int seconds)
+{
+	struct __kernel_timespec ts = { .tv_sec = seconds };
+	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+	struct io_uring_cqe *cqe;
+	int ret;
+
+	io_uring_prep_rw(op, sqe, io_fd, NULL, len, 0);
+	sqe->splice_fd_in = lender;
+	sqe->splice_off_in = lend_pos;
+	sqe->splice_flags = 0;
+	ret = io_uring_submit(ring);
+	if (ret != 1)
+		return ret < 0 ? ret : -EIO;
+	ret = io_uring_wait_cqe_timeout(ring, &cqe, &ts);
+	if (ret)
+		return ret == -ETIME ? -ETIME : ret;
+	ret = cqe->res;
+	io_uring_cqe_seen(ring, cqe);
 	return ret;
 }
 
-static int t_privilege(void)
+/* A tmpfs file to read from (the I/O file of lendings with odd lenders). */
+static int open_io_file(void)
+{
+	char data[65536];
+	int fd = open(io_path, O_CREAT | O_RDWR | O_CLOEXEC, 0644);
+
+	memset(data, 'I', sizeof(data));
+	if (fd >= 0 && pwrite(fd, data, sizeof(data), 0) != (ssize_t)sizeof(data)) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int privilege_checks(void)
 {
 	const char *knob = "/sys/module/fuse/parameters/zerocopy_unprivileged";
 	struct server srv = { .cfg = { .drop_privileges = true } };
 	char path[300], *buf = malloc(1 << 20);
+	struct io_uring ring;
 	struct zc_stats s;
-	int ret;
+	int ret, devfd, iofd;
+
+	/* a /dev/fuse fd of no connection is not a lender of anything yet */
+	devfd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+	iofd = open_io_file();
+	CHECK(devfd >= 0 && iofd >= 0, "open /dev/fuse, %s: %s", io_path, strerror(errno));
+	CHECK(!io_uring_queue_init(4, &ring, 0), "io_uring_queue_init");
+	ret = lend_once(&ring, FUSEZC_IORING_OP_READ_SPLICE_BUF, iofd, devfd,
+			fusezc_lend_pos(2, 0), 4096, 20);
+	io_uring_queue_exit(&ring);
+	close(devfd);
+	close(iofd);
+	CHECK(ret == -ENOTCONN, "unattached /dev/fuse as lender: %d (%s), want -ENOTCONN",
+	      ret, strerror(-ret));
+	say("  /dev/fuse of no connection as lender: ENOTCONN\n");
 
 	chmod(workdir, 0755);
-	CHECK(!write_file(knob, "Y"), "%s: %s", knob, strerror(errno));
-	ret = server_start(&srv, mnt, backing, MF_READ_ZC);
-	CHECK(!ret, "server: %s", strerror(-ret));
 	file_path(path, sizeof(path), mnt);
-	ret = fresh_read(path, buf, 0, 1 << 20, "unprivileged, allowed");
-	CHECK(ret == T_PASS, "read failed");
-	CHECK(!read_stats(mnt, &s), "stats");
-	CHECK(s.zc_read_bytes >= (1 << 20) && s.zc_refused == 0,
-	      "unprivileged server allowed: zc_read_bytes %lld zc_refused %lld",
-	      s.zc_read_bytes, s.zc_refused);
-	server_stop(&srv);
-	say("  unprivileged server, zerocopy_unprivileged=Y: %lld bytes zero-copy\n",
-	    s.zc_read_bytes);
-
 	CHECK(!write_file(knob, "N"), "%s: %s", knob, strerror(errno));
 	ret = server_start(&srv, mnt, backing, MF_READ_ZC);
 	CHECK(!ret, "server: %s", strerror(-ret));
 	ret = fresh_read(path, buf, 0, 1 << 20, "unprivileged, refused");
-	write_file(knob, "Y");
 	CHECK(ret == T_PASS, "read failed");
 	CHECK(!read_stats(mnt, &s), "stats");
+	server_stop(&srv);
 	CHECK(s.zc_read_bytes == 0 && s.zc_refused > 0 && srv.sh->last_lend_error == -EPERM,
 	      "unprivileged server refused: zc_read_bytes %lld zc_refused %lld error %d",
 	      s.zc_read_bytes, s.zc_refused, srv.sh->last_lend_error);
-	server_stop(&srv);
 	say("  unprivileged server, zerocopy_unprivileged=N: EPERM, %lld refusals, copy fallback\n",
 	    s.zc_refused);
+
+	CHECK(!write_file(knob, "Y"), "%s: %s", knob, strerror(errno));
+	ret = server_start(&srv, mnt, backing, MF_READ_ZC);
+	CHECK(!ret, "server: %s", strerror(-ret));
+	ret = fresh_read(path, buf, 0, 1 << 20, "unprivileged, allowed");
+	CHECK(ret == T_PASS, "read failed");
+	CHECK(!read_stats(mnt, &s), "stats");
+	server_stop(&srv);
+	CHECK(s.zc_read_bytes >= (1 << 20) && s.zc_refused == 0,
+	      "unprivileged server allowed: zc_read_bytes %lld zc_refused %lld",
+	      s.zc_read_bytes, s.zc_refused);
+	say("  unprivileged server, zerocopy_unprivileged=Y: %lld bytes zero-copy\n",
+	    s.zc_read_bytes);
 
 	/* root is not affected by the knob */
 	CHECK(!write_file(knob, "N"), "%s", knob);
@@ -746,11 +973,30 @@ static int t_privilege(void)
 	ret = server_start(&srv, mnt, backing, MF_READ_ZC);
 	CHECK(!ret, "server: %s", strerror(-ret));
 	ret = fresh_read(path, buf, 0, 1 << 20, "privileged");
-	write_file(knob, "Y");
 	CHECK(ret == T_PASS, "read failed");
 	ret = check_all_zero_copy(mnt, "CAP_SYS_ADMIN server with the knob off");
 	server_stop(&srv);
 	free(buf);
+	return ret;
+}
+
+static int t_privilege(void)
+{
+	const char *knob = "/sys/module/fuse/parameters/zerocopy_unprivileged";
+	char initial[8] = "";
+	FILE *f = fopen(knob, "r");
+	int ret;
+
+	if (f) {
+		if (!fgets(initial, sizeof(initial), f))
+			initial[0] = 0;
+		fclose(f);
+	}
+	initial[strcspn(initial, "\n")] = 0;
+	/* v2: lending is for CAP_SYS_ADMIN servers unless the admin says so */
+	CHECK(!strcmp(initial, "N"), "%s defaults to '%s', want N", knob, initial);
+	ret = privilege_checks();
+	write_file(knob, initial);
 	return ret;
 }
 
@@ -761,13 +1007,14 @@ static int t_privilege(void)
 static int fault_loop(bool abort_conn)
 {
 	const char *what = abort_conn ? "abort" : "kill -9";
-	struct server slow = { 0 }, srv = { .cfg = { .threads = 4 } };
+	struct server srv = { .cfg = { .threads = 4, .slow_ms = 30 } };
 	int r, in_flight = 0, ret;
 	char path[300], dir[200];
 	double t0 = now();
 
-	ret = start_slow_backing(&slow, 30);
-	CHECK(!ret, "slow server: %s", strerror(-ret));
+	/* the loans stay out 30 ms each, parked in io-wq: a slow backing store */
+	if (parking_server(&srv, what))
+		return T_FAIL;
 	file_path(path, sizeof(path), mnt);
 
 	for (r = 0; r < rounds; r++) {
@@ -777,7 +1024,7 @@ static int fault_loop(bool abort_conn)
 		struct zc_stats s;
 		int i, status;
 
-		ret = server_start(&srv, mnt, slow_backing, MF_READ_ZC);
+		ret = server_start(&srv, mnt, backing, MF_READ_PARKED);
 		CHECK(!ret, "round %d: server: %s", r, strerror(-ret));
 		CHECK(!conn_dir(mnt, dir, sizeof(dir)), "conn dir");
 		for (i = 0; i < 4; i++) {
@@ -814,7 +1061,7 @@ static int fault_loop(bool abort_conn)
 			sleep_ms(10);
 		}
 		CHECK(s.zc_lent_pages == 0, "round %d: %lld pages still lent", r, s.zc_lent_pages);
-			if (abort_conn) {
+		if (abort_conn) {
 			server_stop(&srv);
 		} else {
 			waitpid(srv.pid, &status, 0);
@@ -825,7 +1072,6 @@ static int fault_loop(bool abort_conn)
 		if (verbose)
 			say("  round %d done\n", r);
 	}
-	server_stop(&slow);
 	say("  %s: %d rounds, %d with lent pages in flight at the strike, %.1f s, 0 pages left lent\n",
 	    what, rounds, in_flight, now() - t0);
 	CHECK(in_flight * 2 >= rounds, "only %d of %d rounds had lending in flight", in_flight, rounds);
@@ -834,6 +1080,724 @@ static int fault_loop(bool abort_conn)
 
 static int t_kill_loop(void) { return fault_loop(false); }
 static int t_abort_loop(void) { return fault_loop(true); }
+
+/* ------------------------------------------------ the v2 lending contract */
+
+
+/* A read in its own thread, so that the test can watch it block. */
+struct one_read {
+	const char *path;
+	off_t off;
+	size_t len;
+	bool direct;
+	int iovecs;		/* > 0: preadv of that many 512-byte pieces */
+	int fd;			/* > 0: read this fd (opened beforehand), else open path */
+	pthread_t tid;
+	volatile int done;
+	ssize_t n;
+	int err;
+	bool right;		/* the bytes read are the backing file's */
+};
+
+static void *one_read_main(void *p)
+{
+	struct one_read *r = p;
+	struct iovec iov[64];
+	char *buf;
+	int fd, i;
+
+	r->n = -1;
+	r->err = ENOMEM;
+	if (posix_memalign((void **)&buf, 4096, r->iovecs ? (size_t)r->iovecs * 1024 : r->len))
+		goto out;
+	fd = r->fd > 0 ? r->fd : open(r->path, O_RDONLY | O_CLOEXEC | (r->direct ? O_DIRECT : 0));
+	if (fd < 0) {
+		r->err = errno;
+		free(buf);
+		goto out;
+	}
+	if (r->iovecs) {
+		/* 512-byte pieces, 512-aligned, each on its own half page */
+		for (i = 0; i < r->iovecs; i++)
+			iov[i] = (struct iovec){ buf + i * 1024, 512 };
+		r->n = preadv(fd, iov, r->iovecs, r->off);
+	} else {
+		r->n = pread(fd, buf, r->len, r->off);
+	}
+	r->err = r->n < 0 ? errno : 0;
+	r->right = r->n >= 0;
+	for (i = 0; r->right && r->iovecs && i < r->n / 512; i++)
+		r->right = !memcmp(buf + i * 1024, ref + r->off + i * 512, 512);
+	if (r->right && !r->iovecs)
+		r->right = !memcmp(buf, ref + r->off, r->n);
+	if (r->right && r->n > 0)
+		__sync_fetch_and_add(&bytes_verified, r->n);
+	if (fd != r->fd)
+		close(fd);
+	free(buf);
+out:
+	r->done = 1;
+	return NULL;
+}
+
+static int one_read_start(struct one_read *r)
+{
+	r->done = 0;
+	return -pthread_create(&r->tid, NULL, one_read_main, r);
+}
+
+/* Join the read if it ends within @seconds; a read still blocked is left. */
+static bool one_read_wait(struct one_read *r, unsigned int seconds)
+{
+	if (!WAIT_UNTIL(r->done, seconds))
+		return false;
+	pthread_join(r->tid, NULL);
+	return true;
+}
+
+/* The read returned all @want bytes, right. */
+static int check_read(const struct one_read *r, size_t want, const char *what)
+{
+	CHECK(r->n >= 0, "%s: read: %s", what, strerror(r->err));
+	CHECK(r->right, "%s: wrong bytes", what);
+	CHECK((size_t)r->n == want, "%s: read returned %zd, want %zu", what, r->n, want);
+	return T_PASS;
+}
+
+static void sigusr1_handler(int sig)
+{
+	(void)sig;
+}
+
+/*
+ * (a) Only a lender that opted in is ever called: a socket keeps its data,
+ * a pty does not block, a FUSE file is not read, a pipe or a tmpfs file is
+ * refused; all with -EOPNOTSUPP.
+ */
+static int lend_from_pty(int io_fd, const char *io_what)
+{
+	int master, slave, status, res = -EIO;
+	pid_t pid;
+
+	master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+	CHECK(master >= 0 && !grantpt(master) && !unlockpt(master), "pty: %s", strerror(errno));
+	slave = open(ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
+	CHECK(slave >= 0, "pty slave: %s", strerror(errno));
+	/* a child, as the lending may block in io_uring_enter() itself */
+	pid = fork();
+	CHECK(pid >= 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		struct io_uring ring;
+
+		if (io_uring_queue_init(4, &ring, 0))
+			_exit(255);
+		res = lend_once(&ring, FUSEZC_IORING_OP_READ_SPLICE_BUF, io_fd, slave,
+				0, 4096, 60);
+		_exit(res == -EOPNOTSUPP ? 0 : res == -ETIME ? 2 : 1);
+	}
+	if (!WAIT_UNTIL(waitpid(pid, &status, WNOHANG) == pid, 10)) {
+		/* unblock it: a line for the tty read, then kill */
+		if (write(master, "x\n", 2) != 2)
+			perror("pty master");
+		if (!WAIT_UNTIL(waitpid(pid, &status, WNOHANG) == pid, 20)) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &status, 0);
+		}
+		close(slave);
+		close(master);
+		CHECK(0, "a pty with no data as lender (I/O file %s) blocked for 10 s", io_what);
+	}
+	close(slave);
+	close(master);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	      "a pty as lender (I/O file %s): not -EOPNOTSUPP (child status %#x)",
+	      io_what, status);
+	say("  %-44s EOPNOTSUPP at once\n", "pty with no data as lender");
+	return T_PASS;
+}
+
+static int lend_from_socket(struct io_uring *ring, int iofd)
+{
+	char buf[16];
+	int sv[2], ret;
+	ssize_t n;
+
+	CHECK(!socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), "socketpair");
+	CHECK(write(sv[1], "hello", 5) == 5, "socket write");
+	ret = lend_once(ring, FUSEZC_IORING_OP_READ_SPLICE_BUF, iofd, sv[0], 0, 4096, 20);
+	n = recv(sv[0], buf, sizeof(buf), MSG_DONTWAIT);
+	close(sv[0]);
+	close(sv[1]);
+	CHECK(ret == -EOPNOTSUPP, "unix socket as lender: %d (%s), want -EOPNOTSUPP",
+	      ret, strerror(-ret));
+	CHECK(n == 5 && !memcmp(buf, "hello", 5),
+	      "unix socket as lender: its data was consumed (recv %zd)", n);
+	say("  %-44s EOPNOTSUPP, \"hello\" still queued\n", "unix socket as lender");
+	return T_PASS;
+}
+
+static int lend_from_pipe(struct io_uring *ring, int iofd)
+{
+	char buf[16];
+	int p[2], ret;
+	ssize_t n;
+
+	CHECK(!pipe2(p, O_CLOEXEC | O_NONBLOCK), "pipe");
+	CHECK(write(p[1], "hello", 5) == 5, "pipe write");
+	ret = lend_once(ring, FUSEZC_IORING_OP_READ_SPLICE_BUF, iofd, p[0], 0, 4096, 20);
+	n = read(p[0], buf, sizeof(buf));
+	close(p[0]);
+	close(p[1]);
+	CHECK(ret == -EOPNOTSUPP, "pipe as lender: %d (%s), want -EOPNOTSUPP", ret, strerror(-ret));
+	CHECK(n == 5 && !memcmp(buf, "hello", 5), "pipe as lender: data consumed (read %zd)", n);
+	say("  %-44s EOPNOTSUPP, data still queued\n", "pipe as lender");
+	return T_PASS;
+}
+
+static int lend_from_tmpfs(struct io_uring *ring, int iofd)
+{
+	char page[4096];
+	int fd, ret;
+	ssize_t n;
+
+	fd = open(backing, O_RDONLY | O_CLOEXEC);
+	CHECK(fd >= 0, "%s: %s", backing, strerror(errno));
+	ret = lend_once(ring, FUSEZC_IORING_OP_READ_SPLICE_BUF, iofd, fd, 0, 4096, 20);
+	n = pread(fd, page, sizeof(page), 0);
+	close(fd);
+	CHECK(ret == -EOPNOTSUPP, "tmpfs file as lender: %d (%s), want -EOPNOTSUPP",
+	      ret, strerror(-ret));
+	CHECK(n == (ssize_t)sizeof(page) && !memcmp(page, ref, sizeof(page)),
+	      "tmpfs file as lender: its page changed");
+	say("  %-44s EOPNOTSUPP, page untouched\n", "tmpfs file as lender");
+	return T_PASS;
+}
+
+/* A file on a FUSE mount: not a single FUSE_READ at its server. */
+static int lend_from_fuse_file(struct io_uring *ring, int iofd)
+{
+	struct server fuse_lender = { 0 };
+	uint64_t reads;
+	int fd, ret;
+
+	ret = start_inner_mount(&fuse_lender);
+	CHECK(!ret, "FUSE lender's server: %s", strerror(-ret));
+	fd = open(slow_backing, O_RDONLY | O_CLOEXEC);
+	drop_caches();
+	reads = fuse_lender.sh->reads;
+	ret = fd < 0 ? -errno :
+	      lend_once(ring, FUSEZC_IORING_OP_READ_SPLICE_BUF, iofd, fd, 0, 65536, 20);
+	reads = fuse_lender.sh->reads - reads;
+	if (fd >= 0)
+		close(fd);
+	server_stop(&fuse_lender);
+	CHECK(ret == -EOPNOTSUPP, "FUSE file as lender: %d (%s), want -EOPNOTSUPP",
+	      ret, strerror(-ret));
+	CHECK(reads == 0, "FUSE file as lender: %llu FUSE_READ at its server, want 0",
+	      (unsigned long long)reads);
+	say("  %-44s EOPNOTSUPP, no FUSE_READ at its server\n", "file on a FUSE mount as lender");
+	return T_PASS;
+}
+
+/*
+ * (a) Only a lender that opted in is ever called: a socket keeps its data,
+ * a pty does not block, a FUSE file is not read, a pipe or a tmpfs file is
+ * refused; all with -EOPNOTSUPP.  Every lender is tried, each failure said.
+ */
+static int t_lender_optin(void)
+{
+	struct io_uring ring;
+	int iofd, fd, failed = 0;
+
+	iofd = open_io_file();
+	CHECK(iofd >= 0, "%s: %s", io_path, strerror(errno));
+	CHECK(!io_uring_queue_init(8, &ring, 0), "io_uring_queue_init");
+	failed += lend_from_socket(&ring, iofd) != T_PASS;
+	failed += lend_from_pipe(&ring, iofd) != T_PASS;
+	failed += lend_from_tmpfs(&ring, iofd) != T_PASS;
+	failed += lend_from_fuse_file(&ring, iofd) != T_PASS;
+	io_uring_queue_exit(&ring);
+
+	/* a pty with no data: with a tmpfs and with a block device I/O file */
+	failed += lend_from_pty(iofd, "tmpfs") != T_PASS;
+	close(iofd);
+	fd = park_loop() ? open(loop_node, O_RDONLY | O_CLOEXEC) : -1;
+	CHECK(fd >= 0, "loop device: %s", strerror(errno));
+	failed += lend_from_pty(fd, "block device (FMODE_NOWAIT)") != T_PASS;
+	close(fd);
+	CHECK(!failed, "%d lenders were called or not refused", failed);
+	return T_PASS;
+}
+
+/*
+ * (b) An I/O file on a FUSE superblock (another mount's) or on a stacking
+ * file system is refused with -EXDEV; nothing is lent, and the request is
+ * then answered by copy.  (The lender's own mount is not probed: the
+ * server opening its own file deadlocked minifuse at start-up, not yet
+ * understood.)
+ */
+static int t_exdev(void)
+{
+	struct server inner = { 0 }, srv = { .cfg = { .threads = 3 } };
+	char path[300], *buf = malloc(1 << 20), opts[400];
+	struct zc_stats s;
+	int ret, failed;
+
+	ret = start_inner_mount(&inner);
+	CHECK(!ret, "inner server: %s", strerror(-ret));
+	snprintf(path, sizeof(path), "%s/file", ovl_lower[0]);
+	unlink(path);
+	CHECK(!link(backing, path), "link %s: %s", path, strerror(errno));
+	snprintf(opts, sizeof(opts), "lowerdir=%s:%s", ovl_lower[0], ovl_lower[1]);
+	CHECK(!mount("overlay", ovl_mnt, "overlay", MS_RDONLY, opts), "mount overlay: %s",
+	      strerror(errno));
+	srv.cfg.exdev_paths[0] = slow_backing;
+	srv.cfg.exdev_paths[1] = ovl_file;
+	ret = server_start(&srv, mnt, backing, MF_READ_PROBE_EXDEV);
+	CHECK(!ret, "server: %s", strerror(-ret));
+	file_path(path, sizeof(path), mnt);
+	ret = fresh_read(path, buf, 0, 65536, "after the refused lendings");
+	if (read_stats(mnt, &s))
+		ret = T_FAIL;
+	server_stop(&srv);
+	server_stop(&inner);
+	umount2(ovl_mnt, MNT_DETACH);
+	free(buf);
+	CHECK(ret == T_PASS, "read failed");
+	CHECK(srv.sh->probes_done, "probes did not run");
+	failed = check_probes(srv.sh);
+	CHECK(srv.sh->nr_probes == 2, "%d probes ran, want 2", srv.sh->nr_probes);
+	CHECK(!failed, "%d I/O files were not refused with EXDEV", failed);
+	say("  zc_read_bytes %lld zc_lent_pages %lld\n", s.zc_read_bytes, s.zc_lent_pages);
+	CHECK(s.zc_read_bytes == 0 && s.zc_lent_pages == 0, "something was lent");
+	return T_PASS;
+}
+
+/*
+ * (b) The outer server lends into reads of a file on a second FUSE mount
+ * whose server is stopped (SIGSTOP).  A fusectl abort of the outer
+ * connection must free an O_DIRECT reader within seconds, not when the
+ * stopped server's I/O returns.
+ */
+static int abort_stopped_round(int r, double *freed_after)
+{
+	struct server inner = { 0 }, outer = { .cfg = { .threads = 4 } };
+	struct one_read rd = { .len = 1 << 20, .direct = true };
+	char path[300], dir[200], inner_dir[200];
+	struct zc_stats s = { 0 };
+	bool lending, freed;
+	double t0;
+	long waiting;
+	int ret;
+
+	ret = start_inner_mount(&inner);
+	CHECK(!ret, "round %d: inner server: %s", r, strerror(-ret));
+	ret = server_start(&outer, mnt, slow_backing, MF_READ_ZC);
+	if (ret) {
+		server_stop(&inner);
+		CHECK(0, "round %d: outer server: %s", r, strerror(-ret));
+	}
+	file_path(path, sizeof(path), mnt);
+	conn_dir(mnt, dir, sizeof(dir));
+	conn_dir(slow_mnt, inner_dir, sizeof(inner_dir));
+	/* opened before the stop, so that only the read meets the stopped server */
+	rd.fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+	drop_caches();
+	kill(inner.pid, SIGSTOP);
+	rd.path = path;
+	rd.off = (off_t)(r % 6) << 20;
+	if (rd.fd > 0)
+		one_read_start(&rd);
+	/* the outer server has the request and is reading the stopped mount */
+	lending = WAIT_UNTIL(outer.sh->reads > 0 &&
+			     ((!read_stats_dir(dir, &s) && s.zc_lent_pages > 0) ||
+			      outer.sh->fallbacks > 0), 20);
+	t0 = now();
+	abort_conn_dir(dir);
+	freed = one_read_wait(&rd, 20);
+	*freed_after = now() - t0;
+
+	/* clean up whatever happened: the inner I/O ends by abort */
+	abort_conn_dir(inner_dir);
+	kill(inner.pid, SIGKILL);
+	kill(inner.pid, SIGCONT);
+	if (!freed && rd.fd > 0)
+		one_read_wait(&rd, 20);	/* the abort of the inner mount ends it */
+	if (!rd.done && rd.fd > 0)
+		pthread_detach(rd.tid);
+	else if (rd.fd > 0)
+		close(rd.fd);
+	waitpid(inner.pid, NULL, 0);
+	inner.pid = 0;
+	waiting = wait_no_waiting(dir, 20);
+	if (waiting == 0) {
+		server_stop(&outer);
+		umount2(slow_mnt, MNT_DETACH);
+	} else {
+		kill(outer.pid, SIGKILL);
+		waitpid(outer.pid, NULL, 0);
+		mark_leaked(mnt);
+		mark_leaked(slow_mnt);
+	}
+	CHECK(rd.fd > 0, "round %d: open %s: %s", r, path, strerror(errno));
+	CHECK(lending, "round %d: the outer server never got to the stopped backing", r);
+	CHECK(freed, "round %d: the O_DIRECT reader was still blocked 20 s after the abort "
+	      "(%s)", r, s.zc_lent_pages > 0 ? "its pages were lent" : "copy mode");
+	CHECK(waiting == 0, "round %d: %ld requests still waiting after the abort", r, waiting);
+	return T_PASS;
+}
+
+static int t_abort_stopped_backing(void)
+{
+	int r, n = rounds >= 10 ? rounds / 10 : 1;
+	double worst = 0, t;
+
+	for (r = 0; r < n; r++) {
+		if (abort_stopped_round(r, &t))
+			return T_FAIL;
+		if (t > worst)
+			worst = t;
+		if (verbose)
+			say("  round %d: reader freed %.2f s after the abort\n", r, t);
+	}
+	say("  %d rounds: every reader freed within %.2f s of the abort\n", n, worst);
+	return T_PASS;
+}
+
+/* (c) A lending must lie inside the request's data: -EINVAL otherwise. */
+static int t_lend_range(void)
+{
+	struct server srv = { 0 };
+	struct one_read rd = { .off = 1 << 20, .len = 65536, .direct = true };
+	char path[300];
+	int ret, failed;
+
+	ret = server_start(&srv, mnt, backing, MF_READ_PROBE_RANGE);
+	CHECK(!ret, "server: %s", strerror(-ret));
+	file_path(path, sizeof(path), mnt);
+	rd.path = path;
+	one_read_start(&rd);
+	if (!one_read_wait(&rd, 60)) {
+		server_stop(&srv);
+		CHECK(0, "read blocked");
+	}
+	server_stop(&srv);
+	ret = check_read(&rd, rd.len, "O_DIRECT 64 KiB");
+	CHECK(srv.sh->probes_done, "probes did not run");
+	failed = check_probes(srv.sh);
+	CHECK(!failed, "%d lendings past the request's end were not refused with EINVAL", failed);
+	return ret;
+}
+
+/* (d) Loans completed in any order: [64K,128K) then [0,64K), reply 128K. */
+static int t_out_of_order(void)
+{
+	struct server srv = { 0 };
+	struct one_read rd = { .off = 256 << 10, .len = 128 << 10, .direct = true };
+	char path[300], *buf = malloc(1 << 20);
+	int ret;
+
+	ret = server_start(&srv, mnt, backing, MF_READ_OUT_OF_ORDER);
+	CHECK(!ret, "server: %s", strerror(-ret));
+	file_path(path, sizeof(path), mnt);
+	rd.path = path;
+	one_read_start(&rd);
+	if (!one_read_wait(&rd, 60)) {
+		server_stop(&srv);
+		CHECK(0, "read blocked");
+	}
+	ret = check_read(&rd, rd.len, "O_DIRECT 128 KiB, halves lent back to front");
+	if (ret == T_PASS)
+		ret = fresh_read(path, buf, 2 << 20, 1 << 20, "buffered 1 MiB, back to front");
+	server_stop(&srv);
+	free(buf);
+	say("  second half lent: %d, first half: %d; %llu zero-copy replies, %llu refused (%s)\n",
+	    (int)srv.sh->lend_order_res[0], (int)srv.sh->lend_order_res[1],
+	    (unsigned long long)srv.sh->zc_replies, (unsigned long long)srv.sh->fallbacks,
+	    strerror(srv.sh->reply_errno));
+	CHECK(ret == T_PASS, "the reader did not get the right bytes");
+	CHECK(srv.sh->zc_replies > 0 && srv.sh->fallbacks == 0 && !srv.sh->reply_errno,
+	      "the out-of-order zero-copy replies were not all accepted");
+	return T_PASS;
+}
+
+/*
+ * (e) An O_DIRECT preadv() of 16 pieces of 512 bytes: one lending of the
+ * whole request places all 8192 bytes (the CQE says so), the reader gets
+ * them all.
+ */
+static int t_subpage_segments(void)
+{
+	struct server srv = { 0 };
+	struct one_read rd = { .off = 40960, .len = 8192, .direct = true, .iovecs = 16 };
+	char path[300];
+	int ret;
+
+	ret = server_start(&srv, mnt, backing, MF_READ_ZC);
+	CHECK(!ret, "server: %s", strerror(-ret));
+	file_path(path, sizeof(path), mnt);
+	rd.path = path;
+	one_read_start(&rd);
+	if (!one_read_wait(&rd, 60)) {
+		server_stop(&srv);
+		CHECK(0, "read blocked");
+	}
+	server_stop(&srv);
+	say("  lending CQE %d, preadv returned %zd\n", srv.sh->last_lend_res, rd.n);
+	CHECK(srv.sh->last_lend_res == 8192, "the lending of 16 x 512 bytes placed %d, want 8192",
+	      srv.sh->last_lend_res);
+	return check_read(&rd, 8192, "O_DIRECT preadv 16 x 512");
+}
+
+/*
+ * (f) A zero-copy reply claiming more than was placed, or more than was
+ * asked, is refused with EINVAL and the request stays in flight; the correct
+ * reply after it reaches the reader.
+ */
+static int t_overclaim(void)
+{
+	struct server srv = { 0 };
+	static const struct { enum mf_read_mode mode; const char *what; } lies[] = {
+		{ MF_READ_LIE_PARTIAL, "size > placed (half placed)" },
+		{ MF_READ_LIE_MORE, "size > requested" },
+	};
+	struct one_read rd = { .off = 1 << 20, .len = 65536, .direct = true };
+	char path[300];
+	size_t i;
+	int ret;
+
+	file_path(path, sizeof(path), mnt);
+	for (i = 0; i < sizeof(lies) / sizeof(lies[0]); i++) {
+		ret = server_start(&srv, mnt, backing, lies[i].mode);
+		CHECK(!ret, "server: %s", strerror(-ret));
+		rd.path = path;
+		one_read_start(&rd);
+		if (!one_read_wait(&rd, 60)) {
+			server_stop(&srv);
+			CHECK(0, "%s: read blocked", lies[i].what);
+		}
+		server_stop(&srv);
+		say("  %-28s reply: %s; correct reply after it: %s; reader: %zd %s\n",
+		    lies[i].what, strerror(srv.sh->reply_errno), strerror(srv.sh->recovery_errno),
+		    rd.n, rd.n < 0 ? strerror(rd.err) : "bytes");
+		CHECK(srv.sh->reply_errno == EINVAL, "%s: the bad reply got %s, want EINVAL",
+		      lies[i].what, strerror(srv.sh->reply_errno));
+		CHECK(srv.sh->recoveries == 1 && !srv.sh->recovery_errno,
+		      "%s: the request did not stay in flight for the correct reply", lies[i].what);
+		if (check_read(&rd, rd.len, lies[i].what))
+			return T_FAIL;
+	}
+	return T_PASS;
+}
+
+/*
+ * (g) A READ_SPLICE_BUF cancelled while queued in io-wq has returned its
+ * loan by the time its CQE is visible: a copy reply sent on that CQE (by a
+ * thread watching the CQ ring) is never refused with EBUSY.
+ */
+static int t_cancel(void)
+{
+	struct server srv = { 0 };
+	struct one_read rd = { .len = 1 << 20, .direct = true };
+	char path[300];
+	struct zc_stats s;
+	int i, n = 60, ret = T_PASS;
+
+	if (parking_server(&srv, "cancel"))
+		return T_FAIL;
+	ret = server_start(&srv, mnt, backing, MF_READ_CANCEL);
+	CHECK(!ret, "server: %s", strerror(-ret));
+	file_path(path, sizeof(path), mnt);
+	rd.path = path;
+	for (i = 0; i < n && ret == T_PASS; i++) {
+		rd.off = (off_t)(i % 7) << 20;
+		one_read_start(&rd);
+		if (!one_read_wait(&rd, 60)) {
+			say("  read %d blocked\n", i);
+			ret = T_FAIL;
+			break;
+		}
+		ret = check_read(&rd, rd.len, "O_DIRECT 1 MiB around a cancelled lending");
+	}
+	if (read_stats(mnt, &s))
+		s.zc_lent_pages = -1;
+	server_stop(&srv);
+	say("  %llu lendings cancelled in io-wq: %llu replies on the CQE refused with EBUSY, "
+	    "%llu CQEs not -ECANCELED (last %d), zc_lent_pages right after a CQE: %lld, "
+	    "at the end: %lld\n",
+	    (unsigned long long)srv.sh->cancels, (unsigned long long)srv.sh->cancel_ebusy,
+	    (unsigned long long)srv.sh->cancel_bad_res, srv.sh->cancel_last_res,
+	    srv.sh->lent_after_cqe, s.zc_lent_pages);
+	if (ret)
+		return ret;
+	if (check_parked(srv.sh, "cancel"))
+		return T_FAIL;
+	/* a lending finds its data cached now and then, and is not parked */
+	CHECK(srv.sh->cancels * 2 >= (uint64_t)n, "only %llu of %d lendings could be parked",
+	      (unsigned long long)srv.sh->cancels, n);
+	CHECK(srv.sh->cancel_bad_res == 0, "a cancelled lending's CQE was %d, want -ECANCELED",
+	      srv.sh->cancel_last_res);
+	CHECK(srv.sh->cancel_ebusy == 0, "%llu replies sent on the CQE got EBUSY: the loan "
+	      "was returned after the CQE", (unsigned long long)srv.sh->cancel_ebusy);
+	CHECK(srv.sh->lent_after_cqe == 0 && s.zc_lent_pages == 0, "pages still lent");
+	return T_PASS;
+}
+
+/*
+ * (h) A FUSE_INTERRUPT for a request whose pages are lent can be answered
+ * (-EAGAIN, then -ENOSYS): the interrupt reply is not a reply to the read.
+ */
+static int t_interrupt(void)
+{
+	struct server srv = { 0 };
+	struct one_read rd = { .off = 1 << 20, .len = 65536, .direct = true };
+	struct sigaction sa = { .sa_handler = sigusr1_handler };
+	char path[300];
+	bool parked, answered, done;
+	int ret;
+
+	if (parking_server(&srv, "interrupt"))
+		return T_FAIL;
+	sigaction(SIGUSR1, &sa, NULL);	/* no SA_RESTART: the wait is interrupted */
+	ret = server_start(&srv, mnt, backing, MF_READ_INTERRUPT);
+	CHECK(!ret, "server: %s", strerror(-ret));
+	file_path(path, sizeof(path), mnt);
+	rd.path = path;
+	/* O_DIRECT without FUSE_ASYNC_DIO: a synchronous, interruptible request */
+	one_read_start(&rd);
+	parked = WAIT_UNTIL(srv.sh->parked, 30);
+	if (parked)
+		pthread_kill(rd.tid, SIGUSR1);
+	answered = WAIT_UNTIL(srv.sh->interrupt_replies > 0, 20);
+	done = one_read_wait(&rd, 60);
+	server_stop(&srv);
+	if (!done)
+		pthread_detach(rd.tid);
+	say("  %d FUSE_INTERRUPT while lent; replies: -EAGAIN -> %s, -ENOSYS -> %s\n",
+	    srv.sh->interrupts, strerror(srv.sh->interrupt_errno[0]),
+	    srv.sh->interrupts > 1 ? strerror(srv.sh->interrupt_errno[1]) : "(not sent)");
+	if (check_parked(srv.sh, "interrupt"))
+		return T_FAIL;
+	CHECK(parked && answered, "no FUSE_INTERRUPT reached the server while lent");
+	CHECK(done, "the interrupted reader did not return");
+	CHECK(srv.sh->interrupt_errno[0] == 0, "the -EAGAIN interrupt reply got %s",
+	      strerror(srv.sh->interrupt_errno[0]));
+	CHECK(srv.sh->interrupts < 2 || srv.sh->interrupt_errno[1] == 0,
+	      "the -ENOSYS interrupt reply got %s", strerror(srv.sh->interrupt_errno[1]));
+	return check_read(&rd, rd.len, "interrupted O_DIRECT read");
+}
+
+/*
+ * (i) FUSE_NOTIFY_RESEND while a request is lent: it is not re-delivered
+ * while lent, stays answerable once its loan is back; and an abort while
+ * lent (after a resend) frees the reader and leaves nothing waiting.
+ */
+static int t_resend(void)
+{
+	struct server srv = { .cfg = { .threads = 2 } };
+	struct one_read rd = { .off = 1 << 20, .len = 65536, .direct = true };
+	char path[300], dir[200];
+	bool parked, freed;
+	long waiting;
+	int ret;
+
+	if (parking_server(&srv, "resend"))
+		return T_FAIL;
+	ret = server_start(&srv, resend_mnt, backing, MF_READ_RESEND);
+	CHECK(!ret, "server: %s", strerror(-ret));
+	file_path(path, sizeof(path), resend_mnt);
+	conn_dir(resend_mnt, dir, sizeof(dir));
+	rd.path = path;
+
+	/* 1: resend while lent, then let the loan return and reply */
+	one_read_start(&rd);
+	parked = WAIT_UNTIL(srv.sh->parked, 30);
+	/* a re-delivery would come at once: watch for it a while */
+	WAIT_UNTIL(srv.sh->resent > 0, 3);
+	srv.sh->release = 1;
+	freed = one_read_wait(&rd, 60);
+	say("  resend while lent: notify %s, %llu re-delivered while lent, "
+	    "the lender's reply after its loan: %s\n",
+	    strerror(srv.sh->notify_errno), (unsigned long long)srv.sh->resent_while_lent,
+	    strerror(srv.sh->resend_reply_errno));
+	ret = T_FAIL;
+	if (!parked || !freed)
+		say("  FAIL: %s\n", !parked ? "no loan parked" : "the reader did not return");
+	else if (srv.sh->notify_errno)
+		say("  FAIL: FUSE_NOTIFY_RESEND: %s\n", strerror(srv.sh->notify_errno));
+	else if (srv.sh->resent_while_lent)
+		say("  FAIL: the lent request was re-delivered while lent\n");
+	else if (srv.sh->resend_reply_errno)
+		say("  FAIL: the lent request was not answerable after its loan\n");
+	else if (check_read(&rd, rd.len, "read across a resend") == T_PASS)
+		ret = T_PASS;
+
+	/* 2: resend while lent, abort while lent */
+	if (ret == T_PASS) {
+		srv.sh->release = 0;
+		srv.sh->parked = 0;
+		rd.off = 3 << 20;
+		one_read_start(&rd);
+		parked = WAIT_UNTIL(srv.sh->parked, 30);
+		WAIT_UNTIL(srv.sh->resent > 0, 1);
+		abort_conn(resend_mnt);
+		/*
+		 * An O_DIRECT read's end may wait for its loan (the reader's own
+		 * pages are being written): let the loan return, then the read
+		 * and every request must end.
+		 */
+		srv.sh->release = 1;
+		freed = one_read_wait(&rd, 20);
+		if (!rd.done)
+			pthread_detach(rd.tid);
+		waiting = wait_no_waiting(dir, 20);
+		say("  abort while lent after a resend: reader %s, %ld waiting after the loan\n",
+		    freed ? "freed" : "still blocked 20 s after the loan's return", waiting);
+		if (!parked || !freed || waiting != 0)
+			ret = T_FAIL;
+	}
+	waiting = wait_no_waiting(dir, 20);
+	if (waiting == 0) {
+		server_stop(&srv);
+	} else {
+		abort_conn(resend_mnt);
+		kill(srv.pid, SIGKILL);
+		waitpid(srv.pid, NULL, 0);
+		mark_leaked(resend_mnt);
+		say("  %ld requests still waiting: %s left mounted\n", waiting, resend_mnt);
+		ret = T_FAIL;
+	}
+	return ret;
+}
+
+/* (k) IORING_OP_WRITE_SPLICE_BUF (59) is not part of v2. */
+static int t_write_op_removed(void)
+{
+	struct io_uring_probe *probe;
+	struct io_uring ring;
+	int iofd, p[2], ret;
+	bool listed;
+
+	CHECK(!io_uring_queue_init(4, &ring, 0), "io_uring_queue_init");
+	probe = io_uring_get_probe_ring(&ring);
+	CHECK(probe, "io_uring probe");
+	listed = io_uring_opcode_supported(probe, FUSEZC_IORING_OP_WRITE_SPLICE_BUF);
+	CHECK(io_uring_opcode_supported(probe, FUSEZC_IORING_OP_READ_SPLICE_BUF),
+	      "READ_SPLICE_BUF (58) not supported");
+	io_uring_free_probe(probe);
+	iofd = open_io_file();
+	CHECK(iofd >= 0 && !pipe2(p, O_CLOEXEC), "io file, pipe");
+	ret = lend_once(&ring, FUSEZC_IORING_OP_WRITE_SPLICE_BUF, iofd, p[0], 0, 4096, 20);
+	close(p[0]);
+	close(p[1]);
+	close(iofd);
+	io_uring_queue_exit(&ring);
+	say("  opcode 59: probe says %s, submission: %d (%s)\n",
+	    listed ? "supported" : "not supported", ret, strerror(-ret));
+	CHECK(!listed, "IORING_OP_WRITE_SPLICE_BUF (59) is still offered");
+	CHECK(ret == -EINVAL, "opcode 59: %d, want -EINVAL from io_uring", ret);
+	return T_PASS;
+}
 
 static const struct {
 	const char *name;
@@ -851,15 +1815,36 @@ static const struct {
 	{ "privilege", t_privilege, true },
 	{ "kill_loop", t_kill_loop, true },
 	{ "abort_loop", t_abort_loop, true },
+	/* the v2 lending contract, one per finding of issue 9 */
+	{ "lender_optin", t_lender_optin, true },		/* a */
+	{ "exdev", t_exdev, true },				/* b */
+	{ "abort_stopped_backing", t_abort_stopped_backing, true },	/* b */
+	{ "lend_range", t_lend_range, true },			/* c */
+	{ "out_of_order", t_out_of_order, true },		/* d */
+	{ "subpage_segments", t_subpage_segments, true },	/* e */
+	{ "overclaim", t_overclaim, true },			/* f */
+	{ "cancel", t_cancel, true },				/* g */
+	{ "interrupt", t_interrupt, true },			/* h */
+	{ "resend", t_resend, true },				/* i */
+	{ "write_op_removed", t_write_op_removed, true },	/* k */
 };
 
 static void cleanup(void)
 {
 	char cmd[600];
 
-	umount2(mnt, MNT_DETACH);
-	umount2(mnt2, MNT_DETACH);
-	umount2(slow_mnt, MNT_DETACH);
+	const char *mounts[] = { mnt, mnt2, slow_mnt, resend_mnt, ovl_mnt };
+
+	for (size_t i = 0; i < sizeof(mounts) / sizeof(mounts[0]); i++)
+		if (!is_leaked(mounts[i]))
+			umount2(mounts[i], MNT_DETACH);
+	if (loop_fd >= 0)
+		close(loop_fd);
+	if (nr_leaked) {
+		fprintf(stderr, "zc_kernel_test: left %d leaked mount(s) in %s\n",
+			nr_leaked, workdir);
+		return;
+	}
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", workdir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "zc_kernel_test: could not remove %s\n", workdir);
@@ -874,7 +1859,16 @@ static int setup(void)
 	snprintf(mnt2, sizeof(mnt2), "%s/mnt2", workdir);
 	snprintf(slow_mnt, sizeof(slow_mnt), "%s/slow", workdir);
 	snprintf(slow_backing, sizeof(slow_backing), "%s/file", slow_mnt);
-	if (mkdir(mnt, 0755) || mkdir(mnt2, 0755) || mkdir(slow_mnt, 0755))
+	snprintf(resend_mnt, sizeof(resend_mnt), "%s/resend", workdir);
+	snprintf(io_path, sizeof(io_path), "%s/io", workdir);
+	snprintf(loop_backing, sizeof(loop_backing), "%s/loop-backing", workdir);
+	snprintf(ovl_lower[0], sizeof(ovl_lower[0]), "%s/ovl-lower0", workdir);
+	snprintf(ovl_lower[1], sizeof(ovl_lower[1]), "%s/ovl-lower1", workdir);
+	snprintf(ovl_mnt, sizeof(ovl_mnt), "%s/ovl", workdir);
+	snprintf(ovl_file, sizeof(ovl_file), "%s/file", ovl_mnt);
+	if (mkdir(mnt, 0755) || mkdir(mnt2, 0755) || mkdir(slow_mnt, 0755) ||
+	    mkdir(resend_mnt, 0755) || mkdir(ovl_lower[0], 0755) ||
+	    mkdir(ovl_lower[1], 0755) || mkdir(ovl_mnt, 0755))
 		return -errno;
 	return make_backing(backing);
 }
