@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -124,6 +125,100 @@ struct pzc_dir {
 struct pzc_creds {
 	bool switched;
 };
+
+/* Command-line state that is not configuration (options.c). */
+struct pzc_cmdline {
+	struct pzc_config cfg;
+	char *nonopt[2];
+	int nnonopt;
+	int too_many;
+	int has_fsname;
+};
+
+/* --- accessors for handlers ---------------------------------------- */
+
+#define PZC_PROCFD_LEN 32
+
+static inline struct pzc_fs *pzc_fs(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static inline struct pzc_inode *pzc_inode(fuse_req_t req, fuse_ino_t ino)
+{
+	if (ino == FUSE_ROOT_ID)
+		return &pzc_fs(req)->root;
+	return (struct pzc_inode *)(uintptr_t)ino;
+}
+
+static inline int pzc_fd(fuse_req_t req, fuse_ino_t ino)
+{
+	return pzc_inode(req, ino)->fd;
+}
+
+static inline fuse_ino_t pzc_ino(struct pzc_fs *fs, struct pzc_inode *inode)
+{
+	return inode == &fs->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)inode;
+}
+
+static inline struct pzc_file *pzc_file(struct fuse_file_info *fi)
+{
+	return (struct pzc_file *)(uintptr_t)fi->fh;
+}
+
+static inline struct pzc_dir *pzc_dir(struct fuse_file_info *fi)
+{
+	return (struct pzc_dir *)(uintptr_t)fi->fh;
+}
+
+static inline bool pzc_debug(fuse_req_t req)
+{
+	return pzc_fs(req)->cfg.debug;
+}
+
+/* /proc/self/fd/N: reaches the object of an O_PATH fd for the calls that
+ * take no fd (xattrs, chmod, truncate, access, re-open). */
+static inline void pzc_procfd(char buf[PZC_PROCFD_LEN], int fd)
+{
+	snprintf(buf, PZC_PROCFD_LEN, "/proc/self/fd/%d", fd);
+}
+
+/*
+ * Errors: internal functions return 0 (or a count) or -errno; handlers turn
+ * that into exactly one fuse_reply_*() (or fusezc_reply_*()).
+ */
+
+/* ops.c: the operations table, nodes and attributes */
+void pzc_ops_init(struct fuse_lowlevel_ops *ops);
+void pzc_entry_init(struct pzc_fs *fs, struct fuse_entry_param *e);
+int pzc_do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name,
+		  struct fuse_entry_param *e);
+int pzc_caller_begin(fuse_req_t req, struct pzc_creds *creds);
+void pzc_caller_end(fuse_req_t req, struct pzc_creds *creds);
+
+/* dir.c, file.c: their handlers into the operations table */
+void pzc_dir_ops(struct fuse_lowlevel_ops *ops);
+void pzc_file_ops(struct fuse_lowlevel_ops *ops);
+int pzc_openat(struct pzc_fs *fs, int dirfd, const char *name, int flags,
+	       mode_t mode);
+
+/* options.c */
+void pzc_help(const char *prog);
+int pzc_parse_options(struct fuse_args *args, struct pzc_cmdline *cl);
+int pzc_validate(struct pzc_config *cfg, int *root_fd);
+int pzc_add_fsname(struct fuse_args *args, const char *source);
+const char *pzc_mode_name(enum pzc_mode mode);
+
+/* daemon.c: start-up and the daemon's parent */
+int pzc_reserve_stdio(void);
+int pzc_fork_daemon(void);
+void pzc_notify_parent(bool ok);
+void pzc_startup_init_replied(int error);
+int pzc_startup_start(struct pzc_fs *fs, pthread_t *thread);
+void pzc_startup_stop(pthread_t thread);
+
+/* bdi.c */
+void pzc_raise_readahead(struct pzc_fs *fs);
 
 /* creds.c */
 int pzc_creds_init(struct pzc_fs *fs);

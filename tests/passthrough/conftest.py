@@ -38,7 +38,7 @@ def _modes(config):
 
 def pytest_configure(config):
     if not os.path.exists("/dev/fuse"):
-        if os.environ.get("CI"):
+        if os.environ.get("CI") == "true":
             raise pytest.UsageError("/dev/fuse is missing (and CI is set)")
         pytest.exit("/dev/fuse is missing: skipping", returncode=77)
     if not os.access(util.binary(), os.X_OK):

@@ -1,0 +1,520 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * passthrough_zc operations on nodes: INIT, lookup and forget, attributes,
+ * creating and removing names, statfs, access, extended attributes; and
+ * the operations table (directories: dir.c, open files: file.c).
+ *
+ * Inodes: see inode.c (keyed by st_dev/st_ino, O_PATH fds, nlookup apart
+ * from nopen) and the lock order in pzc.h.  Each handler ends in exactly
+ * one fuse_reply_*().
+ */
+#include "pzc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+_Static_assert(sizeof(fuse_ino_t) >= sizeof(uintptr_t),
+	       "inode pointers must fit in fuse_ino_t");
+
+void pzc_entry_init(struct pzc_fs *fs, struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof(*e));
+	e->attr_timeout = fs->cfg.timeout;
+	e->entry_timeout = fs->cfg.timeout;
+}
+
+/* Look @name up in @parent, taking one lookup reference.  0 or -errno. */
+int pzc_do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name,
+		  struct fuse_entry_param *e)
+{
+	struct pzc_fs *fs = pzc_fs(req);
+	struct pzc_inode *inode;
+	bool created;
+	int fd, err;
+
+	pzc_entry_init(fs, e);
+	fd = openat(pzc_fd(req, parent), name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd == -1)
+		return -errno;
+	if (fstatat(fd, "", &e->attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == -1) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	inode = pzc_inode_get(fs, fd, &e->attr, &created);
+	if (!inode) {
+		close(fd);
+		return -ENOMEM;
+	}
+	if (!created)
+		close(fd);
+	pzc_stat_ino(fs, &e->attr);
+	e->ino = pzc_ino(fs, inode);
+	e->generation = inode->generation;
+	if (pzc_debug(req))
+		fuse_log(FUSE_LOG_DEBUG, "  %" PRIu64 "/%s -> %" PRIu64 "\n",
+			 (uint64_t)parent, name, (uint64_t)e->ino);
+	return 0;
+}
+
+static void pzc_init(void *userdata, struct fuse_conn_info *conn)
+{
+	struct pzc_fs *fs = userdata;
+
+	if (fs->cfg.writeback && (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) {
+		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+		fs->writeback_on = true;
+	}
+	if (fs->cfg.flock && (conn->capable & FUSE_CAP_FLOCK_LOCKS))
+		conn->want |= FUSE_CAP_FLOCK_LOCKS;
+	else
+		conn->want &= ~FUSE_CAP_FLOCK_LOCKS;
+	/* splice (and the zerocopy fallback) need FUSE_CAP_SPLICE_WRITE */
+	fusezc_conn_init(fs->zs, conn);
+	if (fs->cfg.posix_acl) {
+		const unsigned int acl = FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
+
+		if ((conn->capable & acl) == acl) {
+			conn->want |= acl;
+			fs->acl_on = true;
+		} else {
+			fuse_log(FUSE_LOG_ERR, "passthrough_zc: the kernel does not "
+				 "offer POSIX ACLs; -o posix_acl ignored\n");
+		}
+	}
+	/* The daemon writes with CAP_FSETID: let the kernel kill suid/sgid. */
+	conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
+	if (fs->cfg.cache == PZC_CACHE_ALWAYS &&
+	    (conn->capable & FUSE_CAP_CACHE_SYMLINKS))
+		conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+
+	/* libfuse 3.14 derives max_pages from max_write (1 MiB by default);
+	 * READ requests are bounded by max_pages and by max_read. */
+	if (fs->cfg.max_write && fs->cfg.max_write < conn->max_write)
+		conn->max_write = fs->cfg.max_write;
+	if (fs->cfg.max_readahead && fs->cfg.max_readahead < conn->max_readahead)
+		conn->max_readahead = fs->cfg.max_readahead;
+	else if (fs->cfg.max_readahead > conn->max_readahead)
+		fs->raise_readahead_kb = fs->cfg.max_readahead / 1024;
+	conn->max_read = fs->cfg.max_read;	/* must match the mount option */
+
+	if (fs->cfg.debug)
+		fuse_log(FUSE_LOG_DEBUG, "pzc_init: max_write=%u max_readahead=%u "
+			 "max_read=%u writeback=%d\n", conn->max_write,
+			 conn->max_readahead, conn->max_read, fs->writeback_on);
+}
+
+
+static void pzc_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct pzc_fs *fs = pzc_fs(req);
+	struct fuse_entry_param e;
+	int err;
+
+	err = pzc_do_lookup(req, parent, name, &e);
+	if (err == -ENOENT && fs->cfg.timeout > 0) {
+		/* negative entry, cached for the entry timeout */
+		pzc_entry_init(fs, &e);
+		return (void)fuse_reply_entry(req, &e);
+	}
+	if (err)
+		return (void)fuse_reply_err(req, -err);
+	fuse_reply_entry(req, &e);
+}
+
+static void pzc_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	pzc_inode_unref(pzc_fs(req), pzc_inode(req, ino), nlookup);
+	fuse_reply_none(req);
+}
+
+static void pzc_forget_multi(fuse_req_t req, size_t count,
+			     struct fuse_forget_data *forgets)
+{
+	struct pzc_fs *fs = pzc_fs(req);
+	size_t i;
+
+	for (i = 0; i < count; i++)
+		pzc_inode_unref(fs, pzc_inode(req, forgets[i].ino),
+				forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void pzc_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct stat st;
+
+	(void)fi;
+	if (fstatat(pzc_fd(req, ino), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == -1)
+		return (void)fuse_reply_err(req, errno);
+	pzc_stat_ino(pzc_fs(req), &st);
+	fuse_reply_attr(req, &st, pzc_fs(req)->cfg.timeout);
+}
+
+/* utimensat on an O_PATH fd needs the /proc/self/fd detour on some
+ * kernels and for symlinks; -1 and errno like the calls it wraps. */
+static int pzc_utimens(int ifd, const char *path, struct pzc_file *fh,
+		       const struct timespec tv[2])
+{
+	if (fh)
+		return futimens(fh->fd, tv);
+	if (utimensat(ifd, "", tv, AT_EMPTY_PATH) == 0)
+		return 0;
+	if (errno != EINVAL && errno != ENOENT)
+		return -1;
+	return utimensat(AT_FDCWD, path, tv, 0);
+}
+
+/* The times of a SETATTR: UTIME_OMIT for what is not set. */
+static void pzc_setattr_times(const struct stat *attr, int valid,
+			      struct timespec tv[2])
+{
+	tv[0].tv_sec = tv[1].tv_sec = 0;
+	tv[0].tv_nsec = tv[1].tv_nsec = UTIME_OMIT;
+	if (valid & FUSE_SET_ATTR_ATIME_NOW)
+		tv[0].tv_nsec = UTIME_NOW;
+	else if (valid & FUSE_SET_ATTR_ATIME)
+		tv[0] = attr->st_atim;
+	if (valid & FUSE_SET_ATTR_MTIME_NOW)
+		tv[1].tv_nsec = UTIME_NOW;
+	else if (valid & FUSE_SET_ATTR_MTIME)
+		tv[1] = attr->st_mtim;
+}
+
+/* Each attribute through the open file when the kernel names one (@fi),
+ * else through the inode's O_PATH fd (or its /proc/self/fd link). */
+static void pzc_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+			int valid, struct fuse_file_info *fi)
+{
+	struct pzc_file *fh = fi ? pzc_file(fi) : NULL;
+	int ifd = pzc_fd(req, ino);
+	char path[PZC_PROCFD_LEN];
+	struct timespec tv[2];
+	struct stat st;
+	int res = 0;
+
+	pzc_procfd(path, ifd);
+	if (valid & FUSE_SET_ATTR_MODE)
+		res = fh ? fchmod(fh->fd, attr->st_mode) : chmod(path, attr->st_mode);
+	if (!res && (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)))
+		res = fchownat(ifd, "",
+			       (valid & FUSE_SET_ATTR_UID) ? attr->st_uid : (uid_t)-1,
+			       (valid & FUSE_SET_ATTR_GID) ? attr->st_gid : (gid_t)-1,
+			       AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+	if (!res && (valid & FUSE_SET_ATTR_SIZE))
+		res = fh ? ftruncate(fh->fd, attr->st_size) : truncate(path, attr->st_size);
+	if (!res && (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME))) {
+		pzc_setattr_times(attr, valid, tv);
+		res = pzc_utimens(ifd, path, fh, tv);
+	}
+	if (!res)
+		res = fstatat(ifd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+	if (res == -1)
+		return (void)fuse_reply_err(req, errno);
+	pzc_stat_ino(pzc_fs(req), &st);
+	fuse_reply_attr(req, &st, pzc_fs(req)->cfg.timeout);
+}
+
+static void pzc_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	char buf[PATH_MAX + 1];
+	ssize_t res;
+
+	res = readlinkat(pzc_fd(req, ino), "", buf, sizeof(buf));
+	if (res == -1)
+		return (void)fuse_reply_err(req, errno);
+	if (res == sizeof(buf))
+		return (void)fuse_reply_err(req, ENAMETOOLONG);
+	buf[res] = '\0';
+	fuse_reply_readlink(req, buf);
+}
+
+/*
+ * With POSIX ACLs the kernel leaves the caller's umask to us (FUSE_DONT_MASK):
+ * the source applies it, or the parent's default ACL instead, when this
+ * thread's umask is the caller's.  umask is per fs_struct, so each worker
+ * thread gets its own first.  Without ACLs the kernel has masked the mode
+ * and the server's umask stays 0.
+ */
+static int pzc_umask_begin(fuse_req_t req)
+{
+	static __thread bool unshared;
+
+	if (!pzc_fs(req)->acl_on)
+		return 0;
+	if (!unshared) {
+		if (unshare(CLONE_FS) == -1)
+			return -errno;
+		unshared = true;
+	}
+	umask(fuse_req_ctx(req)->umask);
+	return 0;
+}
+
+static void pzc_umask_end(fuse_req_t req)
+{
+	if (pzc_fs(req)->acl_on)
+		umask(0);
+}
+
+/*
+ * Creating operations run with the caller's credentials (creds.c) and, with
+ * POSIX ACLs, the caller's umask.  0 or -errno; after 0, pzc_caller_end()
+ * must follow (it may change errno).
+ */
+int pzc_caller_begin(fuse_req_t req, struct pzc_creds *creds)
+{
+	int err = pzc_umask_begin(req);
+
+	if (err)
+		return err;
+	err = pzc_creds_enter(req, creds);
+	if (err)
+		pzc_umask_end(req);
+	return err;
+}
+
+void pzc_caller_end(fuse_req_t req, struct pzc_creds *creds)
+{
+	pzc_creds_leave(req, creds);
+	pzc_umask_end(req);
+}
+
+/* mkdir, mknod and symlink: create as the caller, look up as the server.
+ * None of them follows a symlink in the last component. */
+static void pzc_make_node(fuse_req_t req, fuse_ino_t parent, const char *name,
+			  mode_t mode, dev_t rdev, const char *link)
+{
+	int dfd = pzc_fd(req, parent);
+	struct fuse_entry_param e;
+	struct pzc_creds creds;
+	int res, err;
+
+	err = pzc_caller_begin(req, &creds);
+	if (err)
+		return (void)fuse_reply_err(req, -err);
+	if (link)
+		res = symlinkat(link, dfd, name);
+	else if (S_ISDIR(mode))
+		res = mkdirat(dfd, name, mode);
+	else
+		res = mknodat(dfd, name, mode, rdev);
+	err = res == -1 ? -errno : 0;
+	pzc_caller_end(req, &creds);
+	if (err)
+		return (void)fuse_reply_err(req, -err);
+	err = pzc_do_lookup(req, parent, name, &e);
+	if (err)
+		return (void)fuse_reply_err(req, -err);
+	fuse_reply_entry(req, &e);
+}
+
+static void pzc_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode, dev_t rdev)
+{
+	pzc_make_node(req, parent, name, mode, rdev, NULL);
+}
+
+static void pzc_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode)
+{
+	pzc_make_node(req, parent, name, S_IFDIR | mode, 0, NULL);
+}
+
+static void pzc_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
+			const char *name)
+{
+	pzc_make_node(req, parent, name, S_IFLNK, 0, link);
+}
+
+static void pzc_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent,
+		     const char *name)
+{
+	struct pzc_fs *fs = pzc_fs(req);
+	struct pzc_inode *inode = pzc_inode(req, ino);
+	char path[PZC_PROCFD_LEN];
+	struct fuse_entry_param e;
+	struct pzc_creds creds;
+	int res, err;
+
+	pzc_entry_init(fs, &e);
+	err = pzc_creds_enter(req, &creds);
+	if (err)
+		return (void)fuse_reply_err(req, -err);
+	/* AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH, which a caller usually
+	 * lacks; the /proc/self/fd link names the same inode (the source's
+	 * protected_hardlinks rules then apply to the caller). */
+	res = linkat(inode->fd, "", pzc_fd(req, parent), name, AT_EMPTY_PATH);
+	if (res == -1 && (errno == ENOENT || errno == EINVAL || errno == EPERM)) {
+		pzc_procfd(path, inode->fd);
+		res = linkat(AT_FDCWD, path, pzc_fd(req, parent), name,
+			     AT_SYMLINK_FOLLOW);
+	}
+	err = res == -1 ? -errno : 0;
+	pzc_creds_leave(req, &creds);
+	if (err)
+		return (void)fuse_reply_err(req, -err);
+	if (fstatat(inode->fd, "", &e.attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == -1)
+		return (void)fuse_reply_err(req, errno);
+	pzc_stat_ino(fs, &e.attr);
+	pzc_inode_ref(fs, inode);
+	e.ino = pzc_ino(fs, inode);
+	e.generation = inode->generation;
+	fuse_reply_entry(req, &e);
+}
+
+static void pzc_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	int res = unlinkat(pzc_fd(req, parent), name, 0);
+
+	fuse_reply_err(req, res == -1 ? errno : 0);
+}
+
+static void pzc_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	int res = unlinkat(pzc_fd(req, parent), name, AT_REMOVEDIR);
+
+	fuse_reply_err(req, res == -1 ? errno : 0);
+}
+
+static void pzc_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+		       fuse_ino_t newparent, const char *newname, unsigned int flags)
+{
+	int res;
+
+	if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT))
+		return (void)fuse_reply_err(req, EINVAL);
+	res = renameat2(pzc_fd(req, parent), name, pzc_fd(req, newparent),
+			newname, flags);
+	fuse_reply_err(req, res == -1 ? errno : 0);
+}
+
+static void pzc_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct statvfs sv;
+
+	if (fstatvfs(pzc_fd(req, ino), &sv) == -1)
+		return (void)fuse_reply_err(req, errno);
+	fuse_reply_statfs(req, &sv);
+}
+
+static void pzc_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+	char path[PZC_PROCFD_LEN];
+	int res;
+
+	pzc_procfd(path, pzc_fd(req, ino));
+	res = faccessat(AT_FDCWD, path, mask, 0);
+	fuse_reply_err(req, res == -1 ? errno : 0);
+}
+
+/* --- extended attributes, through /proc/self/fd as O_PATH cannot --- */
+
+/*
+ * getxattr (@name) and listxattr (@name NULL): the size when @size is 0,
+ * else the value or list.
+ */
+static void pzc_reply_xattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			    size_t size)
+{
+	char path[PZC_PROCFD_LEN];
+	char *value = NULL;
+	ssize_t res;
+
+	if (!pzc_fs(req)->cfg.xattr)
+		return (void)fuse_reply_err(req, ENOTSUP);
+	if (size) {
+		value = malloc(size);
+		if (!value)
+			return (void)fuse_reply_err(req, ENOMEM);
+	}
+	pzc_procfd(path, pzc_fd(req, ino));
+	res = name ? getxattr(path, name, value, size) : listxattr(path, value, size);
+	if (res == -1)
+		fuse_reply_err(req, errno);
+	else if (!size)
+		fuse_reply_xattr(req, res);
+	else
+		fuse_reply_buf(req, value, res);
+	free(value);
+}
+
+static void pzc_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			 size_t size)
+{
+	pzc_reply_xattr(req, ino, name, size);
+}
+
+static void pzc_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	pzc_reply_xattr(req, ino, NULL, size);
+}
+
+static void pzc_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			 const char *value, size_t size, int flags)
+{
+	char path[PZC_PROCFD_LEN];
+	int res;
+
+	if (!pzc_fs(req)->cfg.xattr)
+		return (void)fuse_reply_err(req, ENOTSUP);
+	pzc_procfd(path, pzc_fd(req, ino));
+	res = setxattr(path, name, value, size, flags);
+	fuse_reply_err(req, res == -1 ? errno : 0);
+}
+
+static void pzc_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	char path[PZC_PROCFD_LEN];
+	int res;
+
+	if (!pzc_fs(req)->cfg.xattr)
+		return (void)fuse_reply_err(req, ENOTSUP);
+	pzc_procfd(path, pzc_fd(req, ino));
+	res = removexattr(path, name);
+	fuse_reply_err(req, res == -1 ? errno : 0);
+}
+
+static void pzc_destroy(void *userdata)
+{
+	(void)userdata;	/* inodes are freed by main after the loop */
+}
+
+void pzc_ops_init(struct fuse_lowlevel_ops *ops)
+{
+	*ops = (struct fuse_lowlevel_ops){
+		.init		= pzc_init,
+		.destroy	= pzc_destroy,
+		.lookup		= pzc_lookup,
+		.forget		= pzc_forget,
+		.forget_multi	= pzc_forget_multi,
+		.getattr	= pzc_getattr,
+		.setattr	= pzc_setattr,
+		.readlink	= pzc_readlink,
+		.mknod		= pzc_mknod,
+		.mkdir		= pzc_mkdir,
+		.symlink	= pzc_symlink,
+		.link		= pzc_link,
+		.unlink		= pzc_unlink,
+		.rmdir		= pzc_rmdir,
+		.rename		= pzc_rename,
+		.statfs		= pzc_statfs,
+		.access		= pzc_access,
+		.getxattr	= pzc_getxattr,
+		.listxattr	= pzc_listxattr,
+		.setxattr	= pzc_setxattr,
+		.removexattr	= pzc_removexattr,
+	};
+	pzc_dir_ops(ops);
+	pzc_file_ops(ops);
+}
