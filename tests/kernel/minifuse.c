@@ -806,6 +806,13 @@ static void mf_do_read(struct mf_worker *w, struct fuse_in_header *h,
 
 	res = mf_lend_read(w, h->unique, in->backing_fd, ri->offset, ri->size);
 	sh->last_lend_res = res;
+	/* short, yet not at the end of the file: the lender lent less */
+	if (res >= 0 && (uint32_t)res < ri->size &&
+	    ri->offset + res < (uint64_t)in->file_size) {
+		__sync_fetch_and_add(&sh->short_lends, 1);
+		sh->short_lend_res = res;
+		sh->short_lend_size = ri->size;
+	}
 	if (res >= 0 && mode == MF_READ_LIE_MORE)
 		res += 4096;
 reply:

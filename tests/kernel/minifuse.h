@@ -59,6 +59,9 @@ struct mf_shared {
 	volatile int probes_done;
 	volatile unsigned int slow_ms;	/* MF_READ_SLOW_COPY delay, changeable */
 	volatile int last_lend_res;	/* cqe->res of the last whole-request lending */
+	volatile uint64_t short_lends;	/* whole-request lendings that placed less, not at EOF */
+	volatile int short_lend_res;
+	volatile uint32_t short_lend_size;
 	volatile int recovery_errno;	/* errno of the correct reply after a refused one */
 	volatile uint64_t recoveries;	/* correct replies after a refused one */
 	volatile uint64_t lend_order_res[2];	/* MF_READ_OUT_OF_ORDER: second half, first half */
