@@ -62,19 +62,21 @@ void pzc_notify_parent(bool ok)
 int pzc_fork_daemon(void)
 {
 	unsigned char status = 1;
-	int pfd[2];
+	int pfd[2], err;
 	pid_t pid;
 
 	if (pipe2(pfd, O_CLOEXEC) == -1) {
-		fprintf(stderr, "passthrough_zc: pipe: %s\n", strerror(errno));
-		return -errno;
+		err = -errno;
+		fprintf(stderr, "passthrough_zc: pipe: %s\n", strerror(-err));
+		return err;
 	}
 	pid = fork();
 	if (pid == -1) {
-		fprintf(stderr, "passthrough_zc: fork: %s\n", strerror(errno));
+		err = -errno;
+		fprintf(stderr, "passthrough_zc: fork: %s\n", strerror(-err));
 		close(pfd[0]);
 		close(pfd[1]);
-		return -errno;
+		return err;
 	}
 	if (pid) {
 		close(pfd[1]);
@@ -85,8 +87,9 @@ int pzc_fork_daemon(void)
 	close(pfd[0]);
 	atomic_store(&pzc_notify_fd, pfd[1]);
 	if (setsid() == -1) {
-		fprintf(stderr, "passthrough_zc: setsid: %s\n", strerror(errno));
-		return -errno;
+		err = -errno;
+		fprintf(stderr, "passthrough_zc: setsid: %s\n", strerror(-err));
+		return err;
 	}
 	return 0;
 }
