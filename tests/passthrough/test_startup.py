@@ -83,11 +83,30 @@ O_CLOEXEC = 0o2000000
 
 
 def _fd_flags(pid, fd):
-    with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-        for line in f:
-            if line.startswith("flags:"):
-                return int(line.split()[1], 8)
+    """The fd's open flags, or None when it was closed meanwhile (the
+    server closes fds of asynchronous RELEASEs at any time)."""
+    try:
+        with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+            for line in f:
+                if line.startswith("flags:"):
+                    return int(line.split()[1], 8)
+    except FileNotFoundError:
+        return None
     raise AssertionError(f"no flags in /proc/{pid}/fdinfo/{fd}")
+
+
+def _not_cloexec(pid):
+    """{fd: target} of the fds above 2 of @pid without O_CLOEXEC."""
+    leaky = {}
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        fd = int(name)
+        flags = _fd_flags(pid, fd)
+        if fd > 2 and flags is not None and not flags & O_CLOEXEC:
+            try:
+                leaky[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except FileNotFoundError:
+                pass
+    return leaky
 
 
 def test_fds_close_on_exec(tmp_path):
@@ -100,21 +119,17 @@ def test_fds_close_on_exec(tmp_path):
     (src / "d" / "f").write_bytes(b"x" * 8192)
     d = util.Daemon(str(src), str(mnt), ["-o", "direct_source"],
                     str(tmp_path / "daemon.log"))
+    held = []
     try:
-        held = [os.open(os.path.join(mnt, "d", "f"), os.O_RDONLY),
-                os.open(os.path.join(mnt, "d"), os.O_RDONLY | os.O_DIRECTORY),
-                os.open(os.path.join(mnt, "new"), os.O_CREAT | os.O_RDWR, 0o644)]
+        held.append(os.open(os.path.join(mnt, "d", "f"), os.O_RDONLY))
+        held.append(os.open(os.path.join(mnt, "d"), os.O_RDONLY | os.O_DIRECTORY))
+        held.append(os.open(os.path.join(mnt, "new"), os.O_CREAT | os.O_RDWR, 0o644))
         os.listdir(os.path.join(mnt, "d"))
-        pid = d.proc.pid
-        leaky = {}
-        for name in os.listdir(f"/proc/{pid}/fd"):
-            fd = int(name)
-            if fd > 2 and not _fd_flags(pid, fd) & O_CLOEXEC:
-                leaky[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
-        for fd in held:
-            os.close(fd)
+        leaky = _not_cloexec(d.proc.pid)
         assert not leaky, f"fds without O_CLOEXEC: {leaky}"
     finally:
+        for fd in held:
+            os.close(fd)
         rc, log = d.unmount()
     assert rc == 0, log
 
