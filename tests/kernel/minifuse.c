@@ -70,6 +70,7 @@ struct mf_worker {
 	struct io_uring park;
 	bool park_ready;
 	char fifo[64];
+	uint64_t rnd;		/* MF_READ_RANDOM */
 };
 
 static void mf_sleep_ms(unsigned int ms)
@@ -672,6 +673,226 @@ static void mf_cancel_parked(struct mf_worker *w, struct fuse_in_header *h,
 		mf_reply_copy(w, h->unique, ri->offset, ri->size);
 }
 
+/* ------------------------------------------------ MF_READ_RANDOM (stress) */
+
+static uint32_t mf_rand(uint64_t *state)
+{
+	*state ^= *state << 13;
+	*state ^= *state >> 7;
+	*state ^= *state << 17;
+	return (uint32_t)(*state >> 32);
+}
+
+static void mf_unexpected(struct mf_stress *st, const char *what, int got)
+{
+	__sync_fetch_and_add(&st->unexpected, 1);
+	snprintf(st->last_unexpected, sizeof(st->last_unexpected), "%s: got %d", what, got);
+}
+
+struct mf_chunk {
+	uint32_t off, len;
+	int res;
+};
+
+static int mf_chunk_cmp(const void *a, const void *b)
+{
+	const struct mf_chunk *x = a, *y = b;
+
+	return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/*
+ * Answer a read in a random way a server may legally choose, and check
+ * every kernel answer against the v2 contract: lend in 1-4 chunks of any
+ * size, all in flight at once (they complete in any order), sometimes
+ * cancel them, sometimes reply while they are still out (EBUSY, or taken
+ * once they are done), over-claim first (EINVAL), reply twice (ENOENT),
+ * reply zero copy without lending (EINVAL), lend from a file that is not a
+ * lender (EOPNOTSUPP), send FUSE_NOTIFY_RESEND.  The reader checks the
+ * bytes; anything the contract forbids counts in st->unexpected.
+ */
+static void mf_random_read(struct mf_worker *w, struct fuse_in_header *h,
+			   struct fuse_read_in *ri)
+{
+	struct mf_instance *in = w->in;
+	struct mf_stress *st = &in->sh->stress;
+	uint32_t avail = ri->offset >= (uint64_t)in->file_size ? 0 :
+		(uint32_t)(in->file_size - ri->offset < ri->size ?
+			   in->file_size - ri->offset : ri->size);
+	uint32_t dice = mf_rand(&w->rnd) % 100;
+	struct mf_chunk ch[4];
+	int order[4], n, i, ret, pending;
+	bool cancel, early, replied = false;
+	uint32_t placed;
+
+	__sync_fetch_and_add(&st->reads, 1);
+	if (dice < 2) {
+		struct io_uring_sqe *sqe = mf_prep_splice_buf(w,
+				FUSEZC_IORING_OP_READ_SPLICE_BUF, in->backing_fd,
+				ri->offset, 4096, in->backing_fd,
+				fusezc_lend_pos(h->unique, 0));
+
+		ret = mf_ring_run(&w->ring, sqe);
+		if (ret == -EOPNOTSUPP)
+			__sync_fetch_and_add(&st->nonlenders_refused, 1);
+		else
+			mf_unexpected(st, "regular file as lender", ret);
+	} else if (dice < 4) {
+		struct fuse_out_header oh = { .len = sizeof(oh), .error = FUSE_NOTIFY_RESEND };
+
+		if (write(in->fuse_fd, &oh, sizeof(oh)) == sizeof(oh))
+			__sync_fetch_and_add(&st->resends, 1);
+	}
+
+	if (!avail || dice >= 85) {
+		ret = mf_reply_copy(w, h->unique, ri->offset, ri->size);
+		goto copied;
+	}
+	if (dice >= 80) {
+		ret = mf_reply_zc(in, h->unique, avail);
+		if (ret == -EINVAL)
+			__sync_fetch_and_add(&st->unlent_refused, 1);
+		else if (ret != -ENOENT)
+			mf_unexpected(st, "zero-copy reply without a lending", ret);
+		ret = mf_reply_copy(w, h->unique, ri->offset, ri->size);
+		goto copied;
+	}
+
+	/* 1-4 chunks with random (byte) boundaries, lent in random order */
+	n = 1 + mf_rand(&w->rnd) % 4;
+	if ((uint32_t)n > avail)
+		n = 1;
+	for (i = 0; i < n; i++) {
+		ch[i].off = i ? 1 + mf_rand(&w->rnd) % (avail - 1) : 0;
+		order[i] = i;
+	}
+	qsort(ch, n, sizeof(ch[0]), mf_chunk_cmp);
+	for (i = 0; i < n; i++) {
+		ch[i].len = (i + 1 < n ? ch[i + 1].off : avail) - ch[i].off;
+		ch[i].res = -EINPROGRESS;
+	}
+	for (i = n - 1; i > 0; i--) {
+		int j = mf_rand(&w->rnd) % (i + 1), t = order[i];
+
+		order[i] = order[j];
+		order[j] = t;
+	}
+	cancel = dice >= 70;
+	early = dice >= 60 && dice < 70;
+	pending = 0;
+	for (i = 0; i < n; i++) {
+		struct mf_chunk *c = &ch[order[i]];
+		struct io_uring_sqe *sqe;
+
+		if (!c->len) {
+			c->res = 0;
+			continue;
+		}
+		sqe = mf_prep_splice_buf(w, FUSEZC_IORING_OP_READ_SPLICE_BUF,
+					 in->backing_fd, ri->offset + c->off, c->len,
+					 in->fuse_fd, fusezc_lend_pos(h->unique, c->off));
+		io_uring_sqe_set_data64(sqe, order[i]);
+		pending++;
+	}
+	__sync_fetch_and_add(&st->chunks, pending);
+	if (cancel) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+
+		io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+		io_uring_sqe_set_data64(sqe, 100);
+		pending++;
+		__sync_fetch_and_add(&st->cancels, 1);
+	}
+	ret = io_uring_submit(&w->ring);
+	if (ret < 0) {
+		mf_unexpected(st, "io_uring_submit", ret);
+		return;	/* nothing more can be trusted on this ring */
+	}
+	if (early) {
+		ret = mf_reply_zc(in, h->unique, avail);
+		if (!ret) {
+			replied = true;
+			__sync_fetch_and_add(&st->early_accepted, 1);
+		} else if (ret == -EBUSY || ret == -EINVAL) {
+			/* still lent, or already back but a chunk failed */
+			__sync_fetch_and_add(&st->early_busy, 1);
+		} else if (ret != -ENOENT) {
+			mf_unexpected(st, "reply while lending", ret);
+		}
+	}
+	while (pending) {
+		struct io_uring_cqe *cqe;
+		uint64_t ud;
+
+		ret = io_uring_wait_cqe(&w->ring, &cqe);
+		if (ret == -EINTR)
+			continue;
+		if (ret < 0) {
+			mf_unexpected(st, "io_uring_wait_cqe", ret);
+			return;
+		}
+		ud = io_uring_cqe_get_data64(cqe);
+		if (ud < 4)
+			ch[ud].res = cqe->res;
+		io_uring_cqe_seen(&w->ring, cqe);
+		pending--;
+	}
+
+	placed = 0;
+	for (i = 0; i < n; i++) {
+		if (ch[i].res != (int)ch[i].len) {
+			__sync_fetch_and_add(&st->chunks_failed, 1);
+			break;
+		}
+		placed += ch[i].len;
+	}
+	if (replied) {
+		/* taken: so every byte claimed had been placed */
+		if (placed != avail)
+			mf_unexpected(st, "early reply taken with a chunk unplaced", placed);
+		__sync_fetch_and_add(&st->zc_replies, 1);
+		return;
+	}
+	if (placed != avail) {
+		ret = mf_reply_copy(w, h->unique, ri->offset, ri->size);
+		goto copied;
+	}
+	if (dice >= 50 && dice < 60) {
+		ret = mf_reply_zc(in, h->unique, avail + 1 + mf_rand(&w->rnd) % 8192);
+		if (ret == -EINVAL)
+			__sync_fetch_and_add(&st->overclaims_refused, 1);
+		else if (ret != -ENOENT)
+			mf_unexpected(st, "over-claiming reply", ret);
+	}
+	ret = mf_reply_zc(in, h->unique, avail);
+	if (ret == -ENOENT) {
+		__sync_fetch_and_add(&st->replies_gone, 1);	/* resent or aborted */
+		return;
+	}
+	if (ret) {
+		/* after every CQE no loan is out: EBUSY here is a broken contract */
+		mf_unexpected(st, "zero-copy reply after all completions", ret);
+		mf_reply_copy(w, h->unique, ri->offset, ri->size);
+		return;
+	}
+	__sync_fetch_and_add(&st->zc_replies, 1);
+	if (dice >= 40 && dice < 50) {
+		ret = mf_reply_zc(in, h->unique, avail);
+		if (ret == -ENOENT)
+			__sync_fetch_and_add(&st->duplicates_refused, 1);
+		else
+			mf_unexpected(st, "duplicate reply", ret);
+	}
+	return;
+copied:
+	if (!ret)
+		__sync_fetch_and_add(&st->copy_replies, 1);
+	else if (ret == -ENOENT)
+		__sync_fetch_and_add(&st->replies_gone, 1);
+	else
+		mf_unexpected(st, "copy reply", ret);
+}
+
 static void mf_do_read(struct mf_worker *w, struct fuse_in_header *h,
 		       struct fuse_read_in *ri)
 {
@@ -690,6 +911,10 @@ static void mf_do_read(struct mf_worker *w, struct fuse_in_header *h,
 	}
 	if (mode == MF_READ_COPY || !sh->zc_accepted) {
 		mf_reply_copy(w, h->unique, ri->offset, ri->size);
+		return;
+	}
+	if (mode == MF_READ_RANDOM) {
+		mf_random_read(w, h, ri);
 		return;
 	}
 
@@ -1016,6 +1241,7 @@ static int mf_start_workers(struct mf_instance *in, int nr, pthread_t *tids)
 		if (!w)
 			return -ENOMEM;
 		w->in = in;
+		w->rnd = 0x9e3779b97f4a7c15ull ^ ((uint64_t)getpid() << 16) ^ (uint64_t)i;
 		w->buf = malloc(MF_BUF_SIZE);
 		w->data = malloc(MF_MAX_WRITE);
 		if (!w->buf || !w->data || pipe(w->pipe))

@@ -31,6 +31,18 @@ enum mf_read_mode {
 	MF_READ_CANCEL,		/* park a loan, cancel it, reply by copy on its CQE */
 	MF_READ_INTERRUPT,	/* park a loan until a FUSE_INTERRUPT was answered */
 	MF_READ_RESEND,		/* park a loan, FUSE_NOTIFY_RESEND, wait for release */
+	MF_READ_RANDOM,		/* stress: a random mix of all of the above */
+};
+
+/* MF_READ_RANDOM: what the server did, and what the kernel said. */
+struct mf_stress {
+	volatile uint64_t reads, chunks, zc_replies, copy_replies;
+	volatile uint64_t early_accepted, early_busy;	/* reply while lending */
+	volatile uint64_t overclaims_refused, duplicates_refused;
+	volatile uint64_t unlent_refused, nonlenders_refused, resends;
+	volatile uint64_t cancels, chunks_failed, replies_gone;
+	volatile uint64_t unexpected;	/* a kernel answer the contract forbids */
+	char last_unexpected[96];
 };
 
 #define MF_MAX_PROBES 24
@@ -83,6 +95,7 @@ struct mf_shared {
 	volatile int notify_errno;	/* of the FUSE_NOTIFY_RESEND write */
 	volatile uint64_t resent, resent_while_lent;
 	volatile int resend_reply_errno;	/* of the lender's reply after release */
+	struct mf_stress stress;	/* MF_READ_RANDOM */
 };
 
 struct mf_config {

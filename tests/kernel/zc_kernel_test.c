@@ -3,7 +3,7 @@
  * Tests of the fuse-zc kernel series: IORING_OP_READ_SPLICE_BUF on the
  * pages of in-flight FUSE reads, and every safety rule of the series.
  *
- *   zc_kernel_test [-v] [-r ROUNDS] SUBTEST...   (or "all")
+ *   zc_kernel_test [-v] [-r ROUNDS] [-d STRESS_SECONDS] SUBTEST...   (or "all")
  *
  * Exit status: 0 pass, 1 fail, 77 skip (the kernel does not offer zero
  * copy; a failure instead when FUSEZC_REQUIRE_ZC=1 or CI=true).
@@ -1078,6 +1078,256 @@ static int fault_loop(bool abort_conn)
 	return T_PASS;
 }
 
+/* ------------------------------------------------ randomized stress */
+
+static int stress_seconds = 60;
+
+struct stress_reader {
+	const char *paths[2];
+	unsigned int seed;
+	volatile int *stop;
+	pthread_t tid;
+	uint64_t reads, bytes, errors, wrong;
+};
+
+static void stress_signal(int sig) { (void)sig; }
+
+/*
+ * Random reads from either mount, buffered or O_DIRECT with a random iovec
+ * shape; every byte that comes back is checked.  Errors are expected (the
+ * servers are killed and aborted under it), wrong bytes never.
+ */
+static void *stress_reader_main(void *p)
+{
+	struct stress_reader *r = p;
+	char *buf;
+	int fd = -1, cur = -1;
+
+	if (posix_memalign((void **)&buf, 4096, 1 << 20))
+		return NULL;
+	while (!*r->stop) {
+		int which = rand_r(&r->seed) % 2;
+		bool direct = rand_r(&r->seed) % 2;
+		off_t off;
+		size_t len;
+		ssize_t n;
+
+		if (fd >= 0 && (which != cur || !(rand_r(&r->seed) % 64))) {
+			close(fd);
+			fd = -1;
+		}
+		if (fd < 0) {
+			fd = open(r->paths[which], O_RDONLY | (direct ? O_DIRECT : 0));
+			if (fd < 0) {
+				sleep_ms(5);
+				continue;
+			}
+			cur = which;
+			direct = fcntl(fd, F_GETFL) & O_DIRECT;
+		} else {
+			direct = fcntl(fd, F_GETFL) & O_DIRECT;
+		}
+		if (direct) {
+			struct iovec iov[16];
+			int i, cnt = 1 + rand_r(&r->seed) % 16;
+			size_t at = 0;
+
+			off = (rand_r(&r->seed) % (FILE_SIZE / 512)) * 512;
+			for (i = 0; i < cnt; i++) {
+				size_t seg = 512 * (1 + rand_r(&r->seed) % 128);
+
+				if (at + seg > (1 << 20))
+					break;
+				iov[i].iov_base = buf + at;
+				iov[i].iov_len = seg;
+				at += seg;
+			}
+			len = at;
+			n = preadv(fd, iov, i, off);
+		} else {
+			off = rand_r(&r->seed) % FILE_SIZE;
+			len = 1 + rand_r(&r->seed) % (1 << 20);
+			if (!(rand_r(&r->seed) % 8))
+				posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+			n = pread(fd, buf, len, off);
+		}
+		if (n < 0) {
+			r->errors++;
+			close(fd);
+			fd = -1;
+			continue;
+		}
+		r->reads++;
+		if (off + n > FILE_SIZE || memcmp(buf, ref + off, n)) {
+			if (!r->wrong)
+				say("  stress reader: wrong bytes at %lld+%zd (%s)\n",
+				    (long long)off, n, direct ? "O_DIRECT" : "buffered");
+			r->wrong++;
+		}
+		r->bytes += n;
+	}
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	return NULL;
+}
+
+static void stress_add(struct mf_stress *sum, const struct mf_stress *st)
+{
+	sum->reads += st->reads;
+	sum->chunks += st->chunks;
+	sum->zc_replies += st->zc_replies;
+	sum->copy_replies += st->copy_replies;
+	sum->early_accepted += st->early_accepted;
+	sum->early_busy += st->early_busy;
+	sum->overclaims_refused += st->overclaims_refused;
+	sum->duplicates_refused += st->duplicates_refused;
+	sum->unlent_refused += st->unlent_refused;
+	sum->nonlenders_refused += st->nonlenders_refused;
+	sum->resends += st->resends;
+	sum->cancels += st->cancels;
+	sum->chunks_failed += st->chunks_failed;
+	sum->replies_gone += st->replies_gone;
+	sum->unexpected += st->unexpected;
+	if (st->unexpected)
+		say("  server: unexpected kernel answer: %s\n", st->last_unexpected);
+}
+
+/* Wait (bounded) until a connection has nothing lent and nothing waiting. */
+static int stress_settled(const char *dir)
+{
+	char path[300], text[32];
+	struct zc_stats s;
+	int i, fd;
+	ssize_t n;
+
+	for (i = 0; i < 1000; i++) {
+		if (read_stats_dir(dir, &s))
+			return 0;	/* connection gone: nothing can be left */
+		snprintf(path, sizeof(path), "%s/waiting", dir);
+		fd = open(path, O_RDONLY);
+		n = fd < 0 ? -1 : read(fd, text, sizeof(text) - 1);
+		if (fd >= 0)
+			close(fd);
+		if (s.zc_lent_pages == 0 && n > 0 && atoi(text) == 0)
+			return 0;
+		sleep_ms(10);
+	}
+	say("  %s: zc_lent_pages %lld, waiting %s after 10 s\n", dir, s.zc_lent_pages,
+	    n > 0 ? text : "?");
+	return -1;
+}
+
+static int t_stress(void)
+{
+	struct server srv[2] = { { .cfg = { .threads = 3 } }, { .cfg = { .threads = 3 } } };
+	const char *mps[2] = { mnt, mnt2 };
+	char paths[2][300], dir[200];
+	struct stress_reader readers[6];
+	struct mf_stress sum = { 0 };
+	uint64_t kills = 0, aborts = 0, signals = 0, leaks = 0;
+	uint64_t reads = 0, bytes = 0, errors = 0, wrong = 0;
+	volatile int stop = 0;
+	struct sigaction sa = { .sa_handler = stress_signal };
+	double t0 = now(), deadline = t0 + stress_seconds;
+	unsigned int seed = (unsigned int)time(NULL);
+	int i, k, ret;
+
+	sigaction(SIGUSR1, &sa, NULL);	/* no SA_RESTART: reads see EINTR */
+	for (k = 0; k < 2; k++) {
+		ret = server_start(&srv[k], mps[k], backing, MF_READ_RANDOM);
+		CHECK(!ret, "server %d: %s", k, strerror(-ret));
+		file_path(paths[k], sizeof(paths[k]), mps[k]);
+	}
+	for (i = 0; i < 6; i++) {
+		readers[i] = (struct stress_reader){ .paths = { paths[0], paths[1] },
+			.seed = seed + i, .stop = &stop };
+		pthread_create(&readers[i].tid, NULL, stress_reader_main, &readers[i]);
+	}
+	say("  %d s, seed %u, 2 servers x 3 threads, 6 readers\n", stress_seconds, seed);
+	while (now() < deadline) {
+		int event = rand_r(&seed) % 10;
+
+		sleep_ms(100 + rand_r(&seed) % 900);
+		if (event >= 4) {
+			for (i = 0; i < 6; i++)
+				if (rand_r(&seed) % 2 && !pthread_kill(readers[i].tid, SIGUSR1))
+					signals++;
+			continue;
+		}
+		k = rand_r(&seed) % 2;
+		if (conn_dir(mps[k], dir, sizeof(dir)))
+			dir[0] = 0;
+		stress_add(&sum, &srv[k].sh->stress);
+		if (event < 2) {
+			kill(srv[k].pid, SIGKILL);
+			waitpid(srv[k].pid, NULL, 0);
+			srv[k].pid = 0;
+			umount2(mps[k], MNT_DETACH);
+			kills++;
+		} else {
+			char f[256];
+
+			snprintf(f, sizeof(f), "%s/abort", dir);
+			if (dir[0] && !write_file(f, "1"))
+				aborts++;
+			server_stop(&srv[k]);
+		}
+		/* every loan comes back and nothing is left waiting */
+		if (dir[0] && stress_settled(dir))
+			leaks++;
+		ret = server_start(&srv[k], mps[k], backing, MF_READ_RANDOM);
+		CHECK(!ret, "server %d restart: %s", k, strerror(-ret));
+	}
+	stop = 1;
+	for (i = 0; i < 6; i++) {
+		pthread_join(readers[i].tid, NULL);
+		reads += readers[i].reads;
+		bytes += readers[i].bytes;
+		errors += readers[i].errors;
+		wrong += readers[i].wrong;
+	}
+	for (k = 0; k < 2; k++) {
+		if (conn_dir(mps[k], dir, sizeof(dir)))
+			dir[0] = 0;
+		stress_add(&sum, &srv[k].sh->stress);
+		server_stop(&srv[k]);
+		if (dir[0] && stress_settled(dir))
+			leaks++;
+	}
+	__sync_fetch_and_add(&bytes_verified, bytes);
+	say("  readers: %llu reads, %llu bytes checked, %llu errors (kills/aborts), %llu with wrong bytes\n",
+	    (unsigned long long)reads, (unsigned long long)bytes,
+	    (unsigned long long)errors, (unsigned long long)wrong);
+	say("  events: %llu kill -9, %llu fusectl aborts, %llu signals to readers, %llu FUSE_NOTIFY_RESEND\n",
+	    (unsigned long long)kills, (unsigned long long)aborts,
+	    (unsigned long long)signals, (unsigned long long)sum.resends);
+	say("  server: %llu reads, %llu chunks lent, %llu zero-copy and %llu copy replies\n",
+	    (unsigned long long)sum.reads, (unsigned long long)sum.chunks,
+	    (unsigned long long)sum.zc_replies, (unsigned long long)sum.copy_replies);
+	say("  refused as the contract says: %llu over-claims, %llu duplicates, %llu unlent zero-copy replies, %llu non-lenders; replies while lending: %llu taken, %llu refused\n",
+	    (unsigned long long)sum.overclaims_refused, (unsigned long long)sum.duplicates_refused,
+	    (unsigned long long)sum.unlent_refused, (unsigned long long)sum.nonlenders_refused,
+	    (unsigned long long)sum.early_accepted, (unsigned long long)sum.early_busy);
+	say("  %llu cancels (%llu chunks failed or cancelled), %llu replies to requests gone (resent/aborted)\n",
+	    (unsigned long long)sum.cancels, (unsigned long long)sum.chunks_failed,
+	    (unsigned long long)sum.replies_gone);
+	say("  unexpected kernel answers %llu, connections left with loans or waiters %llu, %.0f s\n",
+	    (unsigned long long)sum.unexpected, (unsigned long long)leaks, now() - t0);
+	CHECK(!wrong, "%llu reads returned wrong bytes", (unsigned long long)wrong);
+	CHECK(!sum.unexpected, "%llu kernel answers broke the contract", (unsigned long long)sum.unexpected);
+	CHECK(!leaks, "%llu connections kept loans or waiters", (unsigned long long)leaks);
+	/* a stress that exercised nothing proves nothing */
+	CHECK(reads && sum.zc_replies && sum.chunks && sum.overclaims_refused &&
+	      sum.duplicates_refused && sum.cancels && sum.resends && kills + aborts,
+	      "the run did not exercise every event (reads %llu, zc %llu, overclaims %llu, duplicates %llu, cancels %llu, resends %llu, faults %llu)",
+	      (unsigned long long)reads, (unsigned long long)sum.zc_replies,
+	      (unsigned long long)sum.overclaims_refused, (unsigned long long)sum.duplicates_refused,
+	      (unsigned long long)sum.cancels, (unsigned long long)sum.resends,
+	      (unsigned long long)(kills + aborts));
+	return T_PASS;
+}
+
 static int t_kill_loop(void) { return fault_loop(false); }
 static int t_abort_loop(void) { return fault_loop(true); }
 
@@ -1835,6 +2085,7 @@ static const struct {
 	{ "interrupt", t_interrupt, true },			/* h */
 	{ "resend", t_resend, true },				/* i */
 	{ "write_op_removed", t_write_op_removed, true },	/* k */
+	{ "stress", t_stress, true },		/* everything at once, -d SECONDS */
 };
 
 static void cleanup(void)
@@ -1886,11 +2137,13 @@ int main(int argc, char **argv)
 	int opt, i, j, status = T_PASS, ran = 0, passed = 0, failed = 0, skipped = 0;
 	bool all = false;
 
-	while ((opt = getopt(argc, argv, "vr:")) != -1) {
+	while ((opt = getopt(argc, argv, "vr:d:")) != -1) {
 		if (opt == 'v')
 			verbose = 1;
 		else if (opt == 'r')
 			rounds = atoi(optarg);
+		else if (opt == 'd')
+			stress_seconds = atoi(optarg);
 		else
 			goto usage;
 	}
@@ -1953,7 +2206,7 @@ int main(int argc, char **argv)
 		status = T_SKIP;
 	return status;
 usage:
-	fprintf(stderr, "usage: zc_kernel_test [-v] [-r ROUNDS] all|SUBTEST...\nsubtests:");
+	fprintf(stderr, "usage: zc_kernel_test [-v] [-r ROUNDS] [-d STRESS_SECONDS] all|SUBTEST...\nsubtests:");
 	for (i = 0; i < (int)(sizeof(subtests) / sizeof(subtests[0])); i++)
 		fprintf(stderr, " %s", subtests[i].name);
 	fprintf(stderr, "\n");
