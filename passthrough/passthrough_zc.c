@@ -22,48 +22,37 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 /*
- * Library notes ("fuse-zc: ...") go to stderr with -d or -o stats only;
- * otherwise its last error is kept for main's one-line message.
+ * Library notes go to stderr with -d or -o stats only; otherwise its last
+ * error is kept for main's one-line message.
  */
 static bool pzc_verbose;
 static char pzc_lib_error[256];
 
 static void pzc_log(enum fuse_log_level level, const char *fmt, va_list ap)
 {
-	if (!pzc_verbose && !strncmp(fmt, "fuse-zc: ", 9)) {
-		if (level <= FUSE_LOG_ERR)
-			vsnprintf(pzc_lib_error, sizeof(pzc_lib_error), fmt + 9, ap);
-		return;
-	}
+	(void)level;
 	vfprintf(stderr, fmt, ap);
 }
 
-/*
- * This libfuse-zc has no init_done event: poll fusezc_init_done() (and, for
- * zerocopy=required, that zero copy was accepted) until the loop ends.
- * Joined by main before the session goes.
- */
-static atomic_bool pzc_loop_ended;
-
-static void *pzc_init_poll_thread(void *arg)
+/* The library's messages (fusezc_options.log), without prefix or newline. */
+static void pzc_lib_log(enum fuse_log_level level, const char *msg, void *data)
 {
-	const struct timespec tick = { .tv_nsec = 1000000 };
-	struct pzc_fs *fs = arg;
+	(void)data;
+	if (pzc_verbose)
+		fprintf(stderr, "fuse-zc: %s\n", msg);
+	else if (level <= FUSE_LOG_ERR)
+		snprintf(pzc_lib_error, sizeof(pzc_lib_error), "%s", msg);
+}
 
-	while (!atomic_load(&pzc_loop_ended)) {
-		if (fusezc_init_done(fs->zs) &&
-		    (fs->cfg.mode != PZC_MODE_ZEROCOPY_REQUIRED ||
-		     fusezc_zerocopy_active(fs->zs))) {
-			pzc_startup_init_replied(0);
-			break;
-		}
-		nanosleep(&tick, NULL);
-	}
-	return NULL;
+/* fusezc_options.init_done: on a worker, once. */
+static void pzc_lib_init_done(struct fusezc_session *zs, int error, void *data)
+{
+	(void)zs;
+	(void)data;
+	pzc_startup_init_replied(error);
 }
 
 static void pzc_report_error(int err)
@@ -164,8 +153,13 @@ static void pzc_zc_options(const struct pzc_fs *fs,
 		break;
 	}
 	zopts->passthrough = fs->cfg.passthrough;
-	(void)opts;
-	zopts->threads = fs->cfg.singlethread ? 1 : fs->cfg.threads;
+	/* libfuse's loop: -s is one thread, -o threads=N is -o max_threads=N. */
+	zopts->max_threads = fs->cfg.singlethread ? 1 :
+			     fs->cfg.threads ? fs->cfg.threads : opts->max_threads;
+	zopts->max_idle_threads = opts->max_idle_threads;
+	zopts->clone_fd = opts->clone_fd;
+	zopts->init_done = pzc_lib_init_done;
+	zopts->log = pzc_lib_log;
 }
 
 int main(int argc, char *argv[])
@@ -177,7 +171,7 @@ int main(int argc, char *argv[])
 	struct fuse_cmdline_opts opts = { 0 };
 	struct fuse_lowlevel_ops ops;
 	struct fuse_session *se;
-	pthread_t startup, init_poll;
+	pthread_t startup;
 	int root_fd = -1;
 	int ret = 1, res;
 
@@ -257,16 +251,8 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "passthrough_zc: start-up thread: %s\n", strerror(-res));
 		goto out_zc;
 	}
-	res = -pthread_create(&init_poll, NULL, pzc_init_poll_thread, &fs);
-	if (res) {
-		fprintf(stderr, "passthrough_zc: start-up thread: %s\n", strerror(-res));
-		pzc_startup_stop(startup);
-		goto out_zc;
-	}
 
 	res = fusezc_session_loop(fs.zs);
-	atomic_store(&pzc_loop_ended, true);
-	pthread_join(init_poll, NULL);
 	pzc_lock_shutdown(&fs);
 	pzc_startup_stop(startup);	/* it uses fs: done before that goes */
 	if (res == -EOPNOTSUPP && zopts.zerocopy_required) {

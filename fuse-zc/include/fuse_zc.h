@@ -38,6 +38,28 @@ enum fusezc_read_mode {
 	FUSEZC_READ_ZEROCOPY,	/* IORING_OP_READ_SPLICE_BUF into the reader's pages */
 };
 
+/*
+ * libfuse versions: fuse-zc hooks libfuse's reply path through the public
+ * fuse_session_custom_io() (3.14+).  libfuse 3.17 keeps that path (and adds
+ * its own passthrough API, which fuse-zc does not need); libfuse 3.18 can
+ * answer requests over its io_uring transport, which bypasses the hooks and
+ * would lose zero copy and the INIT rewrite without a word: refused here
+ * until fuse-zc is ported and tested on it (docs/design.md, "Library").
+ */
+#if !defined(FUSE_MAJOR_VERSION) || FUSE_MAJOR_VERSION != 3 || FUSE_MINOR_VERSION < 14
+#error "fuse-zc needs libfuse 3.14 or newer 3.x (fuse_session_custom_io)"
+#endif
+#if FUSE_MINOR_VERSION >= 18
+#error "fuse-zc is not ported to libfuse >= 3.18: its io_uring transport answers requests without the custom-I/O hooks fuse-zc's zero copy relies on (see docs/design.md)"
+#endif
+
+struct fusezc_session;
+
+/*
+ * Versioned by size: fusezc_session_new() passes the sizeof of the struct
+ * the caller was compiled with, so fields appended later read as 0 (their
+ * default) for an older caller.  Zero-initialise, then set what you need.
+ */
 struct fusezc_options {
 	enum fusezc_read_mode read_mode;
 	/* Zero copy only: fail fusezc_session_loop() with -EOPNOTSUPP when the
@@ -45,9 +67,27 @@ struct fusezc_options {
 	bool zerocopy_required;
 	/* Negotiate FUSE passthrough (FOPEN_PASSTHROUGH); needs CAP_SYS_ADMIN. */
 	bool passthrough;
-	unsigned int threads;		/* worker threads; 0 = default (4) */
 	unsigned int ring_entries;	/* io_uring SQ size a worker; 0 = default */
 	bool register_fuse_fd;		/* use /dev/fuse as a registered (fixed) file */
+
+	/* The loop is libfuse's fuse_session_loop_mt(): these are its
+	 * fuse_loop_config (values of fuse_parse_cmdline() fit as they are). */
+	unsigned int max_threads;	/* 0 = libfuse's default (10) */
+	unsigned int max_idle_threads;	/* 0 or UINT_MAX = libfuse's default (no limit) */
+	bool clone_fd;			/* a /dev/fuse clone per worker */
+
+	/*
+	 * Events, called on a worker thread; @data is event_data.
+	 * init_done: the kernel has processed the FUSE_INIT reply (@error 0;
+	 * the connection's limits are final and fusezc_zerocopy_active() tells
+	 * what was negotiated), or INIT failed (-EOPNOTSUPP: zero copy required
+	 * but not offered; the loop then ends).  Called once.
+	 * log: the library's one-line messages (without a trailing newline or
+	 * prefix) instead of fuse_log() with a "fuse-zc: " prefix.
+	 */
+	void (*init_done)(struct fusezc_session *zs, int error, void *data);
+	void (*log)(enum fuse_log_level level, const char *msg, void *data);
+	void *event_data;
 };
 
 struct fusezc_stats {
@@ -58,13 +98,19 @@ struct fusezc_stats {
 	uint64_t fallback_errno_counts[4]; /* EOPNOTSUPP, EPERM, ENOENT/EINVAL, other */
 };
 
-struct fusezc_session;
-
 /* Attach to a session created (and mounted) by the caller.  Must be called
- * before the first request is received. */
-int fusezc_session_new(struct fuse_session *se, const struct fusezc_options *opts,
-		       struct fusezc_session **zsp);
-/* Run the request loop until the filesystem is unmounted or
+ * before the first request is received.  @opts may be NULL (copy mode). */
+int fusezc_session_new_versioned(struct fuse_session *se,
+				 const struct fusezc_options *opts, size_t opts_size,
+				 struct fusezc_session **zsp);
+static inline int fusezc_session_new(struct fuse_session *se,
+				     const struct fusezc_options *opts,
+				     struct fusezc_session **zsp)
+{
+	return fusezc_session_new_versioned(se, opts, sizeof(struct fusezc_options), zsp);
+}
+/* Run libfuse's multi-threaded loop (fuse_session_loop_mt() with the
+ * options' loop config) until the filesystem is unmounted or
  * fuse_session_exit() is called.  Returns 0 or -errno. */
 int fusezc_session_loop(struct fusezc_session *zs);
 void fusezc_session_destroy(struct fusezc_session *zs);

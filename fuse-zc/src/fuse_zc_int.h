@@ -13,13 +13,10 @@
 #include <liburing.h>
 #include <linux/fuse.h>
 #include <pthread.h>
-#include <semaphore.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/uio.h>
 
-#define FZC_DEFAULT_THREADS	4
-#define FZC_MAX_THREADS		256
 #define FZC_DEFAULT_RING	8
 #define FZC_MSGBUF		512	/* small replies we rewrite (INIT, OPEN, CREATE, ZC) */
 #define FZC_ERRNO_MAX		4096
@@ -87,11 +84,15 @@ enum fzc_splice_state {
 	FZC_SPLICE_WARNED,	/* libfuse copied instead; said so once */
 };
 
+/*
+ * What the library keeps for a thread of libfuse's loop: created by the read
+ * hook on the first request a thread reads, freed when the thread exits
+ * (libfuse's loop cancels and joins its workers before it returns; with
+ * max_idle_threads, idle workers exit earlier).
+ */
 struct fusezc_worker {
 	struct fusezc_session *zs;
-	pthread_t thread;
-	bool started;
-	struct fuse_buf fbuf;
+	int devfd;			/* the /dev/fuse file (or clone) it reads */
 
 	/* The raw header of the request this worker is processing. */
 	struct fuse_in_header in;
@@ -110,7 +111,8 @@ struct fusezc_worker {
 	 * and created again after a back-off (1 s, doubling up to 64 s). */
 	struct io_uring ring;
 	bool ring_ready;
-	bool ring_fixed;
+	bool ring_fixed;		/* ring_fd is registered as fixed file 0 */
+	int ring_fd;
 	int ring_err;			/* why the last ring failed */
 	uint64_t ring_retry_at;		/* CLOCK_MONOTONIC ns: no new ring before */
 	uint64_t ring_backoff;		/* ns; 0 after a working ring */
@@ -139,11 +141,8 @@ struct fusezc_session {
 	struct fzc_read_table reads;
 
 	/* Loop. */
-	pthread_mutex_t lock;
-	sem_t finish;
-	int loop_error;
-	struct fusezc_worker *workers;
-	unsigned int nworkers;
+	atomic_bool looping;
+	atomic_bool init_reported;	/* opts.init_done called */
 
 	/* Counters. */
 	_Atomic uint64_t zc_bytes, zc_requests;
@@ -160,13 +159,17 @@ struct fusezc_session {
 };
 
 extern __thread struct fusezc_worker *fzc_tls_worker;
+
+/* A library message: to opts.log when set, else fuse_log("fuse-zc: ..."). */
+void fzc_log(struct fusezc_session *zs, enum fuse_log_level level,
+	     const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 extern __thread struct fzc_read_reply *fzc_tls_read_reply;
 
 /* The FUSE_READ table: record a request / take it out (false: not there). */
 void fzc_reads_add(struct fusezc_session *zs, const struct fzc_read_in *r);
 bool fzc_reads_take(struct fusezc_session *zs, uint64_t unique, struct fzc_read_in *r);
 void fzc_reads_free(struct fusezc_session *zs);
-/* The session of /dev/fuse fd @fd, for replies sent by non-worker threads. */
+/* The session of /dev/fuse fd @fd (or of a clone of it), for the hooks. */
 void fzc_sessions_add(struct fusezc_session *zs);
 void fzc_sessions_del(struct fusezc_session *zs);
 struct fusezc_session *fzc_session_by_fd(int fd);
@@ -176,8 +179,11 @@ int fzc_answer_read(struct fusezc_worker *w, int devfd, uint64_t unique,
 		    const struct fzc_read_reply *rr);
 
 /* One IORING_OP_READ_SPLICE_BUF: @len bytes of @fd at @off into the data of
- * FUSE request @unique, from byte @req_off of that data. */
+ * FUSE request @unique, from byte @req_off of that data.  @devfd is the
+ * /dev/fuse file the request was read from (a clone with clone_fd): the
+ * kernel finds the request on that file's processing queue only. */
 struct fzc_lending {
+	int devfd;
 	int fd;
 	uint64_t off;
 	unsigned int len;

@@ -48,13 +48,17 @@ static int real_ring_setup(struct fusezc_worker *w)
 	if (res < 0)
 		return res;
 	if (zs->opts.register_fuse_fd) {
-		res = io_uring_register_files(&w->ring, &zs->fuse_fd, 1);
-		if (res == 0)
+		/* The file this worker reads; a deferred reply to a request of
+		 * another clone lends through the plain fd. */
+		res = io_uring_register_files(&w->ring, &w->devfd, 1);
+		if (res == 0) {
 			w->ring_fixed = true;
-		else if (fzc_note_once(zs, FZC_NOTE_RING, res))
-			fuse_log(FUSE_LOG_WARNING,
-				 "fuse-zc: cannot register /dev/fuse with io_uring (%s); using the plain fd\n",
-				 strerror(-res));
+			w->ring_fd = w->devfd;
+		} else if (fzc_note_once(zs, FZC_NOTE_RING, res)) {
+			fzc_log(zs, FUSE_LOG_WARNING,
+				"cannot register /dev/fuse with io_uring (%s); using the plain fd",
+				strerror(-res));
+		}
 	}
 	return 0;
 }
@@ -71,11 +75,12 @@ static int real_ring_lend(struct fusezc_worker *w, const struct fzc_lending *l,
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
 	struct io_uring_cqe *cqe;
 	int res, tries = 0;
+	bool fixed = w->ring_fixed && l->devfd == w->ring_fd;
 
 	if (sqe == NULL)	/* cannot happen: the ring is idle between lendings */
 		return -EBUSY;
-	fzc_prep_lend(sqe, l->fd, l->off, l->len, w->ring_fixed ? 0 : w->zs->fuse_fd,
-		      w->ring_fixed, l->unique);
+	fzc_prep_lend(sqe, l->fd, l->off, l->len, fixed ? 0 : l->devfd, fixed,
+		      l->unique);
 	sqe->splice_off_in = fusezc_lend_pos(l->unique, l->req_off);
 	do
 		res = io_uring_submit_and_wait(&w->ring, 1);
@@ -129,9 +134,9 @@ static void ring_failed(struct fusezc_worker *w, int err)
 		w->ring_backoff = RING_BACKOFF_MAX;
 	w->ring_retry_at = now_ns() + w->ring_backoff;
 	if (fzc_note_once(w->zs, FZC_NOTE_RING, err))
-		fuse_log(FUSE_LOG_WARNING,
-			 "fuse-zc: io_uring failed (%s); copying reads on this worker until a new ring works\n",
-			 strerror(-err));
+		fzc_log(w->zs, FUSE_LOG_WARNING,
+			"io_uring failed (%s); copying reads on this worker until a new ring works",
+			strerror(-err));
 }
 
 static int ring_get(struct fusezc_worker *w)
@@ -211,7 +216,7 @@ enum lend_outcome {
  * is not the end of the file: the rest is lent at the next offset of the
  * request, until all is placed or a completion of 0 (end of file).
  */
-static enum lend_outcome lend_all(struct fusezc_worker *w, uint64_t unique, int fd,
+static enum lend_outcome lend_all(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
 				  off_t off, size_t size, size_t *placed, int *err)
 {
 	struct fusezc_session *zs = w->zs;
@@ -222,6 +227,7 @@ static enum lend_outcome lend_all(struct fusezc_worker *w, uint64_t unique, int 
 		return LEND_REFUSED;
 	while (*placed < size) {
 		struct fzc_lending l = {
+			.devfd = devfd,
 			.fd = fd,
 			.off = (uint64_t)off + *placed,
 			.len = (unsigned int)(size - *placed),
@@ -243,15 +249,15 @@ static enum lend_outcome lend_all(struct fusezc_worker *w, uint64_t unique, int 
 			*err = res;
 			if (!lend_refused(res)) {
 				if (fzc_note_once(zs, FZC_NOTE_IO, res))
-					fuse_log(FUSE_LOG_WARNING,
-						 "fuse-zc: backing file read failed (%s); replied to the reader\n",
-						 strerror(-res));
+					fzc_log(zs, FUSE_LOG_WARNING,
+						"backing file read failed (%s); replied to the reader",
+						strerror(-res));
 				return LEND_IO_ERROR;
 			}
 			if (fzc_note_once(zs, FZC_NOTE_LEND, res))
-				fuse_log(FUSE_LOG_WARNING,
-					 "fuse-zc: zero-copy read refused by the kernel (%s)%s; falling back to copy\n",
-					 strerror(-res), refusal_hint(res));
+				fzc_log(zs, FUSE_LOG_WARNING,
+					"zero-copy read refused by the kernel (%s)%s; falling back to copy",
+					strerror(-res), refusal_hint(res));
 			return LEND_REFUSED;
 		}
 		*placed += (size_t)res;
@@ -323,15 +329,15 @@ int fzc_answer_read(struct fusezc_worker *w, int devfd, uint64_t unique,
 	if (!fzc_reads_take(zs, unique, &ri)) {
 		/* Not a FUSE_READ the read hook recorded: never lend. */
 		if (!atomic_exchange(&zs->noted_misuse, true))
-			fuse_log(FUSE_LOG_WARNING,
-				 "fuse-zc: fusezc_reply_read() for a request that is not a FUSE_READ in flight; replying by copy\n");
+			fzc_log(zs, FUSE_LOG_WARNING,
+				"fusezc_reply_read() for a request that is not a FUSE_READ in flight; replying by copy");
 		return reply_copy_raw(w, devfd, unique, rr->fd, rr->off, size);
 	}
 	/* The lending must lie inside the request's data. */
 	if (size > ri.size)
 		size = ri.size;
 
-	how = lend_all(w, unique, rr->fd, rr->off, size, &placed, &err);
+	how = lend_all(w, devfd, unique, rr->fd, rr->off, size, &placed, &err);
 	if (how == LEND_IO_ERROR)
 		return reply_error(devfd, unique, err);
 	if (how == LEND_PLACED && placed == 0)	/* at or past the end of file */
@@ -357,9 +363,9 @@ int fzc_answer_read(struct fusezc_worker *w, int devfd, uint64_t unique,
 		/* Refused (contract v2: EINVAL, the request stays in flight). */
 		err = res;
 		if (fzc_note_once(zs, FZC_NOTE_REPLY, err))
-			fuse_log(FUSE_LOG_WARNING,
-				 "fuse-zc: zero-copy reply refused by the kernel (%s); falling back to copy\n",
-				 strerror(-err));
+			fzc_log(zs, FUSE_LOG_WARNING,
+				"zero-copy reply refused by the kernel (%s); falling back to copy",
+				strerror(-err));
 	}
 	fzc_count_fallback(zs, err);
 	return reply_copy_raw(w, devfd, unique, rr->fd, rr->off, size);
@@ -414,10 +420,10 @@ static void reply_splice(struct fusezc_worker *w, fuse_req_t req, int fd, off_t 
 		fzc_add(&zs->copy_requests, 1);
 		if (atomic_compare_exchange_strong(&zs->splice_state, &expect,
 						   FZC_SPLICE_WARNED))
-			fuse_log(FUSE_LOG_WARNING,
-				 "fuse-zc: libfuse answered a read by copy, not splice (%s)\n",
-				 atomic_load(&zs->splice_enabled) ? "pipe limits" :
-				 "FUSE_CAP_SPLICE_WRITE not enabled: call fusezc_conn_init() from the init handler");
+			fzc_log(zs, FUSE_LOG_WARNING,
+				"libfuse answered a read by copy, not splice (%s)",
+				atomic_load(&zs->splice_enabled) ? "pipe limits" :
+				"FUSE_CAP_SPLICE_WRITE not enabled: call fusezc_conn_init() from the init handler");
 	}
 }
 
@@ -433,7 +439,8 @@ static void reply_zerocopy(fuse_req_t req, int fd, off_t off, size_t size)
 	fuse_reply_buf(req, NULL, 0);
 	fzc_tls_read_reply = NULL;
 	if (!rr.answered)	/* libfuse sent nothing: nothing more we can do */
-		fuse_log(FUSE_LOG_ERR, "fuse-zc: libfuse did not send a read reply\n");
+		fzc_log(fzc_tls_worker ? fzc_tls_worker->zs : NULL, FUSE_LOG_ERR,
+			"libfuse did not send a read reply");
 }
 
 void fusezc_reply_read(fuse_req_t req, int fd, off_t off, size_t size)

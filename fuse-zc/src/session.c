@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 /*
- * libfuse-zc session: custom /dev/fuse I/O hooks, FUSE_INIT negotiation and
- * a multi-threaded request loop modelled on libfuse's fuse_loop_mt.c.
+ * libfuse-zc session: custom /dev/fuse I/O hooks, FUSE_INIT negotiation, the
+ * per-thread state of libfuse's multi-threaded loop, which runs the session.
  *
  * libfuse 3.14 gives no access to a request's unique id and does not forward
  * INIT flags it does not know.  Its public fuse_session_custom_io() does: the
@@ -12,11 +12,18 @@
  * read.c answers exactly that one.  INIT and the passthrough OPEN/CREATE
  * rewrites use the raw header of the request the worker is processing, and
  * a rewrite armed on that thread by fusezc_reply_*_passthrough().
+ *
+ * The loop is libfuse's own fuse_session_loop_mt(): its pool grows up to
+ * max_threads, idle workers exit beyond max_idle_threads, and with clone_fd
+ * each worker reads its own /dev/fuse clone.  libfuse hands every hook the
+ * fd of the worker's channel and replies on the channel the request came
+ * from, so a lending made from the writev hook names the right file.
  */
 #include "fuse_zc_int.h"
 
 #include <errno.h>
-#include <signal.h>
+#include <limits.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +40,46 @@ static const char status_disabled[] = "disabled by options";
 static const char status_no_init[] = "FUSE INIT not seen yet";
 static const char status_short_init[] =
 	"FUSE INIT reply too short to carry flags2";
+static const char status_init_missed[] =
+	"FUSE INIT was answered before fuse-zc was attached";
+
+/* libfuse's FUSE_LOOP_MT_MAX_THREADS: its setters ignore larger values. */
+#define FZC_LOOP_MAX_THREADS	(100U * 1000)
+
+static void opts_vlog(const struct fusezc_options *o, enum fuse_log_level level,
+		      const char *fmt, va_list ap)
+{
+	char msg[512];
+	size_t n;
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	n = strlen(msg);
+	while (n > 0 && msg[n - 1] == '\n')
+		msg[--n] = '\0';
+	if (o != NULL && o->log != NULL)
+		o->log(level, msg, o->event_data);
+	else
+		fuse_log(level, "fuse-zc: %s\n", msg);
+}
+
+static void __attribute__((format(printf, 3, 4)))
+opts_log(const struct fusezc_options *o, enum fuse_log_level level, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	opts_vlog(o, level, fmt, ap);
+	va_end(ap);
+}
+
+void fzc_log(struct fusezc_session *zs, enum fuse_log_level level, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	opts_vlog(zs ? &zs->opts : NULL, level, fmt, ap);
+	va_end(ap);
+}
 
 /* ------------------------------------------------------------------ */
 /* Notes and counters                                                  */
@@ -208,6 +255,12 @@ void fzc_reads_free(struct fusezc_session *zs)
 
 static pthread_mutex_t sessions_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct fusezc_session *sessions;
+/*
+ * The session whose loop runs with clone_fd: libfuse opens the clones, so
+ * a clone's fd number says nothing of its session.  One such loop at a
+ * time per process (fusezc_session_loop() refuses a second one).
+ */
+static struct fusezc_session *clone_fd_session;
 
 void fzc_sessions_add(struct fusezc_session *zs)
 {
@@ -222,6 +275,8 @@ void fzc_sessions_del(struct fusezc_session *zs)
 	struct fusezc_session **p;
 
 	pthread_mutex_lock(&sessions_lock);
+	if (clone_fd_session == zs)
+		clone_fd_session = NULL;
 	for (p = &sessions; *p != NULL; p = &(*p)->next_session) {
 		if (*p == zs) {
 			*p = zs->next_session;
@@ -238,6 +293,8 @@ struct fusezc_session *fzc_session_by_fd(int fd)
 	pthread_mutex_lock(&sessions_lock);
 	for (zs = sessions; zs != NULL && zs->fuse_fd != fd; zs = zs->next_session)
 		;
+	if (zs == NULL)
+		zs = clone_fd_session;
 	pthread_mutex_unlock(&sessions_lock);
 	return zs;
 }
@@ -306,13 +363,13 @@ static bool rewrite_init_reply(struct fusezc_session *zs, unsigned char *msg,
 		flags2 |= (uint32_t)(FUSEZC_INIT_ZC_READ >> 32);
 		atomic_store(&zs->zc_status, "");
 		atomic_store(&zs->zc_active, true);
-		fuse_log(FUSE_LOG_INFO, "fuse-zc: zero-copy reads active\n");
+		fzc_log(zs, FUSE_LOG_INFO, "zero-copy reads active");
 	} else if (want_zc) {
 		atomic_store(&zs->zc_status, status_not_offered);
 		if (zs->opts.zerocopy_required)
 			goto refuse;
-		fuse_log(FUSE_LOG_WARNING,
-			 "fuse-zc: zero copy unavailable: %s; falling back to %s\n",
+		fzc_log(zs, FUSE_LOG_WARNING,
+			"zero copy unavailable: %s; falling back to %s",
 			 status_not_offered, atomic_load(&zs->splice_enabled) ? "splice" : "copy");
 	} else {
 		atomic_store(&zs->zc_status, status_disabled);
@@ -320,11 +377,11 @@ static bool rewrite_init_reply(struct fusezc_session *zs, unsigned char *msg,
 
 	if (zs->opts.passthrough) {
 		if (!(offered & FUSEZC_INIT_PASSTHROUGH)) {
-			fuse_log(FUSE_LOG_WARNING,
-				 "fuse-zc: passthrough unavailable: kernel does not offer FUSE_PASSTHROUGH\n");
+			fzc_log(zs, FUSE_LOG_WARNING,
+				"passthrough unavailable: kernel does not offer FUSE_PASSTHROUGH");
 		} else if (flags & FUSE_WRITEBACK_CACHE) {
-			fuse_log(FUSE_LOG_WARNING,
-				 "fuse-zc: passthrough unavailable: the kernel refuses it with writeback cache\n");
+			fzc_log(zs, FUSE_LOG_WARNING,
+				"passthrough unavailable: the kernel refuses it with writeback cache");
 		} else {
 			flags |= FUSEZC_INIT_EXT;
 			flags2 |= (uint32_t)(FUSEZC_INIT_PASSTHROUGH >> 32);
@@ -337,8 +394,8 @@ static bool rewrite_init_reply(struct fusezc_session *zs, unsigned char *msg,
 	return true;
 
 refuse:
-	fuse_log(FUSE_LOG_ERR,
-		 "fuse-zc: zero copy required but the kernel does not offer it (needs the fuse-zc patched kernel)\n");
+	fzc_log(zs, FUSE_LOG_ERR,
+		"zero copy required but the kernel does not offer it (needs the fuse-zc patched kernel)");
 	zs->init_error = -EOPNOTSUPP;
 	return false;
 }
@@ -346,28 +403,141 @@ refuse:
 /* ------------------------------------------------------------------ */
 /* fuse_custom_io hooks                                                */
 
-ssize_t fzc_io_read(int fd, void *buf, size_t len, void *userdata)
+/* ------------------------------------------------------------------ */
+/* The state of a thread of libfuse's loop                             */
+
+static pthread_key_t worker_key;
+static pthread_once_t worker_key_once = PTHREAD_ONCE_INIT;
+static int worker_key_error;
+
+/* At the exit of a thread that read requests: nothing here uses its
+ * session, which libfuse's loop outlives. */
+static void worker_free(void *data)
+{
+	struct fusezc_worker *w = data;
+
+	if (fzc_tls_worker == w)
+		fzc_tls_worker = NULL;
+	if (w->ring_ready)
+		fzc_kops->ring_exit(w);
+	free(w->copybuf);
+	free(w);
+}
+
+static void worker_key_create(void)
+{
+	worker_key_error = pthread_key_create(&worker_key, worker_free);
+}
+
+static void worker_drop_ring(struct fusezc_worker *w)
+{
+	if (w->ring_ready)
+		fzc_kops->ring_exit(w);
+	w->ring_ready = false;
+	w->ring_fixed = false;
+	w->ring_err = 0;
+	w->ring_retry_at = 0;
+	w->ring_backoff = 0;
+}
+
+/*
+ * The state of the calling thread, which has just read a request from
+ * /dev/fuse file @fd; created on a thread's first request.  NULL when @fd
+ * belongs to no fusezc session, or out of memory (then this thread's read
+ * replies are copies and its OPEN replies plain).
+ */
+static struct fusezc_worker *worker_for_fd(int fd)
 {
 	struct fusezc_worker *w = fzc_tls_worker;
+	struct fusezc_session *zs;
+
+	if (w != NULL && w->devfd == fd)
+		return w;
+	zs = fzc_session_by_fd(fd);
+	if (zs == NULL)
+		return NULL;
+	if (w == NULL) {
+		w = calloc(1, sizeof(*w));
+		if (w == NULL || pthread_setspecific(worker_key, w) != 0) {
+			free(w);
+			return NULL;
+		}
+		fzc_tls_worker = w;
+	} else if (w->zs != zs || w->ring_fixed) {
+		worker_drop_ring(w);	/* made for another session or file */
+	}
+	w->zs = zs;
+	w->devfd = fd;
+	return w;
+}
+
+/*
+ * A request before INIT was seen: libfuse answered INIT before the hooks
+ * were installed (fusezc_session_new() after the first request, or a
+ * libfuse that processes INIT during the mount).  Zero copy was then never
+ * negotiated: say so once, and end the loop when it is required.
+ */
+static void init_missed(struct fusezc_session *zs)
+{
+	if (atomic_exchange(&zs->init_seen, true))
+		return;
+	atomic_store(&zs->zc_status, zs->opts.read_mode == FUSEZC_READ_ZEROCOPY ?
+		     status_init_missed : status_disabled);
+	if (zs->opts.read_mode != FUSEZC_READ_ZEROCOPY)
+		return;
+	if (zs->opts.zerocopy_required) {
+		fzc_log(zs, FUSE_LOG_ERR, "zero copy required but %s",
+			status_init_missed);
+		zs->init_error = -EOPNOTSUPP;
+		fuse_session_exit(zs->se);
+	} else {
+		fzc_log(zs, FUSE_LOG_WARNING, "zero copy unavailable: %s",
+			status_init_missed);
+	}
+}
+
+ssize_t fzc_io_read(int fd, void *buf, size_t len, void *userdata)
+{
 	const struct fuse_in_header *in = buf;
+	struct fusezc_worker *w;
+	struct fusezc_session *zs;
 	ssize_t res;
 
 	(void)userdata;
 	res = read(fd, buf, len);
-	if (w == NULL || res < (ssize_t)sizeof(*in))
+	if (res < (ssize_t)sizeof(*in))
 		return res;
+	w = worker_for_fd(fd);
+	if (w == NULL)
+		return res;
+	zs = w->zs;
+	/* A new request on this thread: the INIT/OPEN rewrites key on it. */
+	memcpy(&w->in, in, sizeof(w->in));
+	w->in_valid = true;
+	w->pend = FZC_PEND_NONE;
 	if (in->opcode == FUSE_INIT) {
-		note_init_request(w->zs, buf, (size_t)res);
-	} else if (in->opcode == FUSE_READ && atomic_load(&w->zs->zc_active) &&
+		note_init_request(zs, buf, (size_t)res);
+	} else if (!atomic_load(&zs->init_seen)) {
+		init_missed(zs);
+	} else if (in->opcode == FUSE_READ && atomic_load(&zs->zc_active) &&
 		   (size_t)res >= sizeof(*in) + sizeof(struct fuse_read_in)) {
 		const struct fuse_read_in *ri = (const void *)(in + 1);
 		struct fzc_read_in r = {
 			.unique = in->unique, .offset = ri->offset, .size = ri->size,
 		};
 
-		fzc_reads_add(w->zs, &r);
+		fzc_reads_add(zs, &r);
 	}
 	return res;
+}
+
+/* Tell the application, once, how INIT ended (opts.init_done). */
+static void report_init(struct fusezc_session *zs, int error)
+{
+	if (error == 0)
+		atomic_store(&zs->init_done, true);
+	if (zs->opts.init_done != NULL && !atomic_exchange(&zs->init_reported, true))
+		zs->opts.init_done(zs, error, zs->opts.event_data);
 }
 
 static ssize_t write_all(int fd, const void *buf, size_t len)
@@ -388,7 +558,7 @@ ssize_t fzc_io_writev(int fd, struct iovec *iov, int count, void *userdata)
 	struct fuse_out_header *hdr;
 	size_t total = 0, off = 0;
 	ssize_t res;
-	int i;
+	int i, err;
 
 	(void)userdata;
 	if (count < 1 || iov[0].iov_len < sizeof(struct fuse_out_header))
@@ -448,12 +618,18 @@ ssize_t fzc_io_writev(int fd, struct iovec *iov, int count, void *userdata)
 			hdr->error = -EPROTO;
 			res = write_all(fd, w->msg, sizeof(*hdr));
 			fuse_session_exit(zs->se);
+			report_init(zs, zs->init_error);
 			return res < 0 ? res : (ssize_t)total;
 		}
 		res = write_all(fd, w->msg, total);
-		if (res >= 0)
-			atomic_store(&zs->init_done, true);
-		return res < 0 ? res : (ssize_t)total;
+		/* The kernel processes an INIT reply within the write. */
+		err = res < 0 ? -errno : hdr->error;
+		report_init(zs, err);
+		if (res < 0) {
+			errno = -err;
+			return -1;
+		}
+		return (ssize_t)total;
 	}
 
 	/* FZC_PEND_OPEN: fuse_open_out is the last part of OPEN and CREATE replies. */
@@ -495,24 +671,46 @@ static const struct fuse_custom_io fzc_io = {
 /* ------------------------------------------------------------------ */
 /* Session                                                             */
 
-int fusezc_session_new(struct fuse_session *se, const struct fusezc_options *opts,
-		       struct fusezc_session **zsp)
+int fusezc_session_new_versioned(struct fuse_session *se,
+				 const struct fusezc_options *opts, size_t opts_size,
+				 struct fusezc_session **zsp)
 {
-	static const struct fusezc_options defaults = { .read_mode = FUSEZC_READ_COPY };
+	struct fusezc_options o = { .read_mode = FUSEZC_READ_COPY };
 	struct fusezc_session *zs;
+	size_t i;
 	int fd, res;
 
 	if (se == NULL || zsp == NULL)
 		return -EINVAL;
 	*zsp = NULL;
-	if (opts == NULL)
-		opts = &defaults;
-	if (opts->read_mode > FUSEZC_READ_ZEROCOPY)
+	if (opts != NULL) {
+		/* A caller built against a newer header: what it set beyond
+		 * what this library knows would be ignored, so refuse it. */
+		for (i = sizeof(o); i < opts_size; i++) {
+			if (((const unsigned char *)opts)[i] != 0) {
+				opts_log(NULL, FUSE_LOG_ERR,
+					 "options of a newer fuse-zc (%zu bytes, this one knows %zu)",
+					 opts_size, sizeof(o));
+				return -EINVAL;
+			}
+		}
+		memcpy(&o, opts, opts_size < sizeof(o) ? opts_size : sizeof(o));
+	}
+	if (o.read_mode > FUSEZC_READ_ZEROCOPY)
 		return -EINVAL;
-	if (opts->zerocopy_required && opts->read_mode != FUSEZC_READ_ZEROCOPY) {
-		fuse_log(FUSE_LOG_ERR, "fuse-zc: zerocopy_required needs read mode zerocopy\n");
+	if (o.zerocopy_required && o.read_mode != FUSEZC_READ_ZEROCOPY) {
+		opts_log(&o, FUSE_LOG_ERR, "zerocopy_required needs read mode zerocopy");
 		return -EINVAL;
 	}
+	if (o.max_threads > FZC_LOOP_MAX_THREADS ||
+	    (o.max_idle_threads > FZC_LOOP_MAX_THREADS && o.max_idle_threads != UINT_MAX)) {
+		opts_log(&o, FUSE_LOG_ERR, "max_threads=%u max_idle_threads=%u: at most %u",
+			 o.max_threads, o.max_idle_threads, FZC_LOOP_MAX_THREADS);
+		return -EINVAL;
+	}
+	pthread_once(&worker_key_once, worker_key_create);
+	if (worker_key_error)
+		return -worker_key_error;
 	fd = fuse_session_fd(se);
 	if (fd < 0)
 		return -EBADF;	/* fuse_session_mount() first */
@@ -521,23 +719,17 @@ int fusezc_session_new(struct fuse_session *se, const struct fusezc_options *opt
 	if (zs == NULL)
 		return -ENOMEM;
 	zs->se = se;
-	zs->opts = *opts;
-	if (zs->opts.threads == 0)
-		zs->opts.threads = FZC_DEFAULT_THREADS;
-	if (zs->opts.threads > FZC_MAX_THREADS)
-		zs->opts.threads = FZC_MAX_THREADS;
+	zs->opts = o;
 	if (zs->opts.ring_entries == 0)
 		zs->opts.ring_entries = FZC_DEFAULT_RING;
 	zs->fuse_fd = fd;
 	atomic_init(&zs->zc_status, zs->opts.read_mode == FUSEZC_READ_ZEROCOPY ?
 		    status_no_init : status_disabled);
-	pthread_mutex_init(&zs->lock, NULL);
 	pthread_mutex_init(&zs->reads.lock, NULL);
 
 	res = fuse_session_custom_io(se, &fzc_io, fd);
 	if (res != 0) {
 		pthread_mutex_destroy(&zs->reads.lock);
-		pthread_mutex_destroy(&zs->lock);
 		free(zs);
 		return res < 0 ? res : -EIO;
 	}
@@ -553,7 +745,6 @@ void fusezc_session_destroy(struct fusezc_session *zs)
 	fzc_sessions_del(zs);
 	fzc_reads_free(zs);
 	pthread_mutex_destroy(&zs->reads.lock);
-	pthread_mutex_destroy(&zs->lock);
 	free(zs);
 }
 
@@ -618,135 +809,64 @@ void fusezc_get_stats(const struct fusezc_session *zs, struct fusezc_stats *st)
 /* ------------------------------------------------------------------ */
 /* Loop                                                                */
 
-static void *fzc_worker_main(void *data)
+/* With clone_fd the hooks see clone fds: claim them for @zs (see
+ * clone_fd_session).  0, or -EBUSY when another session has them. */
+static int claim_clone_fds(struct fusezc_session *zs, bool claim)
 {
-	struct fusezc_worker *w = data;
-	struct fusezc_session *zs = w->zs;
-	struct fuse_session *se = zs->se;
+	int res = 0;
 
-	/* Cancellation only while blocked reading /dev/fuse, as in libfuse. */
-	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
-	fzc_tls_worker = w;
-	while (!fuse_session_exited(se)) {
-		int res;
-
-		pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
-		res = fuse_session_receive_buf(se, &w->fbuf);
-		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
-		if (res == -EINTR)
-			continue;
-		if (res <= 0) {
-			if (res < 0) {
-				pthread_mutex_lock(&zs->lock);
-				if (zs->loop_error == 0)
-					zs->loop_error = res;
-				pthread_mutex_unlock(&zs->lock);
-				fuse_session_exit(se);
-			}
-			break;
-		}
-		w->in_valid = !(w->fbuf.flags & FUSE_BUF_IS_FD) &&
-			      w->fbuf.size >= sizeof(w->in);
-		if (w->in_valid)
-			memcpy(&w->in, w->fbuf.mem, sizeof(w->in));
-		w->pend = FZC_PEND_NONE;
-		fuse_session_process_buf(se, &w->fbuf);
-		w->in_valid = false;
-		w->pend = FZC_PEND_NONE;
+	pthread_mutex_lock(&sessions_lock);
+	if (!claim) {
+		if (clone_fd_session == zs)
+			clone_fd_session = NULL;
+	} else if (clone_fd_session != NULL && clone_fd_session != zs) {
+		res = -EBUSY;
+	} else {
+		clone_fd_session = zs;
 	}
-	fzc_tls_worker = NULL;
-	sem_post(&zs->finish);
-	return NULL;
-}
-
-static int start_worker(struct fusezc_worker *w)
-{
-	sigset_t newset, oldset;
-	int res;
-
-	/* Disallow signal reception in workers (same set as libfuse). */
-	sigemptyset(&newset);
-	sigaddset(&newset, SIGTERM);
-	sigaddset(&newset, SIGINT);
-	sigaddset(&newset, SIGHUP);
-	sigaddset(&newset, SIGQUIT);
-	pthread_sigmask(SIG_BLOCK, &newset, &oldset);
-	res = pthread_create(&w->thread, NULL, fzc_worker_main, w);
-	pthread_sigmask(SIG_SETMASK, &oldset, NULL);
-	if (res != 0) {
-		fuse_log(FUSE_LOG_ERR, "fuse-zc: error creating thread: %s\n",
-			 strerror(res));
-		return -res;
-	}
-	w->started = true;
-	return 0;
+	pthread_mutex_unlock(&sessions_lock);
+	return res;
 }
 
 int fusezc_session_loop(struct fusezc_session *zs)
 {
-	struct fuse_session *se;
-	unsigned int i, started = 0;
-	int err = 0;
+	struct fuse_loop_config *cfg;
+	int res;
 
 	if (zs == NULL)
 		return -EINVAL;
-	se = zs->se;
-	zs->nworkers = zs->opts.threads;
-	zs->workers = calloc(zs->nworkers, sizeof(*zs->workers));
-	if (zs->workers == NULL)
-		return -ENOMEM;
-	if (sem_init(&zs->finish, 0, 0) != 0) {
-		err = -errno;
-		goto out_free;
+	if (atomic_exchange(&zs->looping, true))
+		return -EBUSY;
+	if (zs->opts.clone_fd && claim_clone_fds(zs, true) != 0) {
+		fzc_log(zs, FUSE_LOG_ERR,
+			"clone_fd: another fuse-zc session of this process runs with clone_fd (one at a time)");
+		res = -EBUSY;
+		goto out;
 	}
-	zs->loop_error = 0;
-
-	for (i = 0; i < zs->nworkers; i++) {
-		zs->workers[i].zs = zs;
-		err = start_worker(&zs->workers[i]);
-		if (err)
-			break;
-		started++;
+	cfg = fuse_loop_cfg_create();
+	if (cfg == NULL) {
+		res = -ENOMEM;
+		goto out_clone;
 	}
-	if (started > 0) {
-		err = 0;
-		/*
-		 * sem_wait() is interruptible, so a signal handler calling
-		 * fuse_session_exit() ends the loop; the timeout closes the
-		 * window between the check and the wait.
-		 */
-		while (!fuse_session_exited(se)) {
-			struct timespec ts;
+	if (zs->opts.max_threads != 0)
+		fuse_loop_cfg_set_max_threads(cfg, zs->opts.max_threads);
+	/* libfuse 3.14 logs an error for UINT_MAX, its own default. */
+	if (zs->opts.max_idle_threads != 0 && zs->opts.max_idle_threads != UINT_MAX)
+		fuse_loop_cfg_set_idle_threads(cfg, zs->opts.max_idle_threads);
+	fuse_loop_cfg_set_clone_fd(cfg, zs->opts.clone_fd);
 
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_sec += 1;
-			sem_timedwait(&zs->finish, &ts);
-		}
-	}
-
-	for (i = 0; i < zs->nworkers; i++)
-		if (zs->workers[i].started)
-			pthread_cancel(zs->workers[i].thread);
-	for (i = 0; i < zs->nworkers; i++) {
-		struct fusezc_worker *w = &zs->workers[i];
-
-		if (w->started)
-			pthread_join(w->thread, NULL);
-		if (w->ring_ready)
-			fzc_kops->ring_exit(w);
-		free(w->fbuf.mem);
-		free(w->copybuf);
-	}
-	sem_destroy(&zs->finish);
-
-	if (err == 0)
-		err = zs->loop_error;
-	if (err == 0)
-		err = zs->init_error;
-	fuse_session_reset(se);
-out_free:
-	free(zs->workers);
-	zs->workers = NULL;
-	zs->nworkers = 0;
-	return err;
+	/* Threads it starts block the signals fuse_set_signal_handlers()
+	 * catches; it cancels and joins them before it returns. */
+	res = fuse_session_loop_mt(zs->se, cfg);
+	fuse_loop_cfg_destroy(cfg);
+	if (res > 0)
+		res = 0;	/* the signal that ended it */
+	if (res == 0)
+		res = zs->init_error;
+out_clone:
+	if (zs->opts.clone_fd)
+		claim_clone_fds(zs, false);
+out:
+	atomic_store(&zs->looping, false);
+	return res;
 }

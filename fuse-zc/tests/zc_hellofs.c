@@ -20,6 +20,15 @@
  * thread; thread: by another thread while A's handler waits), then A.  A B
  * left alone for 20 ms is answered by that other thread.  The pairs made
  * are printed on exit ("zc_hellofs: defer pairs=N alone=M").
+ *
+ * Requests that block, to test the loop: a GETATTR of "block-*" waits until
+ * "release" is looked up (both then answer ENOENT); "blocked" has the
+ * number of GETATTRs waiting as its size.  (GETATTR, not LOOKUP: libfuse
+ * 3.14 never grants FUSE_PARALLEL_DIROPS, so the kernel serialises the
+ * lookups of a directory.)  On exit it
+ * prints how many threads served requests ("zc_hellofs: threads=N").
+ * --threads=N (or -o max_threads=N), -o max_idle_threads=N and -o clone_fd
+ * configure libfuse's loop.
  * Runs in the foreground.  Exit 0 after a normal unmount or SIGTERM.
  */
 #include "fuse_zc.h"
@@ -36,6 +45,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -98,6 +108,81 @@ static const struct fuse_opt hello_opts[] = {
 
 static const char *const names[] = { [INO_DATA] = "data", [INO_DIRECT] = "direct" };
 
+/* GETATTRs of "block-*" waiting for "release"; threads that served requests. */
+#define INO_BLOCKED	4
+#define INO_GATE	100	/* "block-*" */
+#define MAX_SEEN	1024
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned int waiting;
+	bool released;
+	pid_t seen[MAX_SEEN];
+	unsigned int nseen;
+} gate = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+
+static void note_thread(void)
+{
+	pid_t tid = (pid_t)syscall(SYS_gettid);
+	unsigned int i;
+
+	pthread_mutex_lock(&gate.lock);
+	for (i = 0; i < gate.nseen && gate.seen[i] != tid; i++)
+		;
+	if (i == gate.nseen && gate.nseen < MAX_SEEN)
+		gate.seen[gate.nseen++] = tid;
+	pthread_mutex_unlock(&gate.lock);
+}
+
+/* A GETATTR of "block-*": wait for "release". */
+static void gate_wait(fuse_req_t req)
+{
+	pthread_mutex_lock(&gate.lock);
+	gate.waiting++;
+	while (!gate.released)
+		pthread_cond_wait(&gate.cond, &gate.lock);
+	gate.waiting--;
+	pthread_mutex_unlock(&gate.lock);
+	fuse_reply_err(req, ENOENT);
+}
+
+/* The gate's lookups; false for any other name. */
+static bool gate_lookup(fuse_req_t req, const char *name)
+{
+	struct fuse_entry_param e;
+
+	if (strncmp(name, "block-", 6) == 0) {
+		/* Timeouts 0: stat(2) then asks GETATTR, which waits. */
+		memset(&e, 0, sizeof(e));
+		e.ino = INO_GATE;
+		e.attr.st_ino = INO_GATE;
+		e.attr.st_mode = S_IFREG | 0444;
+		e.attr.st_nlink = 1;
+		fuse_reply_entry(req, &e);
+		return true;
+	} else if (strcmp(name, "release") == 0) {
+		pthread_mutex_lock(&gate.lock);
+		gate.released = true;
+		pthread_cond_broadcast(&gate.cond);
+		pthread_mutex_unlock(&gate.lock);
+	} else if (strcmp(name, "blocked") == 0) {
+		memset(&e, 0, sizeof(e));
+		e.ino = INO_BLOCKED;
+		e.attr.st_ino = INO_BLOCKED;
+		e.attr.st_mode = S_IFREG | 0444;
+		e.attr.st_nlink = 1;
+		pthread_mutex_lock(&gate.lock);
+		e.attr.st_size = gate.waiting;
+		pthread_mutex_unlock(&gate.lock);
+		fuse_reply_entry(req, &e);	/* timeouts 0: asked anew each time */
+		return true;
+	} else {
+		return false;
+	}
+	fuse_reply_err(req, ENOENT);
+	return true;
+}
+
 static int hello_stat(fuse_ino_t ino, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
@@ -126,8 +211,11 @@ static void hello_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fuse_entry_param e;
 	fuse_ino_t ino;
 
+	note_thread();
 	if (parent != FUSE_ROOT_ID)
 		return (void)fuse_reply_err(req, ENOENT);
+	if (gate_lookup(req, name))
+		return;
 	if (strcmp(name, names[INO_DATA]) == 0)
 		ino = INO_DATA;
 	else if (strcmp(name, names[INO_DIRECT]) == 0)
@@ -147,6 +235,19 @@ static void hello_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	struct stat st;
 
 	(void)fi;
+	note_thread();
+	if (ino == INO_GATE)
+		return gate_wait(req);
+	if (ino == INO_BLOCKED) {
+		memset(&st, 0, sizeof(st));
+		st.st_ino = ino;
+		st.st_mode = S_IFREG | 0444;
+		st.st_nlink = 1;
+		pthread_mutex_lock(&gate.lock);
+		st.st_size = gate.waiting;
+		pthread_mutex_unlock(&gate.lock);
+		return (void)fuse_reply_attr(req, &st, 0);
+	}
 	if (hello_stat(ino, &st) != 0)
 		return (void)fuse_reply_err(req, ENOENT);
 	fuse_reply_attr(req, &st, 1.0);
@@ -275,6 +376,7 @@ static void hello_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
 	(void)fi;
+	note_thread();
 	if (dfr.mode == DEFER_NONE || ino != INO_DIRECT) {
 		fusezc_reply_read(req, hello.fd, off, size);
 		return;
@@ -366,7 +468,7 @@ int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct fuse_cmdline_opts opts;
-	struct hello_cfg cfg = { .threads = 4 };
+	struct hello_cfg cfg = { 0 };
 	struct fusezc_options zopts = { 0 };
 	struct fuse_session *se;
 	char *end;
@@ -395,7 +497,10 @@ int main(int argc, char *argv[])
 	zopts.zerocopy_required = cfg.required;
 	zopts.register_fuse_fd = cfg.register_fd;
 	zopts.passthrough = cfg.passthrough;
-	zopts.threads = cfg.threads;
+	/* --threads=N, else libfuse's -o max_threads (default 10). */
+	zopts.max_threads = cfg.threads ? cfg.threads : opts.max_threads;
+	zopts.max_idle_threads = opts.max_idle_threads;
+	zopts.clone_fd = opts.clone_fd;
 	if (cfg.defer == NULL)
 		dfr.mode = DEFER_NONE;
 	else if (strcmp(cfg.defer, "worker") == 0)
@@ -453,6 +558,7 @@ int main(int argc, char *argv[])
 	if (hello.backing_id > 0)
 		fusezc_backing_close(hello.zs, hello.backing_id);
 	print_stats(cfg.mode ? cfg.mode : "copy");
+	fprintf(stderr, "zc_hellofs: threads=%u\n", gate.nseen);
 	ret = res == 0 ? 0 : 1;
 	fusezc_session_destroy(hello.zs);
 err_out5:

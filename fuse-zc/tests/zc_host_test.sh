@@ -10,6 +10,10 @@
 #   defer-worker/thread : replies out of order (READ B answered while READ A
 #                         is served, by A's worker / by another thread)
 #   copy + SIGTERM      : the signal ends the loop; the daemon unmounts
+#   pool                : libfuse's loop grows past 4 workers while 6 requests
+#                         block; max-threads: --threads=2 is honoured;
+#                         clone-fd: -o clone_fd is honoured (zero copy in the
+#                         VM, lent through each request's clone)
 #   copy --passthrough  : (root) "data" is FUSE passthrough: no reads reach
 #                         the daemon; "direct" still goes through it
 # With FUSEZC_REQUIRE_ZC=1 (zc_vm_test.sh: the patched kernel in the VM) the
@@ -217,6 +221,71 @@ for how in worker thread; do
 	pairs=$(grep -o "zc_hellofs: defer pairs=[0-9]*" "$LOG" | cut -d= -f2)
 	[ "${pairs:-0}" -gt 0 ] || fail "$name: no READ was answered while another was served"
 done
+
+# The loop is libfuse's: its pool grows while requests block (the old
+# private loop had a fixed pool of 4 and hung with 4 waiters).  Six lookups
+# block until "release" is looked up; "blocked" counts them; all must be
+# served with the default max_threads (10).
+name=pool
+echo "== pool: 6 blocking requests, default max_threads"
+start pool --mode=zerocopy
+wait_mounted "$MNT" || { show_log pool; fail "pool: not mounted"; }
+waiters=()
+for i in 1 2 3 4 5 6; do
+	timeout 60 stat "$MNT/block-$i" >/dev/null 2>&1 &
+	waiters+=($!)
+done
+n=0
+deadline=$((SECONDS + 60))
+while [ $SECONDS -lt $deadline ]; do
+	n=$(timeout 5 stat -c %s "$MNT/blocked" 2>/dev/null) || n="none (no worker answered)"
+	[ "$n" = 6 ] && break
+	sleep 0.1
+done
+[ "$n" = 6 ] || { show_log pool; fail "pool: $n of 6 blocking requests reached the daemon (a fixed pool?)"; }
+timeout 20 stat "$MNT/release" >/dev/null 2>&1
+[ $? = 1 ] || fail "pool: release not served"
+for p in "${waiters[@]}"; do
+	wait "$p"
+	[ $? = 1 ] || fail "pool: a blocked lookup did not end with ENOENT"
+done
+timeout 20 fusermount3 -u "$MNT" || timeout 20 umount "$MNT" || fail "pool: unmount"
+wait_exit 20
+show_log pool
+[ "$RC" = 0 ] || fail "pool: daemon exit code $RC"
+t=$(grep -o "zc_hellofs: threads=[0-9]*" "$LOG" | cut -d= -f2)
+[ "${t:-0}" -ge 7 ] || fail "pool: ${t:-?} threads served 6 blocked requests and more"
+
+# max_threads is honoured: with --threads=2, at most 2 threads serve.
+name=max-threads
+run_mode max-threads --mode=copy --threads=2
+t=$(grep -o "zc_hellofs: threads=[0-9]*" "$LOG" | cut -d= -f2)
+[ "${t:-0}" -ge 1 ] && [ "$t" -le 2 ] || fail "max-threads: $t threads served, want 1..2"
+
+# clone_fd is honoured: workers read their own /dev/fuse clones, and read
+# replies (zero copy in the VM) go through the file each request came from.
+name=clone-fd
+echo "== clone-fd: -o clone_fd"
+if [ "$ZC" = 1 ]; then
+	start clone-fd --mode=zerocopy --required --register-fd -o clone_fd
+else
+	start clone-fd --mode=zerocopy -o clone_fd
+fi
+wait_mounted "$MNT" || { show_log clone-fd; fail "clone-fd: not mounted"; }
+for f in data direct; do
+	timeout 120 "$CHECK" "$MNT/$f" $SIZE || { show_log clone-fd; fail "clone-fd: $f content"; }
+done
+nfd=$(ls -l /proc/"$PID"/fd 2>/dev/null | grep -c /dev/fuse)
+[ "$nfd" -ge 2 ] || { show_log clone-fd; fail "clone-fd: $nfd /dev/fuse file(s) open, want the session's and clones"; }
+timeout 20 fusermount3 -u "$MNT" || timeout 20 umount "$MNT" || fail "clone-fd: unmount"
+wait_exit 20
+show_log clone-fd
+[ "$RC" = 0 ] || fail "clone-fd: daemon exit code $RC"
+if [ "$ZC" = 1 ]; then
+	expect "$LOG" zc_requests -gt 0
+	expect "$LOG" fallbacks -eq 0
+	no_surprises "$LOG"
+fi
 
 name=sigterm
 echo "== sigterm: --mode=copy, ended by SIGTERM"

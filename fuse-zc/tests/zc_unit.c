@@ -131,6 +131,7 @@ static struct fusezc_session *mk_session(enum fusezc_read_mode mode, bool requir
 	atomic_init(&zs.zc_status, "unset");
 	memset(&worker, 0, sizeof(worker));
 	worker.zs = &zs;
+	worker.devfd = pfd[0];	/* the file its read hook reads */
 	fzc_tls_worker = &worker;
 	fuse_session_reset(test_se);
 	return &zs;
@@ -781,6 +782,125 @@ static void test_ring_retry(void)
 }
 
 /*
+ * Item 8: a lending names the /dev/fuse file the request's reply goes to,
+ * which libfuse takes from the request's channel (a clone with clone_fd):
+ * the kernel looks the request up on that file only.
+ */
+static void test_lend_through_request_fd(void)
+{
+	struct fusezc_session *zs = zc_session();
+	struct fzc_read_reply rr = { .fd = content_fd, .off = 4096, .size = 4096 };
+	struct fuse_out_header hdr = { .len = sizeof(hdr), .unique = 300 };
+	struct iovec iov = { &hdr, sizeof(hdr) };
+	struct reply r;
+
+	process_read(100, 0, 4096);		/* replied by libfuse on se's fd */
+	next_reply(&r);
+	CHECK(answers(&r, 100, 0, 4096));
+	CHECK(nlendings == 1 && lendings[0].devfd == zs->fuse_fd);
+
+	plan = PLAN_DEFER;
+	process_read(300, 4096, 4096);
+	CHECK(pipe_empty());
+	/* Its reply written to another file (pfd[1] stands for a clone). */
+	fzc_tls_read_reply = &rr;
+	CHECK(fzc_io_writev(pfd[1], &iov, 1, NULL) == (ssize_t)sizeof(hdr));
+	fzc_tls_read_reply = NULL;
+	CHECK(rr.answered);
+	next_reply(&r);
+	CHECK(answers(&r, 300, 4096, 4096));
+	CHECK(nlendings == 2 && lendings[1].devfd == pfd[1]);
+	if (nlendings == 2 && lendings[1].devfd != pfd[1])
+		fprintf(stderr, "lend_fd: lent through fd %d, the reply went to %d\n",
+			lendings[1].devfd, pfd[1]);
+	fuse_reply_err(deferred.req, EIO);	/* free libfuse's request */
+	next_reply(&r);
+	CHECK(pipe_empty());
+}
+
+static int init_events, init_event_error;
+static struct fusezc_session *init_event_zs;
+static char logged[256];
+
+static void on_init_done(struct fusezc_session *zs, int error, void *data)
+{
+	CHECK(data == &init_events);
+	init_events++;
+	init_event_error = error;
+	init_event_zs = zs;
+}
+
+static void on_log(enum fuse_log_level level, const char *msg, void *data)
+{
+	(void)level;
+	CHECK(data == &init_events);
+	snprintf(logged, sizeof(logged), "%s", msg);
+}
+
+/* Item 8: INIT and messages are events, not states to poll or text to parse. */
+static void test_events(void)
+{
+	struct fusezc_session *zs;
+	struct fuse_out_header hdr;
+	struct fuse_init_out io;
+
+	/* init_done once, after the INIT reply was written; log without prefix. */
+	zs = mk_session(FUSEZC_READ_ZEROCOPY, false, false);
+	zs->opts.init_done = on_init_done;
+	zs->opts.log = on_log;
+	zs->opts.event_data = &init_events;
+	init_events = 0;
+	do_init(zs, FUSEZC_INIT_ZC_READ, 0, &hdr, &io);
+	CHECK(init_events == 1 && init_event_error == 0 && init_event_zs == zs);
+	CHECK(fusezc_init_done(zs) && fusezc_zerocopy_active(zs));
+	CHECK(strcmp(logged, "zero-copy reads active") == 0);
+
+	/* Required but not offered: the event says so, with -EOPNOTSUPP. */
+	zs = mk_session(FUSEZC_READ_ZEROCOPY, true, false);
+	zs->opts.init_done = on_init_done;
+	zs->opts.log = on_log;
+	zs->opts.event_data = &init_events;
+	init_events = 0;
+	do_init(zs, 0, 0, &hdr, &io);
+	CHECK(hdr.error == -EPROTO);
+	CHECK(init_events == 1 && init_event_error == -EOPNOTSUPP);
+	CHECK(strncmp(logged, "zero copy required", 18) == 0);
+
+	/* A request before any INIT (libfuse answered INIT itself): said, and
+	 * with zero copy required the loop ends with -EOPNOTSUPP. */
+	zs = mk_session(FUSEZC_READ_ZEROCOPY, true, false);
+	zs->opts.log = on_log;
+	zs->opts.event_data = &init_events;
+	logged[0] = '\0';
+	feed_request(FUSE_GETATTR, 4, NULL, 0);
+	CHECK(zs->init_error == -EOPNOTSUPP);
+	CHECK(strstr(logged, "answered before fuse-zc was attached") != NULL);
+	CHECK(strcmp(fusezc_zerocopy_status(zs), "") != 0 && !fusezc_zerocopy_active(zs));
+	fuse_session_reset(test_se);
+}
+
+/* Item 8: the options are versioned by their size. */
+static void test_versioned_options(void)
+{
+	struct {
+		struct fusezc_options o;
+		unsigned char newer[16];
+	} big;
+	struct fusezc_session *zs = (void *)1;
+
+	memset(&big, 0, sizeof(big));
+	big.newer[3] = 1;	/* a field this library does not know */
+	CHECK(fusezc_session_new_versioned(test_se, &big.o, sizeof(big), &zs) == -EINVAL);
+	CHECK(zs == NULL);
+	/* Loop limits beyond libfuse's are refused, not ignored. */
+	memset(&big, 0, sizeof(big));
+	big.o.max_threads = 200000;
+	zs = (void *)1;
+	CHECK(fusezc_session_new_versioned(test_se, &big.o, sizeof(big.o), &zs) == -EINVAL);
+	CHECK(zs == NULL);
+}
+
+/*
  * The fake /dev/fuse: a SOCK_SEQPACKET pair keeps the boundaries of
  * requests and replies, as the device does; a missing reply times out
  * instead of hanging the test.
@@ -813,6 +933,9 @@ int main(void)
 		{ "lend_refusals", test_lend_refusals },
 		{ "reply_refused", test_reply_refused },
 		{ "ring_retry", test_ring_retry },
+		{ "lend_through_request_fd", test_lend_through_request_fd },
+		{ "events", test_events },
+		{ "versioned_options", test_versioned_options },
 	};
 	static const struct fuse_lowlevel_ops no_ops;
 	char *argv[] = { "zc_unit", NULL };
