@@ -153,6 +153,13 @@ static void pzc_zc_options(const struct pzc_fs *fs,
 		break;
 	}
 	zopts->passthrough = fs->cfg.passthrough;
+	/*
+	 * Node ids are inode pointers, valid only while the kernel holds a
+	 * lookup: a file handle could not be opened again after the inode left
+	 * its cache or after a remount.  Refuse handles instead of handing out
+	 * ones that go stale.
+	 */
+	zopts->no_export_support = true;
 	/* libfuse's loop: -s is one thread, -o threads=N is -o max_threads=N. */
 	zopts->max_threads = fs->cfg.singlethread ? 1 :
 			     fs->cfg.threads ? fs->cfg.threads : opts->max_threads;

@@ -88,6 +88,15 @@ struct fusezc_options {
 	void (*init_done)(struct fusezc_session *zs, int error, void *data);
 	void (*log)(enum fuse_log_level level, const char *msg, void *data);
 	void *event_data;
+
+	/*
+	 * Tell the kernel (FUSE_NO_EXPORT_SUPPORT, Linux 6.9+) that the file
+	 * system cannot open its nodes by file handle, so name_to_handle_at()
+	 * fails with EOPNOTSUPP instead of handing out handles that go stale
+	 * (ESTALE) once the inode leaves the cache.  libfuse 3.14 cannot send
+	 * this flag; the library adds it to the INIT reply.
+	 */
+	bool no_export_support;
 };
 
 struct fusezc_stats {

@@ -61,6 +61,8 @@ struct fusezc_read_out {
 
 /* FUSE passthrough (Linux 6.9+), for -o passthrough. */
 #define FUSEZC_INIT_PASSTHROUGH		(1ULL << 37)
+/* FUSE_NO_EXPORT_SUPPORT (Linux 6.9+): no file handles for this mount. */
+#define FUSEZC_INIT_NO_EXPORT_SUPPORT	(1ULL << 38)
 #define FUSEZC_FOPEN_PASSTHROUGH	(1U << 7)
 
 struct fusezc_backing_map {

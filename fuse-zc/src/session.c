@@ -389,6 +389,10 @@ static bool rewrite_init_reply(struct fusezc_session *zs, unsigned char *msg,
 			atomic_store(&zs->pt_active, true);
 		}
 	}
+	if (zs->opts.no_export_support && (offered & FUSEZC_INIT_EXT)) {
+		flags |= FUSEZC_INIT_EXT;
+		flags2 |= (uint32_t)(FUSEZC_INIT_NO_EXPORT_SUPPORT >> 32);
+	}
 	put32(arg + INIT_OUT_FLAGS, flags);
 	put32(arg + INIT_OUT_FLAGS2, flags2);
 	return true;

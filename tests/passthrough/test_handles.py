@@ -3,8 +3,9 @@
 name_to_handle_at(2) must open again with open_by_handle_at(2) after the
 inode left the cache and after a remount (export support), or the mount
 must refuse to hand one out (EOPNOTSUPP, so that xfstests' generic/426 and
-generic/477 report "not run").  Today it hands out handles that go stale:
-the test is a strict xfail until item 15 is fixed (then drop the marker)."""
+generic/477 report "not run").  passthrough_zc refuses them
+(FUSE_NO_EXPORT_SUPPORT in its INIT reply, Linux 6.9+); before that it handed
+out handles that went stale (ESTALE after drop_caches and after a remount)."""
 
 import ctypes
 import errno
@@ -54,9 +55,6 @@ def drop_caches():
         f.write("3\n")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="issue 10 item 15 open: handles go stale (ESTALE) once "
-                          "the inode leaves the cache and after a remount")
 def test_handles_survive_or_are_refused(tmp_path):
     if os.geteuid() != 0:
         if under_ci():
