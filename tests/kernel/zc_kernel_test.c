@@ -1714,6 +1714,28 @@ static int t_abort_stopped_backing(void)
 	return T_PASS;
 }
 
+/*
+ * Start a server answering in @mode on mnt and read @rd through it in a
+ * thread.  T_PASS: the read returned, the server is still up; T_FAIL: the
+ * server did not start, or the read blocked for 60 s (the server is stopped).
+ */
+static int serve_one_read(struct server *srv, enum mf_read_mode mode,
+			  struct one_read *rd, char *path, size_t len,
+			  const char *what)
+{
+	int ret = server_start(srv, mnt, backing, mode);
+
+	CHECK(!ret, "%s: server: %s", what, strerror(-ret));
+	file_path(path, len, mnt);
+	rd->path = path;
+	one_read_start(rd);
+	if (!one_read_wait(rd, 60)) {
+		server_stop(srv);
+		CHECK(0, "%s: read blocked", what);
+	}
+	return T_PASS;
+}
+
 /* (c) A lending must lie inside the request's data: -EINVAL otherwise. */
 static int t_lend_range(void)
 {
@@ -1722,15 +1744,9 @@ static int t_lend_range(void)
 	char path[300];
 	int ret, failed;
 
-	ret = server_start(&srv, mnt, backing, MF_READ_PROBE_RANGE);
-	CHECK(!ret, "server: %s", strerror(-ret));
-	file_path(path, sizeof(path), mnt);
-	rd.path = path;
-	one_read_start(&rd);
-	if (!one_read_wait(&rd, 60)) {
-		server_stop(&srv);
-		CHECK(0, "read blocked");
-	}
+	if (serve_one_read(&srv, MF_READ_PROBE_RANGE, &rd, path, sizeof(path),
+			   "O_DIRECT 64 KiB"))
+		return T_FAIL;
 	server_stop(&srv);
 	ret = check_read(&rd, rd.len, "O_DIRECT 64 KiB");
 	CHECK(srv.sh->probes_done, "probes did not run");
@@ -1747,14 +1763,10 @@ static int t_out_of_order(void)
 	char path[300], *buf = malloc(1 << 20);
 	int ret;
 
-	ret = server_start(&srv, mnt, backing, MF_READ_OUT_OF_ORDER);
-	CHECK(!ret, "server: %s", strerror(-ret));
-	file_path(path, sizeof(path), mnt);
-	rd.path = path;
-	one_read_start(&rd);
-	if (!one_read_wait(&rd, 60)) {
-		server_stop(&srv);
-		CHECK(0, "read blocked");
+	if (serve_one_read(&srv, MF_READ_OUT_OF_ORDER, &rd, path, sizeof(path),
+			   "O_DIRECT 128 KiB")) {
+		free(buf);
+		return T_FAIL;
 	}
 	ret = check_read(&rd, rd.len, "O_DIRECT 128 KiB, halves lent back to front");
 	if (ret == T_PASS)
@@ -1781,17 +1793,10 @@ static int t_subpage_segments(void)
 	struct server srv = { 0 };
 	struct one_read rd = { .off = 40960, .len = 8192, .direct = true, .iovecs = 16 };
 	char path[300];
-	int ret;
 
-	ret = server_start(&srv, mnt, backing, MF_READ_ZC);
-	CHECK(!ret, "server: %s", strerror(-ret));
-	file_path(path, sizeof(path), mnt);
-	rd.path = path;
-	one_read_start(&rd);
-	if (!one_read_wait(&rd, 60)) {
-		server_stop(&srv);
-		CHECK(0, "read blocked");
-	}
+	if (serve_one_read(&srv, MF_READ_ZC, &rd, path, sizeof(path),
+			   "O_DIRECT preadv 16 x 512"))
+		return T_FAIL;
 	server_stop(&srv);
 	say("  %llu FUSE_READ, last lending CQE %d, preadv returned %zd\n",
 	    (unsigned long long)srv.sh->reads, srv.sh->last_lend_res, rd.n);
@@ -1822,18 +1827,11 @@ static int t_overclaim(void)
 	struct one_read rd = { .off = 1 << 20, .len = 65536, .direct = true };
 	char path[300];
 	size_t i;
-	int ret;
 
-	file_path(path, sizeof(path), mnt);
 	for (i = 0; i < sizeof(lies) / sizeof(lies[0]); i++) {
-		ret = server_start(&srv, mnt, backing, lies[i].mode);
-		CHECK(!ret, "server: %s", strerror(-ret));
-		rd.path = path;
-		one_read_start(&rd);
-		if (!one_read_wait(&rd, 60)) {
-			server_stop(&srv);
-			CHECK(0, "%s: read blocked", lies[i].what);
-		}
+		if (serve_one_read(&srv, lies[i].mode, &rd, path, sizeof(path),
+				   lies[i].what))
+			return T_FAIL;
 		server_stop(&srv);
 		say("  %-28s reply: %s; correct reply after it: %s; reader: %zd %s\n",
 		    lies[i].what, strerror(srv.sh->reply_errno), strerror(srv.sh->recovery_errno),
