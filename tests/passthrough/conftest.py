@@ -129,6 +129,19 @@ def fs(tmp_path, mode):
 
 
 @pytest.fixture
+def dirs(tmp_path):
+    """An empty SOURCE (with one file, "keep") and MOUNTPOINT; whatever a
+    test mounted there is unmounted, and its daemon must be gone."""
+    src, mnt = tmp_path / "src", tmp_path / "mnt"
+    src.mkdir()
+    mnt.mkdir()
+    (src / "keep").write_bytes(b"untouched")
+    yield str(src), str(mnt)
+    util.force_unmount(str(mnt))
+    util.wait_no_daemon(str(mnt))
+
+
+@pytest.fixture
 def mount_with(tmp_path):
     """Mount with extra options: mount_with(mode, [opts])."""
     made = []

@@ -21,16 +21,6 @@ def run(*args, env=None, timeout=30):
                           timeout=timeout, env=env)
 
 
-@pytest.fixture
-def dirs(tmp_path):
-    src, mnt = tmp_path / "src", tmp_path / "mnt"
-    src.mkdir()
-    mnt.mkdir()
-    (src / "keep").write_bytes(b"untouched")
-    yield str(src), str(mnt)
-    util.force_unmount(str(mnt))
-
-
 def snapshot(path):
     out = {}
     for root, dirs, files in os.walk(path):

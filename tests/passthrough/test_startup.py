@@ -38,17 +38,6 @@ def need_root():
     pytest.skip("needs root")
 
 
-@pytest.fixture
-def dirs(tmp_path):
-    src, mnt = tmp_path / "src", tmp_path / "mnt"
-    src.mkdir()
-    mnt.mkdir()
-    (src / "keep").write_bytes(b"untouched")
-    yield str(src), str(mnt)
-    util.force_unmount(str(mnt))
-    util.wait_no_daemon(str(mnt))
-
-
 def stop_daemon(mnt):
     util.unmount(mnt)
     util.wait_unmounted(mnt)
