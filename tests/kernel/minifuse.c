@@ -1103,6 +1103,13 @@ static void mf_dispatch(struct mf_worker *w, struct fuse_in_header *h, void *arg
 					      in->backing_fd, 0, 4096, in->fuse_fd,
 					      fusezc_lend_pos(h->unique, 0), NULL));
 		}
+		/*
+		 * The exdev probe opens this mount's own file while serving a
+		 * readahead of it: without KEEP_CACHE that open would wait for
+		 * the very folio lock the probing read holds.
+		 */
+		if (in->sh->mode == MF_READ_PROBE_EXDEV)
+			o.open_flags |= FOPEN_KEEP_CACHE;
 		mf_reply(in, h->unique, 0, &o, sizeof(o));
 		return;
 	}
