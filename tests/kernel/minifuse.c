@@ -41,6 +41,10 @@
 
 /* user_data of the parked-loan ring's operations */
 enum { MF_UD_BLOCKER = 1, MF_UD_PARKED, MF_UD_CANCEL, MF_UD_NR };
+/* user_data of the NOPs queued in io-wq ahead of a parked lending */
+#define MF_UD_FILLER		100
+#define MF_PARK_FILLERS		1024
+#define MF_PARK_CQ_ENTRIES	2048
 
 struct mf_instance {
 	const struct mf_config *cfg;
@@ -275,6 +279,8 @@ static long long mf_lent_pages(struct mf_instance *in)
 static int mf_park_init(struct mf_worker *w)
 {
 	unsigned int limits[2] = { 1, 1 };	/* bound, unbound io-wq workers */
+	struct io_uring_params p = { .flags = IORING_SETUP_CQSIZE,
+				     .cq_entries = MF_PARK_CQ_ENTRIES };
 	int ret;
 
 	if (w->park_ready)
@@ -285,7 +291,7 @@ static int mf_park_init(struct mf_worker *w)
 	unlink(w->fifo);
 	if (mkfifo(w->fifo, 0600))
 		return -errno;
-	ret = io_uring_queue_init(8, &w->park, 0);
+	ret = io_uring_queue_init_params(8, &w->park, &p);
 	if (ret < 0)
 		goto fail;
 	ret = io_uring_register_iowq_max_workers(&w->park, limits);
@@ -341,13 +347,14 @@ static int mf_park_unblock(struct mf_worker *w, unsigned int mask, int res[MF_UD
  * mf_park_unblock().  Returns 0 when parked; else the lending did not stay
  * out: its result (> 0: it completed at once, the bytes are placed).
  */
-static int mf_park_lend(struct mf_worker *w, uint64_t unique, uint32_t lend_off,
-			uint64_t file_off, uint32_t len)
+static int mf_park_lend_behind(struct mf_worker *w, uint64_t unique, uint32_t lend_off,
+			       uint64_t file_off, uint32_t len, unsigned int nr_fillers)
 {
 	struct mf_instance *in = w->in;
 	struct io_uring_sqe *sqe;
 	struct io_uring_cqe *cqe;
 	int res[MF_UD_NR] = { 0 };
+	unsigned int i;
 	int ret = mf_park_init(w);
 
 	if (ret)
@@ -358,6 +365,21 @@ static int mf_park_lend(struct mf_worker *w, uint64_t unique, uint32_t lend_off,
 	io_uring_prep_openat(sqe, AT_FDCWD, w->fifo, O_RDONLY | O_CLOEXEC, 0);
 	sqe->flags |= IOSQE_ASYNC;
 	sqe->user_data = MF_UD_BLOCKER;
+	for (i = 0; i < nr_fillers; i++) {
+		sqe = io_uring_get_sqe(&w->park);
+		if (!sqe) {
+			io_uring_submit(&w->park);
+			sqe = io_uring_get_sqe(&w->park);
+		}
+		io_uring_prep_nop(sqe);
+		sqe->flags |= IOSQE_ASYNC;
+		sqe->user_data = MF_UD_FILLER;
+	}
+	if (nr_fillers) {
+		ret = io_uring_submit(&w->park);
+		if (ret < 0)
+			return ret;
+	}
 	sqe = io_uring_get_sqe(&w->park);
 	io_uring_prep_rw(FUSEZC_IORING_OP_READ_SPLICE_BUF, sqe, in->loop_fd, NULL,
 			 len, file_off);
@@ -365,9 +387,9 @@ static int mf_park_lend(struct mf_worker *w, uint64_t unique, uint32_t lend_off,
 	sqe->splice_off_in = fusezc_lend_pos(unique, lend_off);
 	sqe->user_data = MF_UD_PARKED;
 	ret = io_uring_submit(&w->park);
-	if (ret != 2)
+	if (ret != (nr_fillers ? 1 : 2))
 		return ret < 0 ? ret : -EIO;
-	if (io_uring_peek_cqe(&w->park, &cqe) == 0) {
+	if (io_uring_peek_cqe(&w->park, &cqe) == 0 && cqe->user_data != MF_UD_FILLER) {
 		/* the lending finished (or failed) inline: nothing is parked */
 		ret = mf_park_unblock(w, 1u << MF_UD_PARKED, res);
 		ret = ret ? ret : res[MF_UD_PARKED] ? res[MF_UD_PARKED] : -ENODATA;
@@ -380,6 +402,12 @@ static int mf_park_lend(struct mf_worker *w, uint64_t unique, uint32_t lend_off,
 	if (mf_lent_pages(in) == 0)
 		__sync_fetch_and_add(&in->sh->parked_unlent, 1);
 	return 0;
+}
+
+static int mf_park_lend(struct mf_worker *w, uint64_t unique, uint32_t lend_off,
+			uint64_t file_off, uint32_t len)
+{
+	return mf_park_lend_behind(w, unique, lend_off, file_off, len, 0);
 }
 
 /* Let a parked lending run; returns its result. */
@@ -639,7 +667,14 @@ static void mf_cancel_parked(struct mf_worker *w, struct fuse_in_header *h,
 	ssize_t n;
 	int ret;
 
-	ret = mf_park_lend(w, h->unique, 0, ri->offset, ri->size);
+	/*
+	 * The fillers are cancelled in the same submission, just before the
+	 * lending, so their completions share its task-work batch: all their
+	 * CQEs become visible together, and a kernel that returns the loan
+	 * only when it frees the request (after freeing the fillers) leaves
+	 * the spinner a window of 1024 frees to see the CQE first.
+	 */
+	ret = mf_park_lend_behind(w, h->unique, 0, ri->offset, ri->size, MF_PARK_FILLERS);
 	if (ret) {
 		/* not parked: nothing to cancel; answer correctly */
 		if (ret < 0 || mf_reply_zc(in, h->unique, ret) < 0)
@@ -653,6 +688,9 @@ static void mf_cancel_parked(struct mf_worker *w, struct fuse_in_header *h,
 		mf_reply_copy(w, h->unique, ri->offset, ri->size);
 		return;
 	}
+	sqe = io_uring_get_sqe(&w->park);
+	io_uring_prep_cancel64(sqe, MF_UD_FILLER, IORING_ASYNC_CANCEL_ALL);
+	sqe->user_data = MF_UD_FILLER;
 	sqe = io_uring_get_sqe(&w->park);
 	io_uring_prep_cancel64(sqe, MF_UD_PARKED, 0);
 	sqe->user_data = MF_UD_CANCEL;
