@@ -916,90 +916,6 @@ static int open_io_file(void)
 	return fd;
 }
 
-static int privilege_checks(void)
-{
-	const char *knob = "/sys/module/fuse/parameters/zerocopy_unprivileged";
-	struct server srv = { .cfg = { .drop_privileges = true } };
-	char path[300], *buf = malloc(1 << 20);
-	struct io_uring ring;
-	struct zc_stats s;
-	int ret, devfd, iofd;
-
-	/* a /dev/fuse fd of no connection is not a lender of anything yet */
-	devfd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
-	iofd = open_io_file();
-	CHECK(devfd >= 0 && iofd >= 0, "open /dev/fuse, %s: %s", io_path, strerror(errno));
-	CHECK(!io_uring_queue_init(4, &ring, 0), "io_uring_queue_init");
-	ret = lend_once(&ring, FUSEZC_IORING_OP_READ_SPLICE_BUF, iofd, devfd,
-			fusezc_lend_pos(2, 0), 4096, 20);
-	io_uring_queue_exit(&ring);
-	close(devfd);
-	close(iofd);
-	CHECK(ret == -ENOTCONN, "unattached /dev/fuse as lender: %d (%s), want -ENOTCONN",
-	      ret, strerror(-ret));
-	say("  /dev/fuse of no connection as lender: ENOTCONN\n");
-
-	chmod(workdir, 0755);
-	file_path(path, sizeof(path), mnt);
-	CHECK(!write_file(knob, "N"), "%s: %s", knob, strerror(errno));
-	ret = server_start(&srv, mnt, backing, MF_READ_ZC);
-	CHECK(!ret, "server: %s", strerror(-ret));
-	ret = fresh_read(path, buf, 0, 1 << 20, "unprivileged, refused");
-	CHECK(ret == T_PASS, "read failed");
-	CHECK(!read_stats(mnt, &s), "stats");
-	server_stop(&srv);
-	CHECK(s.zc_read_bytes == 0 && s.zc_refused > 0 && srv.sh->last_lend_error == -EPERM,
-	      "unprivileged server refused: zc_read_bytes %lld zc_refused %lld error %d",
-	      s.zc_read_bytes, s.zc_refused, srv.sh->last_lend_error);
-	say("  unprivileged server, zerocopy_unprivileged=N: EPERM, %lld refusals, copy fallback\n",
-	    s.zc_refused);
-
-	CHECK(!write_file(knob, "Y"), "%s: %s", knob, strerror(errno));
-	ret = server_start(&srv, mnt, backing, MF_READ_ZC);
-	CHECK(!ret, "server: %s", strerror(-ret));
-	ret = fresh_read(path, buf, 0, 1 << 20, "unprivileged, allowed");
-	CHECK(ret == T_PASS, "read failed");
-	CHECK(!read_stats(mnt, &s), "stats");
-	server_stop(&srv);
-	CHECK(s.zc_read_bytes >= (1 << 20) && s.zc_refused == 0,
-	      "unprivileged server allowed: zc_read_bytes %lld zc_refused %lld",
-	      s.zc_read_bytes, s.zc_refused);
-	say("  unprivileged server, zerocopy_unprivileged=Y: %lld bytes zero-copy\n",
-	    s.zc_read_bytes);
-
-	/* root is not affected by the knob */
-	CHECK(!write_file(knob, "N"), "%s", knob);
-	srv.cfg.drop_privileges = false;
-	ret = server_start(&srv, mnt, backing, MF_READ_ZC);
-	CHECK(!ret, "server: %s", strerror(-ret));
-	ret = fresh_read(path, buf, 0, 1 << 20, "privileged");
-	CHECK(ret == T_PASS, "read failed");
-	ret = check_all_zero_copy(mnt, "CAP_SYS_ADMIN server with the knob off");
-	server_stop(&srv);
-	free(buf);
-	return ret;
-}
-
-static int t_privilege(void)
-{
-	const char *knob = "/sys/module/fuse/parameters/zerocopy_unprivileged";
-	char initial[8] = "";
-	FILE *f = fopen(knob, "r");
-	int ret;
-
-	if (f) {
-		if (!fgets(initial, sizeof(initial), f))
-			initial[0] = 0;
-		fclose(f);
-	}
-	initial[strcspn(initial, "\n")] = 0;
-	/* v2: lending is for CAP_SYS_ADMIN servers unless the admin says so */
-	CHECK(!strcmp(initial, "N"), "%s defaults to '%s', want N", knob, initial);
-	ret = privilege_checks();
-	write_file(knob, initial);
-	return ret;
-}
-
 /*
  * Kill the server, or abort the connection, while zero-copy reads are in
  * flight (the backing store is slow, so lent pages are out for a while).
@@ -1412,6 +1328,115 @@ static int check_read(const struct one_read *r, size_t want, const char *what)
 	CHECK(r->right, "%s: wrong bytes", what);
 	CHECK((size_t)r->n == want, "%s: read returned %zd, want %zu", what, r->n, want);
 	return T_PASS;
+}
+
+static int privilege_checks(void)
+{
+	const char *knob = "/sys/module/fuse/parameters/zerocopy_unprivileged";
+	struct server srv = { .cfg = { .drop_privileges = true } };
+	struct one_read rd = { .off = 1 << 20, .len = 1 << 20, .direct = true };
+	char path[300], *buf = malloc(1 << 20);
+	struct io_uring ring;
+	struct zc_stats s;
+	int ret, devfd, iofd;
+	bool done;
+
+	/* a /dev/fuse fd of no connection is not a lender of anything yet */
+	devfd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+	iofd = open_io_file();
+	CHECK(devfd >= 0 && iofd >= 0, "open /dev/fuse, %s: %s", io_path, strerror(errno));
+	CHECK(!io_uring_queue_init(4, &ring, 0), "io_uring_queue_init");
+	ret = lend_once(&ring, FUSEZC_IORING_OP_READ_SPLICE_BUF, iofd, devfd,
+			fusezc_lend_pos(2, 0), 4096, 20);
+	io_uring_queue_exit(&ring);
+	close(devfd);
+	close(iofd);
+	CHECK(ret == -ENOTCONN, "unattached /dev/fuse as lender: %d (%s), want -ENOTCONN",
+	      ret, strerror(-ret));
+	say("  /dev/fuse of no connection as lender: ENOTCONN\n");
+
+	chmod(workdir, 0755);
+	file_path(path, sizeof(path), mnt);
+	CHECK(!write_file(knob, "N"), "%s: %s", knob, strerror(errno));
+	ret = server_start(&srv, mnt, backing, MF_READ_ZC);
+	CHECK(!ret, "server: %s", strerror(-ret));
+	ret = fresh_read(path, buf, 0, 1 << 20, "unprivileged, refused");
+	CHECK(ret == T_PASS, "read failed");
+	CHECK(!read_stats(mnt, &s), "stats");
+	server_stop(&srv);
+	CHECK(s.zc_read_bytes == 0 && s.zc_refused > 0 && srv.sh->last_lend_error == -EPERM,
+	      "unprivileged server refused: zc_read_bytes %lld zc_refused %lld error %d",
+	      s.zc_read_bytes, s.zc_refused, srv.sh->last_lend_error);
+	say("  unprivileged server, zerocopy_unprivileged=N: EPERM, %lld refusals, copy fallback\n",
+	    s.zc_refused);
+
+	CHECK(!write_file(knob, "Y"), "%s: %s", knob, strerror(errno));
+	ret = server_start(&srv, mnt, backing, MF_READ_ZC);
+	CHECK(!ret, "server: %s", strerror(-ret));
+	ret = fresh_read(path, buf, 0, 1 << 20, "unprivileged, allowed");
+	CHECK(ret == T_PASS, "read failed");
+	CHECK(!read_stats(mnt, &s), "stats");
+	server_stop(&srv);
+	CHECK(s.zc_read_bytes >= (1 << 20) && s.zc_refused == 0,
+	      "unprivileged server allowed: zc_read_bytes %lld zc_refused %lld",
+	      s.zc_read_bytes, s.zc_refused);
+	say("  unprivileged server, zerocopy_unprivileged=Y: %lld bytes zero-copy\n",
+	    s.zc_read_bytes);
+
+	/*
+	 * ... but not an O_DIRECT reader's own pages: an abort cannot take
+	 * them back while the borrower's I/O runs, so lending them would let
+	 * an unprivileged server hold the reader for as long as I/O it chose
+	 * takes.  The read is served by copy.
+	 */
+	ret = server_start(&srv, mnt, backing, MF_READ_ZC);
+	CHECK(!ret, "server: %s", strerror(-ret));
+	rd.path = path;
+	one_read_start(&rd);
+	done = one_read_wait(&rd, 60);
+	if (read_stats(mnt, &s))
+		done = false;
+	server_stop(&srv);
+	CHECK(done, "unprivileged server: the O_DIRECT read did not return in 60 s");
+	if (check_read(&rd, rd.len, "unprivileged server, O_DIRECT"))
+		return T_FAIL;
+	CHECK(s.zc_read_bytes == 0 && s.zc_refused > 0 && srv.sh->last_lend_error == -EPERM,
+	      "unprivileged server, O_DIRECT reader: zc_read_bytes %lld zc_refused %lld "
+	      "error %d, want 0, > 0, -EPERM (EPERM, then a copy)",
+	      s.zc_read_bytes, s.zc_refused, srv.sh->last_lend_error);
+	say("  unprivileged server, zerocopy_unprivileged=Y, O_DIRECT reader: EPERM, copy\n");
+
+	/* root is not affected by the knob */
+	CHECK(!write_file(knob, "N"), "%s", knob);
+	srv.cfg.drop_privileges = false;
+	ret = server_start(&srv, mnt, backing, MF_READ_ZC);
+	CHECK(!ret, "server: %s", strerror(-ret));
+	ret = fresh_read(path, buf, 0, 1 << 20, "privileged");
+	CHECK(ret == T_PASS, "read failed");
+	ret = check_all_zero_copy(mnt, "CAP_SYS_ADMIN server with the knob off");
+	server_stop(&srv);
+	free(buf);
+	return ret;
+}
+
+static int t_privilege(void)
+{
+	const char *knob = "/sys/module/fuse/parameters/zerocopy_unprivileged";
+	char initial[8] = "";
+	FILE *f = fopen(knob, "r");
+	int ret;
+
+	if (f) {
+		if (!fgets(initial, sizeof(initial), f))
+			initial[0] = 0;
+		fclose(f);
+	}
+	initial[strcspn(initial, "\n")] = 0;
+	/* v2: lending is for CAP_SYS_ADMIN servers unless the admin says so */
+	CHECK(!strcmp(initial, "N"), "%s defaults to '%s', want N", knob, initial);
+	ret = privilege_checks();
+	write_file(knob, initial);
+	return ret;
 }
 
 static void sigusr1_handler(int sig)
