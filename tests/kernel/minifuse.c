@@ -43,6 +43,7 @@
 enum { MF_UD_BLOCKER = 1, MF_UD_PARKED, MF_UD_CANCEL, MF_UD_NR };
 /* user_data of the NOPs queued in io-wq ahead of a parked lending */
 #define MF_UD_FILLER		100
+#define MF_UD_FILLER_CANCEL	101
 #define MF_PARK_FILLERS		1024
 #define MF_PARK_CQ_ENTRIES	2048
 
@@ -73,6 +74,7 @@ struct mf_worker {
 	 */
 	struct io_uring park;
 	bool park_ready;
+	unsigned int fillers_out;	/* MF_UD_FILLER CQEs not reaped yet */
 	char fifo[64];
 	uint64_t rnd;		/* MF_READ_RANDOM */
 };
@@ -320,10 +322,32 @@ static int mf_park_reap(struct mf_worker *w, unsigned int mask, int res[MF_UD_NR
 		if (cqe->user_data < MF_UD_NR) {
 			res[cqe->user_data] = cqe->res;
 			mask &= ~(1u << cqe->user_data);
+		} else if (cqe->user_data == MF_UD_FILLER && w->fillers_out) {
+			w->fillers_out--;
 		}
 		io_uring_cqe_seen(&w->park, cqe);
 	}
 	return 0;
+}
+
+/*
+ * Reap every filler CQE (bounded): left in the ring they would fill it,
+ * and a parked lending's CQE would then wait in the kernel's overflow
+ * list, where a thread watching the ring never sees it.
+ */
+static void mf_park_drain_fillers(struct mf_worker *w)
+{
+	struct __kernel_timespec ts = { .tv_sec = 60 };
+
+	while (w->fillers_out) {
+		struct io_uring_cqe *cqe;
+
+		if (io_uring_wait_cqe_timeout(&w->park, &cqe, &ts) < 0)
+			break;
+		if (cqe->user_data == MF_UD_FILLER)
+			w->fillers_out--;
+		io_uring_cqe_seen(&w->park, cqe);
+	}
 }
 
 /* Let the blocker finish (the parked op then runs); reap @mask + blocker. */
@@ -374,6 +398,7 @@ static int mf_park_lend_behind(struct mf_worker *w, uint64_t unique, uint32_t le
 		io_uring_prep_nop(sqe);
 		sqe->flags |= IOSQE_ASYNC;
 		sqe->user_data = MF_UD_FILLER;
+		w->fillers_out++;
 	}
 	if (nr_fillers) {
 		ret = io_uring_submit(&w->park);
@@ -392,6 +417,7 @@ static int mf_park_lend_behind(struct mf_worker *w, uint64_t unique, uint32_t le
 	if (io_uring_peek_cqe(&w->park, &cqe) == 0 && cqe->user_data != MF_UD_FILLER) {
 		/* the lending finished (or failed) inline: nothing is parked */
 		ret = mf_park_unblock(w, 1u << MF_UD_PARKED, res);
+		mf_park_drain_fillers(w);
 		ret = ret ? ret : res[MF_UD_PARKED] ? res[MF_UD_PARKED] : -ENODATA;
 		__sync_fetch_and_add(&in->sh->park_failures, 1);
 		in->sh->park_error = ret;
@@ -685,18 +711,20 @@ static void mf_cancel_parked(struct mf_worker *w, struct fuse_in_header *h,
 	s.len = n > 0 ? n : 0;
 	if (pthread_create(&tid, NULL, mf_cancel_spinner, &s)) {
 		mf_park_finish(w);
+		mf_park_drain_fillers(w);
 		mf_reply_copy(w, h->unique, ri->offset, ri->size);
 		return;
 	}
 	sqe = io_uring_get_sqe(&w->park);
 	io_uring_prep_cancel64(sqe, MF_UD_FILLER, IORING_ASYNC_CANCEL_ALL);
-	sqe->user_data = MF_UD_FILLER;
+	sqe->user_data = MF_UD_FILLER_CANCEL;
 	sqe = io_uring_get_sqe(&w->park);
 	io_uring_prep_cancel64(sqe, MF_UD_PARKED, 0);
 	sqe->user_data = MF_UD_CANCEL;
 	io_uring_submit(&w->park);
 	pthread_join(tid, NULL);
 	mf_park_unblock(w, 1u << MF_UD_PARKED | 1u << MF_UD_CANCEL, res);
+	mf_park_drain_fillers(w);
 
 	__sync_fetch_and_add(&sh->cancels, 1);
 	sh->cancel_last_res = s.cqe_res;
