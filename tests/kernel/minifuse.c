@@ -371,6 +371,38 @@ static int mf_park_unblock(struct mf_worker *w, unsigned int mask, int res[MF_UD
  * mf_park_unblock().  Returns 0 when parked; else the lending did not stay
  * out: its result (> 0: it completed at once, the bytes are placed).
  */
+/*
+ * Uncached, so that the first, non-blocking attempt gets -EAGAIN.  One
+ * POSIX_FADV_DONTNEED is not enough on a loaded machine: a folio still
+ * locked by the previous read's readahead is skipped and becomes cached
+ * right after; so drop until mincore() sees none of the range (bounded).
+ */
+static void mf_park_uncache(struct mf_instance *in, uint64_t off, uint32_t len)
+{
+	const uint64_t pg = 4096;
+	uint64_t start = off & ~(pg - 1);
+	size_t span = (size_t)((off + len - start + pg - 1) & ~(pg - 1));
+	unsigned char *vec = malloc(span / pg);
+	void *map = mmap(NULL, span, PROT_READ, MAP_SHARED, in->loop_fd, (off_t)start);
+	int tries;
+
+	for (tries = 0; tries < 300; tries++) {
+		size_t i;
+
+		posix_fadvise(in->loop_fd, 0, 0, POSIX_FADV_DONTNEED);
+		if (!vec || map == MAP_FAILED || mincore(map, span, vec))
+			break;
+		for (i = 0; i < span / pg && !(vec[i] & 1); i++)
+			;
+		if (i == span / pg)
+			break;
+		mf_sleep_ms(10);
+	}
+	if (map != MAP_FAILED)
+		munmap(map, span);
+	free(vec);
+}
+
 static int mf_park_lend_behind(struct mf_worker *w, uint64_t unique, uint32_t lend_off,
 			       uint64_t file_off, uint32_t len, unsigned int nr_fillers)
 {
@@ -383,8 +415,7 @@ static int mf_park_lend_behind(struct mf_worker *w, uint64_t unique, uint32_t le
 
 	if (ret)
 		return ret;
-	/* uncached, so that the first, non-blocking attempt gets -EAGAIN */
-	posix_fadvise(in->loop_fd, 0, 0, POSIX_FADV_DONTNEED);
+	mf_park_uncache(in, file_off, len);
 	sqe = io_uring_get_sqe(&w->park);
 	io_uring_prep_openat(sqe, AT_FDCWD, w->fifo, O_RDONLY | O_CLOEXEC, 0);
 	sqe->flags |= IOSQE_ASYNC;
