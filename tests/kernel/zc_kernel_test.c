@@ -1330,6 +1330,21 @@ static int check_read(const struct one_read *r, size_t want, const char *what)
 	return T_PASS;
 }
 
+/* A zero-copy server, 1 MiB read through a fresh open, the counters in @s. */
+static int serve_fresh_read(struct server *srv, const char *path, char *buf,
+			    const char *what, struct zc_stats *s)
+{
+	int ret = server_start(srv, mnt, backing, MF_READ_ZC);
+
+	CHECK(!ret, "%s: server: %s", what, strerror(-ret));
+	ret = fresh_read(path, buf, 0, 1 << 20, what);
+	if (ret == T_PASS && read_stats(mnt, s))
+		ret = T_FAIL;
+	server_stop(srv);
+	CHECK(ret == T_PASS, "%s: read or stats failed", what);
+	return T_PASS;
+}
+
 static int privilege_checks(void)
 {
 	const char *knob = "/sys/module/fuse/parameters/zerocopy_unprivileged";
@@ -1358,12 +1373,8 @@ static int privilege_checks(void)
 	chmod(workdir, 0755);
 	file_path(path, sizeof(path), mnt);
 	CHECK(!write_file(knob, "N"), "%s: %s", knob, strerror(errno));
-	ret = server_start(&srv, mnt, backing, MF_READ_ZC);
-	CHECK(!ret, "server: %s", strerror(-ret));
-	ret = fresh_read(path, buf, 0, 1 << 20, "unprivileged, refused");
-	CHECK(ret == T_PASS, "read failed");
-	CHECK(!read_stats(mnt, &s), "stats");
-	server_stop(&srv);
+	if (serve_fresh_read(&srv, path, buf, "unprivileged, refused", &s))
+		return T_FAIL;
 	CHECK(s.zc_read_bytes == 0 && s.zc_refused > 0 && srv.sh->last_lend_error == -EPERM,
 	      "unprivileged server refused: zc_read_bytes %lld zc_refused %lld error %d",
 	      s.zc_read_bytes, s.zc_refused, srv.sh->last_lend_error);
@@ -1371,12 +1382,8 @@ static int privilege_checks(void)
 	    s.zc_refused);
 
 	CHECK(!write_file(knob, "Y"), "%s: %s", knob, strerror(errno));
-	ret = server_start(&srv, mnt, backing, MF_READ_ZC);
-	CHECK(!ret, "server: %s", strerror(-ret));
-	ret = fresh_read(path, buf, 0, 1 << 20, "unprivileged, allowed");
-	CHECK(ret == T_PASS, "read failed");
-	CHECK(!read_stats(mnt, &s), "stats");
-	server_stop(&srv);
+	if (serve_fresh_read(&srv, path, buf, "unprivileged, allowed", &s))
+		return T_FAIL;
 	CHECK(s.zc_read_bytes >= (1 << 20) && s.zc_refused == 0,
 	      "unprivileged server allowed: zc_read_bytes %lld zc_refused %lld",
 	      s.zc_read_bytes, s.zc_refused);
