@@ -28,6 +28,17 @@
 #define FUSEZC_SPLICE_F_FD_IN_FIXED	(1U << 31)
 
 /*
+ * sqe->ioprio: let the kernel answer the FUSE_READ itself when this lending
+ * (the last one out) brings its data complete: every byte asked for, or all
+ * up to where the backing file ended, without a hole, no lending of it
+ * failed, no FUSE_INTERRUPT or FUSE_NOTIFY_RESEND concerns it.  The CQE then
+ * has FUSEZC_CQE_F_LENDER_COMPLETED and the server must not reply (a reply
+ * gets ENOENT); without it the reply is the server's, as without the flag.
+ */
+#define FUSEZC_SPLICE_BUF_COMPLETE	(1U << 0)
+#define FUSEZC_CQE_F_LENDER_COMPLETED	(1U << 12)
+
+/*
  * sqe->splice_off_in for a /dev/fuse lender: the low 39 bits of the request's
  * unique id and a byte offset into that request's data buffer.  The lent
  * range (offset + len) must lie inside the request's data, else the CQE is

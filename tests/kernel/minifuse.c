@@ -77,6 +77,10 @@ struct mf_worker {
 	unsigned int fillers_out;	/* MF_UD_FILLER CQEs not reaped yet */
 	char fifo[64];
 	uint64_t rnd;		/* MF_READ_RANDOM */
+	/* auto_complete: lend with IORING_SPLICE_BUF_COMPLETE for this read */
+	bool auto_lend;
+	/* a lending's CQE of this read said the kernel answered the read */
+	bool lender_completed;
 };
 
 static void mf_sleep_ms(unsigned int ms)
@@ -179,20 +183,22 @@ static void mf_do_init(struct mf_instance *in, struct fuse_in_header *h, void *a
 }
 
 /* Submit one SQE and wait for it; returns cqe->res. */
-static int mf_ring_run(struct io_uring *ring, struct io_uring_sqe *sqe)
+static int mf_ring_run(struct mf_worker *w, struct io_uring_sqe *sqe)
 {
 	struct io_uring_cqe *cqe;
 	int ret;
 
 	(void)sqe;
-	ret = io_uring_submit_and_wait(ring, 1);
+	ret = io_uring_submit_and_wait(&w->ring, 1);
 	if (ret < 0)
 		return ret;
-	ret = io_uring_wait_cqe(ring, &cqe);
+	ret = io_uring_wait_cqe(&w->ring, &cqe);
 	if (ret < 0)
 		return ret;
 	ret = cqe->res;
-	io_uring_cqe_seen(ring, cqe);
+	if (cqe->flags & FUSEZC_CQE_F_LENDER_COMPLETED)
+		w->lender_completed = true;
+	io_uring_cqe_seen(&w->ring, cqe);
 	return ret;
 }
 
@@ -227,7 +233,9 @@ static int mf_lend_into(struct mf_worker *w, uint64_t unique, uint32_t lend_off,
 		sqe->splice_flags = FUSEZC_SPLICE_F_FD_IN_FIXED;
 	if (cfg->fixed_target && fd == w->in->backing_fd)
 		sqe->flags |= IOSQE_FIXED_FILE;
-	return mf_ring_run(&w->ring, sqe);
+	if (w->auto_lend)
+		sqe->ioprio = FUSEZC_SPLICE_BUF_COMPLETE;
+	return mf_ring_run(w, sqe);
 }
 
 /* The same from the start of the request's data. */
@@ -321,6 +329,9 @@ static int mf_park_reap(struct mf_worker *w, unsigned int mask, int res[MF_UD_NR
 			return ret;
 		if (cqe->user_data < MF_UD_NR) {
 			res[cqe->user_data] = cqe->res;
+			if (cqe->user_data == MF_UD_PARKED &&
+			    (cqe->flags & FUSEZC_CQE_F_LENDER_COMPLETED))
+				w->lender_completed = true;
 			mask &= ~(1u << cqe->user_data);
 		} else if (cqe->user_data == MF_UD_FILLER && w->fillers_out) {
 			w->fillers_out--;
@@ -442,6 +453,8 @@ static int mf_park_lend_behind(struct mf_worker *w, uint64_t unique, uint32_t le
 	sqe->splice_fd_in = in->fuse_fd;
 	sqe->splice_off_in = fusezc_lend_pos(unique, lend_off);
 	sqe->user_data = MF_UD_PARKED;
+	if (w->auto_lend)
+		sqe->ioprio = FUSEZC_SPLICE_BUF_COMPLETE;
 	ret = io_uring_submit(&w->park);
 	if (ret != (nr_fillers ? 1 : 2))
 		return ret < 0 ? ret : -EIO;
@@ -512,10 +525,10 @@ static int mf_probe_sqe(struct mf_worker *w, int op, int fd, uint64_t off,
 
 	if (tweak)
 		tweak(sqe);
-	return mf_ring_run(&w->ring, sqe);
+	return mf_ring_run(w, sqe);
 }
 
-static void tweak_ioprio(struct io_uring_sqe *s) { s->ioprio = 1; }
+static void tweak_ioprio(struct io_uring_sqe *s) { s->ioprio = 2; /* not a flag */ }
 static void tweak_buf_index(struct io_uring_sqe *s) { s->buf_index = 1; }
 static void tweak_addr3(struct io_uring_sqe *s) { s->addr3 = 1; }
 static void tweak_splice_move(struct io_uring_sqe *s) { s->splice_flags = 1; /* SPLICE_F_MOVE */ }
@@ -557,7 +570,7 @@ static void mf_run_probes(struct mf_worker *w, uint64_t unique, uint64_t off,
 	mf_probe(w, "WRITE_SPLICE_BUF opcode (removed)", -EINVAL,
 		 mf_probe_sqe(w, FUSEZC_IORING_OP_WRITE_SPLICE_BUF, in->backing_fd,
 			      off, size, in->fuse_fd, pos, NULL));
-	mf_probe(w, "ioprio set", -EINVAL,
+	mf_probe(w, "ioprio with an unknown flag", -EINVAL,
 		 mf_probe_sqe(w, rd, in->backing_fd, off, size, in->fuse_fd, pos,
 			      tweak_ioprio));
 	mf_probe(w, "buf_index set", -EINVAL,
@@ -711,6 +724,13 @@ seen:
 	return NULL;
 }
 
+/* The kernel answered a read that the contract leaves to the server. */
+static void mf_auto_forbidden(struct mf_shared *sh, const char *what)
+{
+	__sync_fetch_and_add(&sh->auto_forbidden, 1);
+	snprintf(sh->auto_forbidden_what, sizeof(sh->auto_forbidden_what), "%s", what);
+}
+
 /* Park a loan, cancel it with IORING_OP_ASYNC_CANCEL, reply on its CQE. */
 static void mf_cancel_parked(struct mf_worker *w, struct fuse_in_header *h,
 			     struct fuse_read_in *ri)
@@ -756,6 +776,8 @@ static void mf_cancel_parked(struct mf_worker *w, struct fuse_in_header *h,
 	pthread_join(tid, NULL);
 	mf_park_unblock(w, 1u << MF_UD_PARKED | 1u << MF_UD_CANCEL, res);
 	mf_park_drain_fillers(w);
+	if (w->lender_completed)
+		mf_auto_forbidden(sh, "a cancelled lending");
 
 	__sync_fetch_and_add(&sh->cancels, 1);
 	sh->cancel_last_res = s.cqe_res;
@@ -819,7 +841,9 @@ static void mf_random_read(struct mf_worker *w, struct fuse_in_header *h,
 	uint32_t dice = mf_rand(&w->rnd) % 100;
 	struct mf_chunk ch[4];
 	int order[4], n, i, ret, pending;
-	bool cancel, early, replied = false;
+	bool cancel, early, replied = false, completed = false;
+	/* half of the reads let the kernel answer when the last chunk is back */
+	bool autoc = in->cfg->auto_complete || mf_rand(&w->rnd) % 2;
 	uint32_t placed;
 
 	__sync_fetch_and_add(&st->reads, 1);
@@ -829,7 +853,7 @@ static void mf_random_read(struct mf_worker *w, struct fuse_in_header *h,
 				ri->offset, 4096, in->backing_fd,
 				fusezc_lend_pos(h->unique, 0));
 
-		ret = mf_ring_run(&w->ring, sqe);
+		ret = mf_ring_run(w, sqe);
 		if (ret == -EOPNOTSUPP)
 			__sync_fetch_and_add(&st->nonlenders_refused, 1);
 		else
@@ -889,6 +913,8 @@ static void mf_random_read(struct mf_worker *w, struct fuse_in_header *h,
 					 in->backing_fd, ri->offset + c->off, c->len,
 					 in->fuse_fd, fusezc_lend_pos(h->unique, c->off));
 		io_uring_sqe_set_data64(sqe, order[i]);
+		if (autoc)
+			sqe->ioprio = FUSEZC_SPLICE_BUF_COMPLETE;
 		pending++;
 	}
 	__sync_fetch_and_add(&st->chunks, pending);
@@ -931,6 +957,8 @@ static void mf_random_read(struct mf_worker *w, struct fuse_in_header *h,
 		ud = io_uring_cqe_get_data64(cqe);
 		if (ud < 4)
 			ch[ud].res = cqe->res;
+		if (ud < 4 && (cqe->flags & FUSEZC_CQE_F_LENDER_COMPLETED))
+			completed = true;
 		io_uring_cqe_seen(&w->ring, cqe);
 		pending--;
 	}
@@ -942,6 +970,16 @@ static void mf_random_read(struct mf_worker *w, struct fuse_in_header *h,
 			break;
 		}
 		placed += ch[i].len;
+	}
+	if (completed) {
+		__sync_fetch_and_add(&st->auto_completed, 1);
+		if (!autoc || replied || placed != avail)
+			mf_unexpected(st, "the kernel answered a read it had to leave", placed);
+		/* answered: a reply of ours must find it gone */
+		ret = mf_reply_zc(in, h->unique, avail);
+		if (ret != -ENOENT)
+			mf_unexpected(st, "reply after the kernel answered", ret);
+		return;
 	}
 	if (replied) {
 		/* taken: so every byte claimed had been placed */
@@ -1002,6 +1040,9 @@ static void mf_do_read(struct mf_worker *w, struct fuse_in_header *h,
 	int res, ret;
 
 	__sync_fetch_and_add(&sh->reads, 1);
+	w->lender_completed = false;
+	/* LIE_MORE's lie would never be sent: the kernel answers first */
+	w->auto_lend = in->cfg->auto_complete && mode != MF_READ_LIE_MORE;
 	if (mode == MF_READ_SLOW_COPY) {
 		mf_sleep_ms(sh->slow_ms);
 		mode = MF_READ_COPY;
@@ -1037,11 +1078,13 @@ static void mf_do_read(struct mf_worker *w, struct fuse_in_header *h,
 		res = mf_lend_into(w, h->unique, half, in->backing_fd,
 				   ri->offset + half, ri->size - half);
 		sh->lend_order_res[0] = res;
+		sh->lend_order_completed[0] = w->lender_completed;
 		if (res >= 0) {
 			ret = res;
 			res = mf_lend_into(w, h->unique, 0, in->backing_fd,
 					   ri->offset, half);
 			sh->lend_order_res[1] = res;
+			sh->lend_order_completed[1] = w->lender_completed;
 			if (res == (int)half)
 				res += ret;
 			else if (res >= 0)
@@ -1083,6 +1126,10 @@ static void mf_do_read(struct mf_worker *w, struct fuse_in_header *h,
 		}
 		res = mf_park_finish(w);
 		sh->parked = 0;
+		if (w->lender_completed && mode == MF_READ_INTERRUPT)
+			mf_auto_forbidden(sh, "an interrupted read");
+		if (w->lender_completed && mode == MF_READ_RESEND)
+			mf_auto_forbidden(sh, "a read asked for again by a resend");
 		if (mode == MF_READ_RESEND) {
 			ret = res > 0 ? mf_reply_zc(in, h->unique, res) : res;
 			sh->resend_reply_errno = -ret;
@@ -1106,7 +1153,7 @@ static void mf_do_read(struct mf_worker *w, struct fuse_in_header *h,
 		sqe = mf_prep_splice_buf(w, FUSEZC_IORING_OP_WRITE_SPLICE_BUF,
 					 in->backing_fd, ri->offset, ri->size,
 					 in->fuse_fd, fusezc_lend_pos(h->unique, 0));
-		sh->wrong_dir_res = mf_ring_run(&w->ring, sqe);
+		sh->wrong_dir_res = mf_ring_run(w, sqe);
 		mf_reply_copy(w, h->unique, ri->offset, ri->size);
 		return;
 	case MF_READ_LIE_PARTIAL:
@@ -1139,6 +1186,18 @@ static void mf_do_read(struct mf_worker *w, struct fuse_in_header *h,
 		res += 4096;
 reply:
 	prev_unique = h->unique;
+	if (w->lender_completed) {
+		/* the kernel answered; ours, as for SECOND_REPLY, gets ENOENT */
+		__sync_fetch_and_add(&sh->auto_completed, 1);
+		__sync_fetch_and_add(&sh->zc_replies, 1);
+		if (res < 0)
+			mf_auto_forbidden(sh, "a read whose lending failed");
+		if (mode == MF_READ_SECOND_REPLY) {
+			ret = mf_reply_zc(in, h->unique, res);
+			sh->second_reply_errno = ret < 0 ? -ret : 0;
+		}
+		return;
+	}
 	if (res < 0) {
 		sh->last_lend_error = res;
 		__sync_fetch_and_add(&sh->fallbacks, 1);

@@ -41,6 +41,7 @@ struct mf_stress {
 	volatile uint64_t overclaims_refused, duplicates_refused;
 	volatile uint64_t unlent_refused, nonlenders_refused, resends;
 	volatile uint64_t cancels, chunks_failed, replies_gone;
+	volatile uint64_t auto_completed;	/* answered by the kernel */
 	volatile uint64_t unexpected;	/* a kernel answer the contract forbids */
 	char last_unexpected[96];
 };
@@ -77,6 +78,12 @@ struct mf_shared {
 	volatile int recovery_errno;	/* errno of the correct reply after a refused one */
 	volatile uint64_t recoveries;	/* correct replies after a refused one */
 	volatile uint64_t lend_order_res[2];	/* MF_READ_OUT_OF_ORDER: second half, first half */
+	volatile int lend_order_completed[2];	/* and whether its CQE said "answered" */
+	/* auto_complete: reads the kernel answered at the loan's end (also in zc_replies) */
+	volatile uint64_t auto_completed;
+	/* ... and those it answered although the contract leaves them to the server */
+	volatile uint64_t auto_forbidden;
+	char auto_forbidden_what[64];
 	/* parked loans (a READ_SPLICE_BUF held in io-wq with its loan) */
 	volatile int parked;		/* a loan is parked right now */
 	volatile int release;		/* the test lets the parked loan go */
@@ -109,6 +116,8 @@ struct mf_config {
 	bool splice_receive;		/* read requests with splice(2) + a pipe */
 	bool drop_privileges;		/* serve as nobody, without CAP_SYS_ADMIN */
 	bool direct_io_backing;		/* open the backing file O_DIRECT */
+	/* lend with IORING_SPLICE_BUF_COMPLETE: the kernel may answer reads */
+	bool auto_complete;
 	unsigned int slow_ms;		/* MF_READ_SLOW_COPY delay */
 	/*
 	 * A loop block device over a copy of the backing file, for parked

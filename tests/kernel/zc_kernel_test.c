@@ -47,6 +47,10 @@
 
 static int verbose;
 static int rounds = 100;
+/* -a: every server lends with IORING_SPLICE_BUF_COMPLETE */
+static bool auto_complete;
+/* reads the kernel answered although the contract left them to the server */
+static unsigned long long auto_forbidden;
 static char workdir[] = "/tmp/zc-kernel-test-XXXXXX";
 static char backing[128], mnt[128], mnt2[128], slow_backing[160], slow_mnt[128];
 static char resend_mnt[128], io_path[128], loop_backing[128], loop_node[128];
@@ -159,6 +163,7 @@ static int make_backing(const char *path)
 
 struct zc_stats {
 	long long zc_read_bytes, copy_read_bytes, zc_refused, zc_lent_pages;
+	long long zc_completed;
 };
 
 static int conn_dir(const char *mountpoint, char *dir, size_t len)
@@ -191,6 +196,8 @@ static int read_stats_dir(const char *dir, struct zc_stats *s)
 			s->zc_refused = v;
 		else if (!strcmp(name, "zc_lent_pages"))
 			s->zc_lent_pages = v;
+		else if (!strcmp(name, "zc_completed"))
+			s->zc_completed = v;
 	}
 	fclose(f);
 	return 0;
@@ -355,6 +362,8 @@ static int server_start(struct server *srv, const char *mountpoint,
 	if (!srv->cfg.threads)
 		srv->cfg.threads = 2;
 	srv->cfg.accept_zc = true;
+	if (auto_complete)
+		srv->cfg.auto_complete = true;
 	srv->mountpoint = mountpoint;
 	srv->pid = mf_start(&srv->cfg, srv->sh);
 	return srv->pid < 0 ? (int)srv->pid : 0;
@@ -367,6 +376,11 @@ static int server_stop(struct server *srv)
 
 	if (srv->pid <= 0)
 		return -1;
+	if (srv->sh->auto_forbidden) {
+		say("  FAIL: the kernel answered %llu read(s) the contract leaves to the server, last: %s\n",
+		    (unsigned long long)srv->sh->auto_forbidden, srv->sh->auto_forbidden_what);
+		auto_forbidden += srv->sh->auto_forbidden;
+	}
 	if (umount2(srv->mountpoint, 0) && umount2(srv->mountpoint, MNT_DETACH))
 		perror("umount");
 	if (srv->cfg.second_mountpoint)
@@ -666,6 +680,13 @@ static int run_correctness(struct server *srv, const char *what)
 	if (ret == T_PASS)
 		CHECK(srv->sh->fallbacks == 0, "%llu reads fell back (last error %d)",
 		      (unsigned long long)srv->sh->fallbacks, srv->sh->last_lend_error);
+	if (ret == T_PASS && srv->cfg.auto_complete) {
+		say("  %llu of %llu zero-copy reads answered by the kernel\n",
+		    (unsigned long long)srv->sh->auto_completed,
+		    (unsigned long long)srv->sh->zc_replies);
+		CHECK(srv->sh->auto_completed == srv->sh->zc_replies,
+		      "the kernel left complete reads to the server");
+	}
 	CHECK(server_stop(srv) == 0, "server did not exit cleanly");
 	return ret;
 }
@@ -718,10 +739,10 @@ static int t_direct_backing(void)
  * reader still gets the right bytes, and return what the server recorded
  * about the kernel's answer to the misbehaviour (@field of its shared state).
  */
-static int misbehave_and_read(enum mf_read_mode mode, const char *what,
-			      size_t field, int expected)
+static int misbehave_and_read_cfg(const struct mf_config *cfg, enum mf_read_mode mode,
+				  const char *what, size_t field, int expected)
 {
-	struct server srv = { 0 };
+	struct server srv = { .cfg = *cfg };
 	char path[300], *buf = malloc(65536);
 	int ret, got;
 
@@ -743,6 +764,14 @@ static int misbehave_and_read(enum mf_read_mode mode, const char *what,
 		      (unsigned long long)srv.sh->recoveries);
 	say("  %s: %d, the reader got the right bytes\n", what, got);
 	return T_PASS;
+}
+
+static int misbehave_and_read(enum mf_read_mode mode, const char *what,
+			      size_t field, int expected)
+{
+	struct mf_config cfg = { 0 };
+
+	return misbehave_and_read_cfg(&cfg, mode, what, field, expected);
 }
 
 /*
@@ -1104,6 +1133,7 @@ static void stress_add(struct mf_stress *sum, const struct mf_stress *st)
 	sum->cancels += st->cancels;
 	sum->chunks_failed += st->chunks_failed;
 	sum->replies_gone += st->replies_gone;
+	sum->auto_completed += st->auto_completed;
 	sum->unexpected += st->unexpected;
 	if (st->unexpected)
 		say("  server: unexpected kernel answer: %s\n", st->last_unexpected);
@@ -1218,9 +1248,10 @@ static int t_stress(void)
 	say("  events: %llu kill -9, %llu fusectl aborts, %llu signals to readers, %llu FUSE_NOTIFY_RESEND\n",
 	    (unsigned long long)kills, (unsigned long long)aborts,
 	    (unsigned long long)signals, (unsigned long long)sum.resends);
-	say("  server: %llu reads, %llu chunks lent, %llu zero-copy and %llu copy replies\n",
+	say("  server: %llu reads, %llu chunks lent, %llu zero-copy and %llu copy replies, %llu answered by the kernel\n",
 	    (unsigned long long)sum.reads, (unsigned long long)sum.chunks,
-	    (unsigned long long)sum.zc_replies, (unsigned long long)sum.copy_replies);
+	    (unsigned long long)sum.zc_replies, (unsigned long long)sum.copy_replies,
+	    (unsigned long long)sum.auto_completed);
 	say("  refused as the contract says: %llu over-claims, %llu duplicates, %llu unlent zero-copy replies, %llu non-lenders; replies while lending: %llu taken, %llu refused\n",
 	    (unsigned long long)sum.overclaims_refused, (unsigned long long)sum.duplicates_refused,
 	    (unsigned long long)sum.unlent_refused, (unsigned long long)sum.nonlenders_refused,
@@ -1235,9 +1266,11 @@ static int t_stress(void)
 	CHECK(!leaks, "%llu connections kept loans or waiters", (unsigned long long)leaks);
 	/* a stress that exercised nothing proves nothing */
 	CHECK(reads && sum.zc_replies && sum.chunks && sum.overclaims_refused &&
-	      sum.duplicates_refused && sum.cancels && sum.resends && kills + aborts,
-	      "the run did not exercise every event (reads %llu, zc %llu, overclaims %llu, duplicates %llu, cancels %llu, resends %llu, faults %llu)",
+	      sum.duplicates_refused && sum.cancels && sum.resends && kills + aborts &&
+	      sum.auto_completed,
+	      "the run did not exercise every event (reads %llu, zc %llu, kernel-answered %llu, overclaims %llu, duplicates %llu, cancels %llu, resends %llu, faults %llu)",
 	      (unsigned long long)reads, (unsigned long long)sum.zc_replies,
+	      (unsigned long long)sum.auto_completed,
 	      (unsigned long long)sum.overclaims_refused, (unsigned long long)sum.duplicates_refused,
 	      (unsigned long long)sum.cancels, (unsigned long long)sum.resends,
 	      (unsigned long long)(kills + aborts));
@@ -1769,6 +1802,67 @@ static int serve_one_read(struct server *srv, enum mf_read_mode mode,
 	return T_PASS;
 }
 
+/*
+ * (l) IORING_SPLICE_BUF_COMPLETE: the kernel answers a read when its last
+ * lending brings the data complete, across the end of the file too, and
+ * the server sends nothing (a reply sent anyway gets ENOENT); a lending
+ * that leaves a hole, or fails, leaves the answer to the server.
+ */
+static int t_auto_complete(void)
+{
+	struct server srv = { .cfg = { .auto_complete = true } };
+	struct one_read rd = { .off = 256 << 10, .len = 128 << 10, .direct = true };
+	unsigned long long answered;
+	struct zc_stats st;
+	char path[300];
+	int ret;
+
+	ret = server_start(&srv, mnt, backing, MF_READ_ZC);
+	CHECK(!ret, "server: %s", strerror(-ret));
+	file_path(path, sizeof(path), mnt);
+	ret = check_buffered(path);
+	if (ret == T_PASS)
+		ret = check_direct(path);
+	if (ret == T_PASS)
+		ret = check_all_zero_copy(mnt, "kernel-answered reads");
+	if (read_stats(mnt, &st))
+		st.zc_completed = -1;
+	answered = srv.sh->auto_completed;
+	say("  %llu reads answered by the kernel (zc_completed %lld), %llu zero-copy replies, %llu fallbacks\n",
+	    answered, st.zc_completed, (unsigned long long)srv.sh->zc_replies,
+	    (unsigned long long)srv.sh->fallbacks);
+	CHECK(server_stop(&srv) == 0, "server did not exit cleanly");
+	CHECK(ret == T_PASS, "the readers did not get the right bytes");
+	CHECK(answered > 0 && answered == srv.sh->zc_replies && !srv.sh->fallbacks,
+	      "not every zero-copy read was answered by the kernel");
+	CHECK(st.zc_completed == (long long)answered,
+	      "zc_completed %lld, the server saw %llu", st.zc_completed, answered);
+
+	/* the first lending leaves a hole: only the second one answers */
+	if (serve_one_read(&srv, MF_READ_OUT_OF_ORDER, &rd, path, sizeof(path),
+			   "O_DIRECT 128 KiB, halves back to front"))
+		return T_FAIL;
+	server_stop(&srv);
+	say("  halves lent back to front: CQE flags say answered %d, then %d\n",
+	    srv.sh->lend_order_completed[0], srv.sh->lend_order_completed[1]);
+	ret = check_read(&rd, rd.len, "O_DIRECT 128 KiB, halves back to front");
+	if (ret != T_PASS)
+		return ret;
+	CHECK(!srv.sh->lend_order_completed[0] && srv.sh->lend_order_completed[1],
+	      "want the read answered by the second lending only");
+
+	/* the kernel's answer came first: the server's gets ENOENT */
+	ret = misbehave_and_read_cfg(&srv.cfg, MF_READ_SECOND_REPLY,
+				     "reply after the kernel answered (errno)",
+				     offsetof(struct mf_shared, second_reply_errno), ENOENT);
+	/* a failed lending: the server answers (its lie refused, then a copy) */
+	if (ret == T_PASS)
+		ret = misbehave_and_read_cfg(&srv.cfg, MF_READ_LIE_FAILED_IO,
+					     "lent I/O failed (errno of the claim)",
+					     offsetof(struct mf_shared, reply_errno), EINVAL);
+	return ret;
+}
+
 /* (c) A lending must lie inside the request's data: -EINVAL otherwise. */
 static int t_lend_range(void)
 {
@@ -2095,6 +2189,7 @@ static const struct {
 } subtests[] = {
 	{ "capability", t_capability, false },
 	{ "correctness", t_correctness, true },
+	{ "auto_complete", t_auto_complete, true },
 	{ "fixed_files", t_fixed_files, true },
 	{ "splice_receive", t_splice_receive, true },
 	{ "direct_backing", t_direct_backing, true },
@@ -2168,8 +2263,10 @@ int main(int argc, char **argv)
 	int opt, i, j, status = T_PASS, ran = 0, passed = 0, failed = 0, skipped = 0;
 	bool all = false;
 
-	while ((opt = getopt(argc, argv, "vr:d:")) != -1) {
-		if (opt == 'v')
+	while ((opt = getopt(argc, argv, "avr:d:")) != -1) {
+		if (opt == 'a')
+			auto_complete = true;
+		else if (opt == 'v')
 			verbose = 1;
 		else if (opt == 'r')
 			rounds = atoi(optarg);
@@ -2215,9 +2312,12 @@ int main(int argc, char **argv)
 				ret = T_SKIP;
 			}
 		} else {
+			unsigned long long forbidden = auto_forbidden;
 			double t = now();
 
 			ret = subtests[i].fn();
+			if (auto_forbidden != forbidden && ret == T_PASS)
+				ret = T_FAIL;
 			say("  %s (%.1f s)\n", ret == T_PASS ? "ok" : "FAILED", now() - t);
 		}
 		if (ret == T_PASS)
@@ -2237,7 +2337,8 @@ int main(int argc, char **argv)
 		status = T_SKIP;
 	return status;
 usage:
-	fprintf(stderr, "usage: zc_kernel_test [-v] [-r ROUNDS] [-d STRESS_SECONDS] all|SUBTEST...\nsubtests:");
+	fprintf(stderr, "usage: zc_kernel_test [-a] [-v] [-r ROUNDS] [-d STRESS_SECONDS] all|SUBTEST...\n"
+		"  -a  every server lets the kernel answer its reads (IORING_SPLICE_BUF_COMPLETE)\nsubtests:");
 	for (i = 0; i < (int)(sizeof(subtests) / sizeof(subtests[0])); i++)
 		fprintf(stderr, " %s", subtests[i].name);
 	fprintf(stderr, "\n");
