@@ -88,13 +88,15 @@ static void pzc_print_report(struct pzc_fs *fs)
 
 	fusezc_get_stats(fs->zs, &st);
 	fprintf(stderr, "passthrough_zc: stats: zc_bytes=%" PRIu64
-		" zc_requests=%" PRIu64 " splice_bytes=%" PRIu64
+		" zc_requests=%" PRIu64 " zc_kernel_answered=%" PRIu64
+		" splice_bytes=%" PRIu64
 		" splice_requests=%" PRIu64 " copy_bytes=%" PRIu64
 		" copy_requests=%" PRIu64 " fallbacks=%" PRIu64
 		" fallback_eopnotsupp=%" PRIu64 " fallback_eperm=%" PRIu64
 		" fallback_enoent_einval=%" PRIu64 " fallback_other=%" PRIu64
 		" zerocopy_active=%d passthrough_active=%d\n",
-		st.zc_bytes, st.zc_requests, st.splice_bytes, st.splice_requests,
+		st.zc_bytes, st.zc_requests, st.zc_kernel_answered,
+		st.splice_bytes, st.splice_requests,
 		st.copy_bytes, st.copy_requests, st.fallbacks,
 		st.fallback_errno_counts[0], st.fallback_errno_counts[1],
 		st.fallback_errno_counts[2], st.fallback_errno_counts[3],

@@ -97,6 +97,15 @@ struct fusezc_options {
 	 * this flag; the library adds it to the INIT reply.
 	 */
 	bool no_export_support;
+
+	/*
+	 * Zero copy: the server writes every read reply itself.  By default
+	 * the kernel answers a read whose lendings brought all of its data
+	 * (IORING_SPLICE_BUF_COMPLETE), which saves a write(2) a read; this
+	 * is for comparison.  Series kernels without it are detected and
+	 * answered by the server either way.
+	 */
+	bool server_replies;
 };
 
 struct fusezc_stats {
@@ -105,6 +114,7 @@ struct fusezc_stats {
 	uint64_t copy_bytes, copy_requests;
 	uint64_t fallbacks;		/* requests that fell back from zero copy */
 	uint64_t fallback_errno_counts[4]; /* EOPNOTSUPP, EPERM, ENOENT/EINVAL, other */
+	uint64_t zc_kernel_answered;	/* of zc_requests: answered by the kernel */
 };
 
 /* Attach to a session created (and mounted) by the caller.  Must be called

@@ -136,6 +136,9 @@ struct fusezc_session {
 	const char *_Atomic zc_status;
 	int init_error;			/* -errno the loop returns */
 	atomic_bool splice_enabled;	/* fusezc_conn_init() enabled SPLICE_WRITE */
+	/* lend with IORING_SPLICE_BUF_COMPLETE (off: opts.server_replies, or
+	 * a series kernel that refused it) */
+	atomic_bool kernel_answers;
 	atomic_int splice_state;
 
 	struct fzc_read_table reads;
@@ -145,7 +148,7 @@ struct fusezc_session {
 	atomic_bool init_reported;	/* opts.init_done called */
 
 	/* Counters. */
-	_Atomic uint64_t zc_bytes, zc_requests;
+	_Atomic uint64_t zc_bytes, zc_requests, zc_kernel_answered;
 	_Atomic uint64_t splice_bytes, splice_requests;
 	_Atomic uint64_t copy_bytes, copy_requests;
 	_Atomic uint64_t fallbacks;
@@ -189,6 +192,7 @@ struct fzc_lending {
 	unsigned int len;
 	uint64_t unique;
 	uint32_t req_off;
+	bool kernel_answers;	/* IORING_SPLICE_BUF_COMPLETE */
 };
 
 /*
@@ -199,9 +203,11 @@ struct fzc_lending {
 struct fzc_kernel_ops {
 	int (*ring_setup)(struct fusezc_worker *w);	/* 0 or -errno */
 	void (*ring_exit)(struct fusezc_worker *w);
-	/* Submit @l and wait for it: 0 and the CQE's res in *res, or -errno
-	 * when the ring itself failed (the ring is then dropped). */
-	int (*ring_lend)(struct fusezc_worker *w, const struct fzc_lending *l, int *res);
+	/* Submit @l and wait for it: 0, the CQE's res in *res and whether the
+	 * kernel answered the read in *answered, or -errno when the ring
+	 * itself failed (the ring is then dropped). */
+	int (*ring_lend)(struct fusezc_worker *w, const struct fzc_lending *l, int *res,
+			 bool *answered);
 	ssize_t (*dev_writev)(int fd, const struct iovec *iov, int count);
 };
 extern const struct fzc_kernel_ops *fzc_kops;

@@ -70,7 +70,7 @@ static void real_ring_exit(struct fusezc_worker *w)
 
 /* One io_uring_enter() submits and waits; the CQE is reaped here. */
 static int real_ring_lend(struct fusezc_worker *w, const struct fzc_lending *l,
-			  int *cqe_res)
+			  int *cqe_res, bool *answered)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
 	struct io_uring_cqe *cqe;
@@ -82,6 +82,8 @@ static int real_ring_lend(struct fusezc_worker *w, const struct fzc_lending *l,
 	fzc_prep_lend(sqe, l->fd, l->off, l->len, fixed ? 0 : l->devfd, fixed,
 		      l->unique);
 	sqe->splice_off_in = fusezc_lend_pos(l->unique, l->req_off);
+	if (l->kernel_answers)
+		sqe->ioprio = FUSEZC_SPLICE_BUF_COMPLETE;
 	do
 		res = io_uring_submit_and_wait(&w->ring, 1);
 	while ((res == -EINTR || res == -EAGAIN) && ++tries < 1000);
@@ -93,6 +95,7 @@ static int real_ring_lend(struct fusezc_worker *w, const struct fzc_lending *l,
 	if (res < 0)
 		return res;
 	*cqe_res = cqe->res;
+	*answered = cqe->flags & FUSEZC_CQE_F_LENDER_COMPLETED;
 	io_uring_cqe_seen(&w->ring, cqe);
 	return 0;
 }
@@ -207,6 +210,7 @@ static const char *refusal_hint(int err)
 
 enum lend_outcome {
 	LEND_PLACED,		/* *placed bytes are in the request's pages */
+	LEND_ANSWERED,		/* ... and the kernel answered the read with them */
 	LEND_REFUSED,		/* reply by copy */
 	LEND_IO_ERROR,		/* the backing file failed: reply the error */
 };
@@ -214,7 +218,8 @@ enum lend_outcome {
 /*
  * Lend @size bytes of @fd at @off to request @unique.  A short completion
  * is not the end of the file: the rest is lent at the next offset of the
- * request, until all is placed or a completion of 0 (end of file).
+ * request, until all is placed or a completion of 0 (end of file).  Each
+ * lending lets the kernel answer the read once its data is complete.
  */
 static enum lend_outcome lend_all(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
 				  off_t off, size_t size, size_t *placed, int *err)
@@ -233,13 +238,26 @@ static enum lend_outcome lend_all(struct fusezc_worker *w, int devfd, uint64_t u
 			.len = (unsigned int)(size - *placed),
 			.unique = unique,
 			.req_off = (uint32_t)*placed,
+			.kernel_answers = atomic_load(&zs->kernel_answers),
 		};
+		bool answered = false;
 		int res;
 
-		*err = fzc_kops->ring_lend(w, &l, &res);
+		*err = fzc_kops->ring_lend(w, &l, &res, &answered);
 		if (*err < 0) {
 			ring_failed(w, *err);
 			return LEND_REFUSED;
+		}
+		if (res == -EINVAL && l.kernel_answers) {
+			/* a series kernel before IORING_SPLICE_BUF_COMPLETE */
+			atomic_store(&zs->kernel_answers, false);
+			fzc_log(zs, FUSE_LOG_INFO,
+				"the kernel cannot answer zero-copy reads itself; the server replies");
+			continue;
+		}
+		if (answered) {
+			*placed += res > 0 ? (size_t)res : 0;
+			return LEND_ANSWERED;
 		}
 		if (res == 0)
 			break;		/* end of the backing file */
@@ -338,6 +356,12 @@ int fzc_answer_read(struct fusezc_worker *w, int devfd, uint64_t unique,
 		size = ri.size;
 
 	how = lend_all(w, devfd, unique, rr->fd, rr->off, size, &placed, &err);
+	if (how == LEND_ANSWERED) {
+		fzc_add(&zs->zc_bytes, placed);
+		fzc_add(&zs->zc_requests, 1);
+		fzc_add(&zs->zc_kernel_answered, 1);
+		return 0;
+	}
 	if (how == LEND_IO_ERROR)
 		return reply_error(devfd, unique, err);
 	if (how == LEND_PLACED && placed == 0)	/* at or past the end of file */

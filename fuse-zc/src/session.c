@@ -727,6 +727,7 @@ int fusezc_session_new_versioned(struct fuse_session *se,
 	if (zs->opts.ring_entries == 0)
 		zs->opts.ring_entries = FZC_DEFAULT_RING;
 	zs->fuse_fd = fd;
+	atomic_init(&zs->kernel_answers, !zs->opts.server_replies);
 	atomic_init(&zs->zc_status, zs->opts.read_mode == FUSEZC_READ_ZEROCOPY ?
 		    status_no_init : status_disabled);
 	pthread_mutex_init(&zs->reads.lock, NULL);
@@ -801,6 +802,7 @@ void fusezc_get_stats(const struct fusezc_session *zs, struct fusezc_stats *st)
 		return;
 	st->zc_bytes = atomic_load(&s->zc_bytes);
 	st->zc_requests = atomic_load(&s->zc_requests);
+	st->zc_kernel_answered = atomic_load(&s->zc_kernel_answered);
 	st->splice_bytes = atomic_load(&s->splice_bytes);
 	st->splice_requests = atomic_load(&s->splice_requests);
 	st->copy_bytes = atomic_load(&s->copy_bytes);

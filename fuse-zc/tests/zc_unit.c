@@ -359,6 +359,8 @@ static struct fzc_lending lendings[MAX_LENDINGS];
 static int nlendings;
 static int lend_results[MAX_LENDINGS];	/* scripted CQE res; 0 = all of it */
 static int lend_placed[MAX_LENDINGS];	/* the res each lending got */
+static bool lend_answers[MAX_LENDINGS];	/* scripted: the kernel answers the read */
+static bool kernel_before_answers;	/* a series kernel without IORING_SPLICE_BUF_COMPLETE */
 #define CQE_ZERO	INT_MIN		/* script a CQE res of 0 (end of file) */
 static int ring_setup_errors;		/* fail this many ring setups */
 static int ring_setups, ring_exits;
@@ -381,12 +383,19 @@ static void fake_ring_exit(struct fusezc_worker *w)
 	ring_exits++;
 }
 
-static int fake_ring_lend(struct fusezc_worker *w, const struct fzc_lending *l, int *res)
+static int fake_ring_lend(struct fusezc_worker *w, const struct fzc_lending *l, int *res,
+			  bool *answered)
 {
 	(void)w;
 	if (nlendings >= MAX_LENDINGS)
 		return -EIO;
 	lendings[nlendings] = *l;
+	*answered = l->kernel_answers && lend_answers[nlendings];
+	if (l->kernel_answers && kernel_before_answers) {
+		*answered = false;
+		lend_placed[nlendings++] = *res = -EINVAL;
+		return 0;
+	}
 	*res = lend_results[nlendings] ? lend_results[nlendings] : (int)l->len;
 	if (*res == CQE_ZERO)
 		*res = 0;
@@ -513,6 +522,8 @@ static struct fusezc_session *zc_session(void)
 	CHECK(fusezc_zerocopy_active(zs));
 	nlendings = 0;
 	memset(lend_results, 0, sizeof(lend_results));
+	memset(lend_answers, 0, sizeof(lend_answers));
+	kernel_before_answers = false;
 	ring_setup_errors = ring_setups = ring_exits = 0;
 	zc_write_errno = 0;
 	plan = PLAN_NOW;
@@ -689,6 +700,41 @@ static void test_short_cqe(void)
 	CHECK(r.hdr.error == 0 && r.hdr.unique == 9 && r.data_len == 0);
 	fusezc_get_stats(worker.zs, &st);
 	CHECK(st.fallbacks == 0);
+	CHECK(pipe_empty());
+}
+
+/*
+ * IORING_SPLICE_BUF_COMPLETE: a read the kernel answered gets no reply
+ * from the server; a series kernel without it (EINVAL) is answered by the
+ * server from then on, this read included.
+ */
+static void test_kernel_answers(void)
+{
+	struct fusezc_session *zs;
+	struct fusezc_stats st;
+	struct reply r;
+
+	zs = zc_session();
+	atomic_store(&zs->kernel_answers, true);
+	lend_results[0] = 1000;		/* short: the rest is lent again */
+	lend_answers[1] = true;
+	process_read(20, 4096, 8192);
+	CHECK(nlendings == 2 && lendings[0].kernel_answers && lendings[1].kernel_answers);
+	CHECK(pipe_empty());
+	fusezc_get_stats(zs, &st);
+	CHECK(st.zc_requests == 1 && st.zc_kernel_answered == 1 && st.zc_bytes == 8192);
+	CHECK(st.fallbacks == 0 && st.copy_requests == 0);
+
+	zs = zc_session();
+	atomic_store(&zs->kernel_answers, true);
+	kernel_before_answers = true;
+	process_read(21, 0, 4096);
+	next_reply(&r);
+	CHECK(answers(&r, 21, 0, 4096) && (r.hdr.unique & FUSEZC_UNIQUE_ZC_REPLY));
+	CHECK(nlendings == 2 && lendings[0].kernel_answers && !lendings[1].kernel_answers);
+	CHECK(!atomic_load(&zs->kernel_answers));
+	fusezc_get_stats(zs, &st);
+	CHECK(st.zc_requests == 1 && st.zc_kernel_answered == 0 && st.fallbacks == 0);
 	CHECK(pipe_empty());
 }
 
@@ -929,6 +975,7 @@ int main(void)
 		{ "deferred_reply", test_deferred_reply },
 		{ "read_table", test_read_table },
 		{ "short_cqe", test_short_cqe },
+		{ "kernel_answers", test_kernel_answers },
 		{ "backing_error", test_backing_error },
 		{ "lend_refusals", test_lend_refusals },
 		{ "reply_refused", test_reply_refused },
