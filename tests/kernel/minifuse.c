@@ -414,8 +414,8 @@ static void mf_park_uncache(struct mf_instance *in, uint64_t off, uint32_t len)
 	free(vec);
 }
 
-static int mf_park_lend_behind(struct mf_worker *w, uint64_t unique, uint32_t lend_off,
-			       uint64_t file_off, uint32_t len, unsigned int nr_fillers)
+static int mf_park_try(struct mf_worker *w, uint64_t unique, uint32_t lend_off,
+		       uint64_t file_off, uint32_t len, unsigned int nr_fillers)
 {
 	struct mf_instance *in = w->in;
 	struct io_uring_sqe *sqe;
@@ -462,7 +462,30 @@ static int mf_park_lend_behind(struct mf_worker *w, uint64_t unique, uint32_t le
 		/* the lending finished (or failed) inline: nothing is parked */
 		ret = mf_park_unblock(w, 1u << MF_UD_PARKED, res);
 		mf_park_drain_fillers(w);
-		ret = ret ? ret : res[MF_UD_PARKED] ? res[MF_UD_PARKED] : -ENODATA;
+		return ret ? ret : res[MF_UD_PARKED] ? res[MF_UD_PARKED] : -ENODATA;
+	}
+	return 0;
+}
+
+/*
+ * Park a lending; 0 when parked.  Under load the range can be cached again
+ * between mf_park_uncache() and the submission (a folio still being read
+ * ahead is not uptodate, so mincore() does not show it): the lending then
+ * completes inline.  The request is still the server's (unless the kernel
+ * answered it), so lend it again, a few times.
+ */
+static int mf_park_lend_behind(struct mf_worker *w, uint64_t unique, uint32_t lend_off,
+			       uint64_t file_off, uint32_t len, unsigned int nr_fillers)
+{
+	struct mf_instance *in = w->in;
+	int ret, attempt;
+
+	for (attempt = 0; attempt < 10; attempt++) {
+		ret = mf_park_try(w, unique, lend_off, file_off, len, nr_fillers);
+		if (ret <= 0 || w->lender_completed)
+			break;
+	}
+	if (ret) {
 		__sync_fetch_and_add(&in->sh->park_failures, 1);
 		in->sh->park_error = ret;
 		return ret;
@@ -1453,6 +1476,12 @@ static int mf_serve(const struct mf_config *cfg, struct mf_shared *sh)
 			perror("minifuse: loop device");
 			return 2;
 		}
+		/*
+		 * No readahead past what a parked lending reads: its I/O,
+		 * still in flight when the next one is parked, would cache
+		 * that one's range behind mf_park_uncache()'s back.
+		 */
+		posix_fadvise(main_in.loop_fd, 0, 0, POSIX_FADV_RANDOM);
 	}
 	second.backing_fd = main_in.backing_fd;
 	ret = mf_mount(cfg->mountpoint, &main_in.fuse_fd);
