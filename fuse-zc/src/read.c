@@ -250,9 +250,9 @@ static enum lend_outcome lend_all(struct fusezc_worker *w, int devfd, uint64_t u
 		}
 		if (res == -EINVAL && l.kernel_answers) {
 			/* a series kernel before IORING_SPLICE_BUF_COMPLETE */
-			atomic_store(&zs->kernel_answers, false);
-			fzc_log(zs, FUSE_LOG_INFO,
-				"the kernel cannot answer zero-copy reads itself; the server replies");
+			if (atomic_exchange(&zs->kernel_answers, false))
+				fzc_log(zs, FUSE_LOG_INFO,
+					"the kernel cannot answer zero-copy reads itself; the server replies");
 			continue;
 		}
 		if (answered) {
