@@ -71,6 +71,7 @@ static void pzc_print_report(struct pzc_fs *fs)
 	const char *reason = fusezc_zerocopy_status(fs->zs);
 	const char *fb = fs->cfg.mode == PZC_MODE_COPY ? "copy" : "splice";
 	struct fusezc_stats st;
+	struct rusage ru;
 
 	if (fs->cfg.mode == PZC_MODE_COPY || fs->cfg.mode == PZC_MODE_SPLICE)
 		fprintf(stderr, "passthrough_zc: read mode %s\n",
@@ -87,6 +88,10 @@ static void pzc_print_report(struct pzc_fs *fs)
 			"unavailable, using the read mode");
 
 	fusezc_get_stats(fs->zs, &st);
+	/* All threads, io-wq workers and exited ones included: the bench's
+	 * context switches per request. */
+	if (getrusage(RUSAGE_SELF, &ru))
+		memset(&ru, 0, sizeof(ru));
 	fprintf(stderr, "passthrough_zc: stats: zc_bytes=%" PRIu64
 		" zc_requests=%" PRIu64 " zc_kernel_answered=%" PRIu64
 		" splice_bytes=%" PRIu64
@@ -94,13 +99,15 @@ static void pzc_print_report(struct pzc_fs *fs)
 		" copy_requests=%" PRIu64 " fallbacks=%" PRIu64
 		" fallback_eopnotsupp=%" PRIu64 " fallback_eperm=%" PRIu64
 		" fallback_enoent_einval=%" PRIu64 " fallback_other=%" PRIu64
-		" zerocopy_active=%d passthrough_active=%d\n",
+		" zerocopy_active=%d passthrough_active=%d"
+		" voluntary_ctxsw=%ld involuntary_ctxsw=%ld\n",
 		st.zc_bytes, st.zc_requests, st.zc_kernel_answered,
 		st.splice_bytes, st.splice_requests,
 		st.copy_bytes, st.copy_requests, st.fallbacks,
 		st.fallback_errno_counts[0], st.fallback_errno_counts[1],
 		st.fallback_errno_counts[2], st.fallback_errno_counts[3],
-		fusezc_zerocopy_active(fs->zs), fusezc_passthrough_active(fs->zs));
+		fusezc_zerocopy_active(fs->zs), fusezc_passthrough_active(fs->zs),
+		ru.ru_nvcsw, ru.ru_nivcsw);
 }
 
 /*
@@ -155,6 +162,7 @@ static void pzc_zc_options(const struct pzc_fs *fs,
 		break;
 	}
 	zopts->passthrough = fs->cfg.passthrough;
+	zopts->server_replies = fs->cfg.server_replies;
 	/*
 	 * Node ids are inode pointers, valid only while the kernel holds a
 	 * lookup: a file handle could not be opened again after the inode left

@@ -1,0 +1,93 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""report.py on a raw.csv with known numbers: every ratio and verdict of the
+goals table is computed from the rows it names (host test, no VM)."""
+import csv
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+COLS = ("backing,workload,jobs,rep,mode,io_bytes,bw_bytes,runtime_ms,reader_cpu_s,ios,"
+        "reader_ctxsw,clat_p50_us,clat_p99_us,server_cpu_s,system_cpu_s,kzc_read_bytes,"
+        "kcopy_read_bytes,kzc_refused,lib_zc_bytes,lib_zc_requests,lib_splice_bytes,"
+        "lib_splice_requests,lib_copy_bytes,lib_copy_requests,lib_fallbacks,"
+        "lib_zc_kernel_answered,server_ctxsw").split(",")
+GIB = 1 << 30
+
+
+def row(backing, wl, mode, mb_s, rep=1, cpu=None, p50=None, reqs=1024, ctx=None):
+    r = dict.fromkeys(COLS, "-")
+    r.update(backing=backing, workload=wl, jobs=1, rep=rep, mode=mode, io_bytes=GIB,
+             bw_bytes=int(mb_s * 1e6), runtime_ms=1000, reader_cpu_s=1.0, ios=4096,
+             reader_ctxsw=8192, system_cpu_s=2.0, lib_fallbacks=0)
+    if p50 is not None:
+        r.update(clat_p50_us=p50, clat_p99_us=p50 * 3)
+    if mode not in ("native", "passthrough"):
+        kind = {"copy": "copy", "splice": "splice"}.get(mode, "zc")
+        r.update(server_cpu_s=cpu, kzc_read_bytes=GIB if kind == "zc" else 0,
+                 kcopy_read_bytes=0 if kind == "zc" else GIB, kzc_refused=0,
+                 lib_zc_bytes=0, lib_zc_requests=0, lib_splice_bytes=0,
+                 lib_splice_requests=0, lib_copy_bytes=0, lib_copy_requests=0,
+                 lib_zc_kernel_answered=0, server_ctxsw=ctx if ctx is not None else 2 * reqs)
+        r[f"lib_{kind}_bytes"] = GIB
+        r[f"lib_{kind}_requests"] = reqs
+    return r
+
+
+def run_report(tmp_path, rows):
+    raw = tmp_path / "raw.csv"
+    with open(raw, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLS)
+        w.writeheader()
+        w.writerows(rows)
+    (tmp_path / "meta.txt").write_text("kernel=test\n")
+    out = subprocess.run([sys.executable, os.path.join(HERE, "report.py"), str(raw),
+                          str(tmp_path / "meta.txt"), str(tmp_path)],
+                         capture_output=True, text=True, check=True).stdout
+    with open(tmp_path / "results.csv") as f:
+        table = {(r["backing"], r["workload"], r["mode"]): r for r in csv.DictReader(f)}
+    return out, table
+
+
+def goal_line(out, start):
+    lines = [l for l in out.splitlines() if l.startswith("| " + start)]
+    assert len(lines) == 1, out
+    return lines[0]
+
+
+def test_goals_use_the_rows_they_name(tmp_path):
+    rows = []
+    for rep, scale in ((1, 1.0), (2, 1.1), (3, 0.5)):   # the medians are rep 1's
+        rows += [row("tmpfs", "seq-1m", "copy", 100 * scale, rep, cpu=4.0),
+                 row("tmpfs", "seq-1m", "splice", 200 * scale, rep, cpu=3.0),
+                 row("tmpfs", "seq-1m", "zerocopy", 190 * scale, rep, cpu=2.0, ctx=512),
+                 row("tmpfs", "seq-1m", "passthrough", 300 * scale, rep),
+                 row("tmpfs", "seq-1m", "zerocopy-dio", 280 * scale, rep, cpu=1.0),
+                 row("disk", "qd1-4k", "copy", 14 * scale, rep, cpu=8.0, p50=100 / scale),
+                 row("disk", "qd1-4k", "splice", 12 * scale, rep, cpu=8.0, p50=80 / scale),
+                 row("disk", "qd1-4k", "zerocopy", 13 * scale, rep, cpu=2.0, p50=40 / scale)]
+    out, table = run_report(tmp_path, rows)
+    # 190 / max(copy 100, splice 200) on tmpfs, 13 / max(copy 14, splice 12) on disk
+    assert "tmpfs seq-1m j1: 0.95 ✗" in goal_line(out, "zerocopy ≥ the better")
+    assert "disk qd1-4k j1: 0.93 ✗" in goal_line(out, "zerocopy ≥ the better")
+    assert goal_line(out, "zerocopy ≥ the better").endswith("| no |")
+
+    # server CPU: splice 3.0 / zerocopy 2.0 s per GiB; disk 8.0 / 2.0 ≥ 2
+    assert "tmpfs seq-1m j1: 1.50" in goal_line(out, "tmpfs: zerocopy server CPU")
+    assert goal_line(out, "disk: zerocopy server CPU").endswith("| yes |")
+    # p50: splice 80 µs / zerocopy 40 µs
+    assert "disk qd1-4k j1: 2.00" in goal_line(out, "4 KiB QD1")
+    # direct_io row: 280 / 300
+    assert "tmpfs seq-1m j1: 0.93" in goal_line(out, "tmpfs seq-1m, -o direct_io")
+    z = table[("tmpfs", "seq-1m", "zerocopy")]
+    assert z["mb_s_median"] == "190.0" and z["server_cpu_s_per_gib"] == "2.000"
+    assert z["server_ctxsw_per_fuse_read"] == "0.50"        # 512 / 1024 requests
+    assert z["reader_ctxsw_per_io"] == "2.00"                # 8192 / 4096
+    assert table[("disk", "qd1-4k", "zerocopy")]["clat_p50_us"] == "40.0"
+
+
+def test_a_goal_without_its_rows_is_left_out(tmp_path):
+    out, _ = run_report(tmp_path, [row("tmpfs", "seq-1m", "native", 500),
+                                   row("tmpfs", "seq-1m", "zerocopy", 400, cpu=1.0)])
+    assert "direct_io" not in out.split("Goals")[1]
+    assert "QD1" not in out.split("Goals")[1]
