@@ -41,6 +41,8 @@
 
 /* user_data of the parked-loan ring's operations */
 enum { MF_UD_BLOCKER = 1, MF_UD_PARKED, MF_UD_CANCEL, MF_UD_NR };
+#define MF_UD_LEND		200
+#define MF_UD_AFTER_LEND	201
 /* user_data of the NOPs queued in io-wq ahead of a parked lending */
 #define MF_UD_FILLER		100
 #define MF_UD_FILLER_CANCEL	101
@@ -202,6 +204,45 @@ static int mf_ring_run(struct mf_worker *w, struct io_uring_sqe *sqe)
 	return ret;
 }
 
+static void mf_auto_forbidden(struct mf_shared *sh, const char *what);
+
+/*
+ * Run a lending asking the kernel to answer, with IOSQE_CQE_SKIP_SUCCESS
+ * and a NOP linked after it: only the NOP's CQE means the kernel answered
+ * (@len then stands for the result nobody posted); the lending's own CQE
+ * means it did not, and the read is still ours.
+ */
+static int mf_ring_run_skip(struct mf_worker *w, struct io_uring_sqe *sqe,
+			    unsigned int len)
+{
+	struct io_uring_cqe *cqe;
+	int ret;
+
+	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS | IOSQE_IO_LINK;
+	sqe->user_data = MF_UD_LEND;
+	sqe = io_uring_get_sqe(&w->ring);
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_nop(sqe);
+	sqe->user_data = MF_UD_AFTER_LEND;
+	ret = io_uring_submit_and_wait(&w->ring, 1);
+	if (ret < 0)
+		return ret;
+	ret = io_uring_wait_cqe(&w->ring, &cqe);
+	if (ret < 0)
+		return ret;
+	if (cqe->user_data == MF_UD_AFTER_LEND) {
+		w->lender_completed = true;
+		ret = (int)len;
+	} else {
+		ret = cqe->res;
+		if (cqe->flags & FUSEZC_CQE_F_LENDER_COMPLETED)
+			mf_auto_forbidden(w->in->sh, "a skipped lending posting an answered CQE");
+	}
+	io_uring_cqe_seen(&w->ring, cqe);
+	return ret;
+}
+
 static struct io_uring_sqe *mf_prep_splice_buf(struct mf_worker *w, int op,
 					       int fd, uint64_t off, unsigned int len,
 					       int lender, uint64_t lend_pos)
@@ -235,6 +276,8 @@ static int mf_lend_into(struct mf_worker *w, uint64_t unique, uint32_t lend_off,
 		sqe->flags |= IOSQE_FIXED_FILE;
 	if (w->auto_lend)
 		sqe->ioprio = FUSEZC_SPLICE_BUF_COMPLETE;
+	if (w->auto_lend && cfg->skip_success)
+		return mf_ring_run_skip(w, sqe, len);
 	return mf_ring_run(w, sqe);
 }
 

@@ -118,6 +118,12 @@ struct mf_config {
 	bool direct_io_backing;		/* open the backing file O_DIRECT */
 	/* lend with IORING_SPLICE_BUF_COMPLETE: the kernel may answer reads */
 	bool auto_complete;
+	/*
+	 * ... and submit those lendings with IOSQE_CQE_SKIP_SUCCESS and a
+	 * linked NOP: a lending the kernel answered posts no CQE (the NOP's
+	 * says it is over), every other one must post its own.
+	 */
+	bool skip_success;
 	unsigned int slow_ms;		/* MF_READ_SLOW_COPY delay */
 	/*
 	 * A loop block device over a copy of the backing file, for parked

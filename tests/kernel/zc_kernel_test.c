@@ -163,7 +163,7 @@ static int make_backing(const char *path)
 
 struct zc_stats {
 	long long zc_read_bytes, copy_read_bytes, zc_refused, zc_lent_pages;
-	long long zc_completed;
+	long long zc_completed, zc_lend_calls;
 };
 
 static int conn_dir(const char *mountpoint, char *dir, size_t len)
@@ -198,6 +198,8 @@ static int read_stats_dir(const char *dir, struct zc_stats *s)
 			s->zc_lent_pages = v;
 		else if (!strcmp(name, "zc_completed"))
 			s->zc_completed = v;
+		else if (!strcmp(name, "zc_lend_calls"))
+			s->zc_lend_calls = v;
 	}
 	fclose(f);
 	return 0;
@@ -1818,9 +1820,9 @@ static int serve_one_read(struct server *srv, enum mf_read_mode mode,
  * the server sends nothing (a reply sent anyway gets ENOENT); a lending
  * that leaves a hole, or fails, leaves the answer to the server.
  */
-static int t_auto_complete(void)
+static int auto_complete_checks(bool skip_success)
 {
-	struct server srv = { .cfg = { .auto_complete = true } };
+	struct server srv = { .cfg = { .auto_complete = true, .skip_success = skip_success } };
 	struct one_read rd = { .off = 256 << 10, .len = 128 << 10, .direct = true };
 	unsigned long long answered;
 	struct zc_stats st;
@@ -1868,6 +1870,22 @@ static int t_auto_complete(void)
 					     "lent I/O failed (errno of the claim)",
 					     offsetof(struct mf_shared, reply_errno), EINVAL);
 	return ret;
+}
+
+static int t_auto_complete(void)
+{
+	return auto_complete_checks(false);
+}
+
+/*
+ * The same with IOSQE_CQE_SKIP_SUCCESS on every lending: a lending the
+ * kernel did not answer (the first of two halves, a failed one) must post
+ * its CQE, or the server would take the read for answered and the reader
+ * would wait for ever.
+ */
+static int t_skip_success(void)
+{
+	return auto_complete_checks(true);
 }
 
 /* (c) A lending must lie inside the request's data: -EINVAL otherwise. */
@@ -1944,6 +1962,41 @@ static int t_subpage_segments(void)
 	CHECK(srv.sh->reads == 1, "%llu FUSE_READ for one O_DIRECT preadv, want 1",
 	      (unsigned long long)srv.sh->reads);
 	return check_read(&rd, 8192, "O_DIRECT preadv 16 x 512");
+}
+
+/*
+ * A request's pages are lent in one call of the lender, not one per 16
+ * pages (the default size of the direct pipe they travel through).
+ */
+static int t_lend_calls(void)
+{
+	struct server srv = { 0 };
+	struct one_read rd = { .off = 1 << 20, .len = 1 << 20, .direct = true };
+	unsigned long long lendings;
+	struct zc_stats st;
+	char path[300];
+	int ret;
+
+	if (serve_one_read(&srv, MF_READ_ZC, &rd, path, sizeof(path), "O_DIRECT 1 MiB"))
+		return T_FAIL;
+	ret = read_stats(mnt, &st);
+	server_stop(&srv);
+	if (check_read(&rd, rd.len, "O_DIRECT 1 MiB"))
+		return T_FAIL;
+	CHECK(!ret, "zerocopy_stats: %s", strerror(-ret));
+	lendings = srv.sh->zc_replies;
+	say("  %llu FUSE_READ, %llu lendings, %lld bytes, %lld calls into the lender\n",
+	    (unsigned long long)srv.sh->reads, lendings, st.zc_read_bytes, st.zc_lend_calls);
+	CHECK(lendings > 0 && st.zc_read_bytes == (long long)rd.len && !srv.sh->fallbacks,
+	      "the read was not all zero copy: %llu lendings, %lld bytes, %llu fallbacks",
+	      lendings, st.zc_read_bytes, (unsigned long long)srv.sh->fallbacks);
+	/* else one call per request would be all there is to see */
+	CHECK(st.zc_read_bytes / (long long)lendings > (16 << 12),
+	      "requests of %lld bytes: too small to tell", st.zc_read_bytes / (long long)lendings);
+	CHECK(st.zc_lend_calls == (long long)lendings,
+	      "%lld calls into the lender for %llu lendings, want one each",
+	      st.zc_lend_calls, lendings);
+	return T_PASS;
 }
 
 /*
@@ -2197,6 +2250,7 @@ static const struct {
 	{ "capability", t_capability, false },
 	{ "correctness", t_correctness, true },
 	{ "auto_complete", t_auto_complete, true },
+	{ "skip_success", t_skip_success, true },
 	{ "fixed_files", t_fixed_files, true },
 	{ "splice_receive", t_splice_receive, true },
 	{ "direct_backing", t_direct_backing, true },
@@ -2213,6 +2267,7 @@ static const struct {
 	{ "lend_range", t_lend_range, true },			/* c */
 	{ "out_of_order", t_out_of_order, true },		/* d */
 	{ "subpage_segments", t_subpage_segments, true },	/* e */
+	{ "lend_calls", t_lend_calls, true },
 	{ "overclaim", t_overclaim, true },			/* f */
 	{ "cancel", t_cancel, true },				/* g */
 	{ "interrupt", t_interrupt, true },			/* h */
