@@ -44,6 +44,7 @@ static const struct fuse_opt pzc_opts[] = {
 	PZC_OPT("direct_source", direct_source, 1),
 	PZC_OPT("no_direct_source", direct_source, 0),
 	PZC_OPT("server_replies", server_replies, 1),
+	PZC_OPT("sync_lending", sync_lending, 1),
 	PZC_OPT("noatime", noatime, 1),
 	FUSE_OPT_KEY("noatime", FUSE_OPT_KEY_KEEP),	/* also a mount option */
 	PZC_OPT("max_read=%u", max_read, 0),
@@ -82,6 +83,7 @@ static const struct pzc_option_doc {
 	{ "[no_]posix_acl", "POSIX ACLs (default ACLs inherit; implies default_permissions)" },
 	{ "[no_]direct_source", "read page-aligned ranges of the source with O_DIRECT" },
 	{ "server_replies", "zerocopy: the server writes each reply, not the kernel" },
+	{ "sync_lending", "zerocopy: wait for each lending before the next request" },
 	{ "noatime", "do not update access times (source opened O_NOATIME)" },
 	{ "max_read=N", "largest READ request (bytes)" },
 	{ "max_readahead=N", "read-ahead (bytes); above 128 KiB set on the bdi (root)" },

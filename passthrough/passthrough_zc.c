@@ -163,6 +163,7 @@ static void pzc_zc_options(const struct pzc_fs *fs,
 	}
 	zopts->passthrough = fs->cfg.passthrough;
 	zopts->server_replies = fs->cfg.server_replies;
+	zopts->sync_lending = fs->cfg.sync_lending;
 	/*
 	 * Node ids are inode pointers, valid only while the kernel holds a
 	 * lookup: a file handle could not be opened again after the inode left

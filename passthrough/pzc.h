@@ -55,6 +55,7 @@ struct pzc_config {
 	int noatime;		/* the mount's noatime, honoured on the source */
 	int direct_source;	/* aligned reads from the source with O_DIRECT */
 	int server_replies;	/* no IORING_SPLICE_BUF_COMPLETE: reply ourselves */
+	int sync_lending;	/* one lending in flight a worker, waited for */
 	int posix_acl;		/* kernel POSIX ACLs, caller's umask on the source */
 	unsigned int max_read;
 	unsigned int max_readahead;

@@ -106,6 +106,18 @@ struct fusezc_options {
 	 * answered by the server either way.
 	 */
 	bool server_replies;
+
+	/*
+	 * Zero copy: wait for each lending before the worker reads its next
+	 * request (one io_uring_enter() that submits and waits).  By default,
+	 * where the kernel answers reads, a worker submits the lending and
+	 * goes back to /dev/fuse at once; a CQE the kernel did not answer is
+	 * answered later, by that worker or by the library's reaper thread.
+	 * The file descriptor given to fusezc_reply_read() must then stay open
+	 * until the read is answered (an open file's descriptor, closed at
+	 * RELEASE, does).
+	 */
+	bool sync_lending;
 };
 
 struct fusezc_stats {
@@ -166,7 +178,10 @@ const char *fusezc_zerocopy_status(const struct fusezc_session *zs);
  * May be called later and from any thread (a deferred reply): on a fusezc
  * worker it is zero copy of @req itself, elsewhere a copy.  Every mode
  * reads into page-aligned memory, so @fd may be an O_DIRECT descriptor
- * when @off and @size suit the file's direct I/O alignment.
+ * when @off and @size suit the file's direct I/O alignment.  Zero copy may
+ * answer after this returns (see sync_lending): @fd must stay open until
+ * the read is answered, as an open file's descriptor closed at RELEASE
+ * does.
  */
 void fusezc_reply_read(fuse_req_t req, int fd, off_t off, size_t size);
 

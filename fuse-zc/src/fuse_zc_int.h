@@ -85,6 +85,22 @@ enum fzc_splice_state {
 };
 
 /*
+ * A lending submitted without waiting (asynchronous lending): what its CQE
+ * needs to answer the read when the kernel did not.  @fd must stay open
+ * until then, which it does when it is the open file's descriptor: the
+ * kernel sends no RELEASE while a read of the file is unanswered.
+ */
+struct fzc_inflight {
+	uint64_t unique;
+	int devfd;
+	int fd;
+	off_t off;
+	size_t size;
+	bool busy;
+};
+#define FZC_INFLIGHT_MAX	32	/* lendings in flight per worker */
+
+/*
  * What the library keeps for a thread of libfuse's loop: created by the read
  * hook on the first request a thread reads, freed when the thread exits
  * (libfuse's loop cancels and joins its workers before it returns; with
@@ -117,6 +133,15 @@ struct fusezc_worker {
 	uint64_t ring_retry_at;		/* CLOCK_MONOTONIC ns: no new ring before */
 	uint64_t ring_backoff;		/* ns; 0 after a working ring */
 
+	/* Asynchronous lending: the ring's CQ and @lends are shared with the
+	 * session's reaper, which answers them while this thread waits for a
+	 * request; @lend_lock serialises the two. */
+	pthread_mutex_t lend_lock;
+	struct fzc_inflight lends[FZC_INFLIGHT_MAX];
+	unsigned int inflight;
+	bool watched;				/* its ring fd is in the reaper's epoll */
+	struct fusezc_worker *next_retired;	/* zs->retired list */
+
 	char *copybuf;
 	size_t copybuf_size;
 	unsigned char msg[FZC_MSGBUF];
@@ -142,6 +167,21 @@ struct fusezc_session {
 	atomic_int splice_state;
 
 	struct fzc_read_table reads;
+
+	/*
+	 * Asynchronous lending (default when the kernel answers reads; off
+	 * with opts.sync_lending): a thread that answers the CQEs of workers
+	 * blocked in read(2) of /dev/fuse.  Started by the first such lending.
+	 * Worker states outlive their threads on @retired (the reaper may hold
+	 * an event for one) and are reused by new threads.
+	 */
+	pthread_mutex_t reaper_lock;
+	pthread_t reaper;
+	bool reaper_running;
+	int reaper_epfd;
+	int reaper_stopfd;		/* eventfd: the reaper exits */
+	struct fusezc_worker reaper_worker;	/* its copy buffer, for fallbacks */
+	struct fusezc_worker *retired;
 
 	/* Loop. */
 	atomic_bool looping;
@@ -209,6 +249,17 @@ struct fzc_kernel_ops {
 	int (*ring_lend)(struct fusezc_worker *w, const struct fzc_lending *l, int *res,
 			 bool *answered);
 	ssize_t (*dev_writev)(int fd, const struct iovec *iov, int count);
+	/* Asynchronous lending: submit @l without waiting, its CQE to carry
+	 * @user_data (0 or -errno of the ring) ... */
+	int (*ring_submit_lend)(struct fusezc_worker *w, const struct fzc_lending *l,
+				uint64_t user_data);
+	/* ... and take the next CQE: 1 with its user_data, res and whether the
+	 * kernel answered; 0 none (after waiting for one when @wait); -errno. */
+	int (*ring_next_cqe)(struct fusezc_worker *w, bool wait, uint64_t *user_data,
+			     int *res, bool *answered);
+	/* A file descriptor readable while CQEs wait, for the reaper's epoll
+	 * (-1: none; the worker then waits for its lendings itself). */
+	int (*ring_poll_fd)(struct fusezc_worker *w);
 };
 extern const struct fzc_kernel_ops *fzc_kops;
 
@@ -218,6 +269,20 @@ void fzc_count_fallback(struct fusezc_session *zs, int err);
 ssize_t fzc_pread_full(int fd, void *buf, size_t size, off_t off);
 void *fzc_copybuf(struct fusezc_worker *w, size_t size);
 void *fzc_alloc_aligned(size_t size);
+
+/* Asynchronous lending (read.c): true when @l was submitted and its CQE
+ * will answer the read; false: answer it synchronously. */
+bool fzc_lend_async(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
+		    off_t off, size_t size);
+/* Answer every CQE there is (under w->lend_lock); @cw lends its copy
+ * buffer to fallbacks.  With @wait, until nothing is in flight. */
+void fzc_reap_locked(struct fusezc_worker *w, struct fusezc_worker *cw, bool wait);
+/* A worker about to block in read(2): let the reaper watch its CQEs
+ * (under w->lend_lock; without a reaper, @cw waits for them). */
+void fzc_reaper_watch(struct fusezc_worker *w, struct fusezc_worker *cw);
+/* A worker whose thread ends or whose ring goes: answer what is in flight. */
+void fzc_worker_drain(struct fusezc_worker *w);
+void fzc_reaper_stop(struct fusezc_session *zs);
 
 /* The fuse_custom_io hooks (exposed for the unit tests). */
 ssize_t fzc_io_read(int fd, void *buf, size_t len, void *userdata);

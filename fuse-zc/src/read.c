@@ -17,9 +17,13 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 __thread struct fzc_read_reply *fzc_tls_read_reply;
 
@@ -105,11 +109,59 @@ static ssize_t real_dev_writev(int fd, const struct iovec *iov, int count)
 	return writev(fd, iov, count);
 }
 
+static int real_ring_submit_lend(struct fusezc_worker *w, const struct fzc_lending *l,
+				 uint64_t user_data)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+	bool fixed = w->ring_fixed && l->devfd == w->ring_fd;
+	int res, tries = 0;
+
+	if (sqe == NULL)	/* cannot happen: at most FZC_INFLIGHT_MAX in flight */
+		return -EBUSY;
+	fzc_prep_lend(sqe, l->fd, l->off, l->len, fixed ? 0 : l->devfd, fixed,
+		      l->unique);
+	sqe->splice_off_in = fusezc_lend_pos(l->unique, l->req_off);
+	sqe->ioprio = FUSEZC_SPLICE_BUF_COMPLETE;
+	sqe->user_data = user_data;
+	do
+		res = io_uring_submit(&w->ring);
+	while ((res == -EINTR || res == -EAGAIN) && ++tries < 1000);
+	return res == 1 ? 0 : res < 0 ? res : -EIO;
+}
+
+static int real_ring_next_cqe(struct fusezc_worker *w, bool wait, uint64_t *user_data,
+			      int *res, bool *answered)
+{
+	struct io_uring_cqe *cqe;
+	int err;
+
+	do
+		err = wait ? io_uring_wait_cqe(&w->ring, &cqe) : io_uring_peek_cqe(&w->ring, &cqe);
+	while (err == -EINTR);
+	if (err == -EAGAIN)
+		return 0;
+	if (err < 0)
+		return err;
+	*user_data = cqe->user_data;
+	*res = cqe->res;
+	*answered = cqe->flags & FUSEZC_CQE_F_LENDER_COMPLETED;
+	io_uring_cqe_seen(&w->ring, cqe);
+	return 1;
+}
+
+static int real_ring_poll_fd(struct fusezc_worker *w)
+{
+	return w->ring.ring_fd;
+}
+
 static const struct fzc_kernel_ops real_kops = {
 	.ring_setup = real_ring_setup,
 	.ring_exit = real_ring_exit,
 	.ring_lend = real_ring_lend,
 	.dev_writev = real_dev_writev,
+	.ring_submit_lend = real_ring_submit_lend,
+	.ring_next_cqe = real_ring_next_cqe,
+	.ring_poll_fd = real_ring_poll_fd,
 };
 const struct fzc_kernel_ops *fzc_kops = &real_kops;
 
@@ -303,7 +355,8 @@ static int reply_error(int devfd, uint64_t unique, int err)
 	return dev_write(devfd, &iov, 1);
 }
 
-/* A copy reply; if the kernel refuses even that, an error reply. */
+/* A copy reply; if the kernel refuses even that, an error reply.  @w's
+ * copy buffer is used: it must be the calling thread's. */
 static int reply_copy_raw(struct fusezc_worker *w, int devfd, uint64_t unique,
 			  int fd, off_t off, size_t size)
 {
@@ -355,6 +408,10 @@ int fzc_answer_read(struct fusezc_worker *w, int devfd, uint64_t unique,
 	if (size > ri.size)
 		size = ri.size;
 
+	if (fzc_lend_async(w, devfd, unique, rr->fd, rr->off, size))
+		return 0;
+	if (w->inflight > 0)
+		fzc_worker_drain(w);	/* the synchronous lending waits for its own CQE */
 	how = lend_all(w, devfd, unique, rr->fd, rr->off, size, &placed, &err);
 	if (how == LEND_ANSWERED) {
 		fzc_add(&zs->zc_bytes, placed);
@@ -393,6 +450,258 @@ int fzc_answer_read(struct fusezc_worker *w, int devfd, uint64_t unique,
 	}
 	fzc_count_fallback(zs, err);
 	return reply_copy_raw(w, devfd, unique, rr->fd, rr->off, size);
+}
+
+/* ------------------------------------------------------------------ */
+/* Asynchronous lending                                                */
+
+/*
+ * The CQE of an asynchronous lending.  The kernel answered the read, or it
+ * did not and the read is still ours: a refusal, a short or failed lending
+ * (the rest is not lent again: the copy replaces it all), an error of the
+ * backing file.  @cw is the calling thread's worker state (its copy buffer).
+ */
+static void async_complete(struct fusezc_worker *w, struct fusezc_worker *cw,
+			   const struct fzc_inflight *p, int res, bool answered)
+{
+	struct fusezc_session *zs = w->zs;
+	int err = res < 0 ? res : -ENODATA;
+
+	if (answered) {
+		fzc_add(&zs->zc_bytes, res > 0 ? (uint64_t)res : 0);
+		fzc_add(&zs->zc_requests, 1);
+		fzc_add(&zs->zc_kernel_answered, 1);
+		return;
+	}
+	if (res == -EINVAL && atomic_exchange(&zs->kernel_answers, false)) {
+		/* a series kernel before IORING_SPLICE_BUF_COMPLETE */
+		fzc_log(zs, FUSE_LOG_INFO,
+			"the kernel cannot answer zero-copy reads itself; the server replies");
+	} else if (res < 0 && !lend_refused(res)) {
+		if (fzc_note_once(zs, FZC_NOTE_IO, res))
+			fzc_log(zs, FUSE_LOG_WARNING,
+				"backing file read failed (%s); replied to the reader",
+				strerror(-res));
+		reply_error(p->devfd, p->unique, res);
+		return;
+	} else if (res < 0 && fzc_note_once(zs, FZC_NOTE_LEND, res)) {
+		fzc_log(zs, FUSE_LOG_WARNING,
+			"zero-copy read refused by the kernel (%s)%s; falling back to copy",
+			strerror(-res), refusal_hint(res));
+	}
+	/* also a lending short before the end of the file (-ENODATA) */
+	fzc_count_fallback(zs, err);
+	reply_copy_raw(cw, p->devfd, p->unique, p->fd, p->off, p->size);
+}
+
+/* Under w->lend_lock: answer one CQE; 1, 0 none, -errno of the ring. */
+static int reap_one_locked(struct fusezc_worker *w, struct fusezc_worker *cw, bool wait)
+{
+	struct fzc_inflight p;
+	uint64_t ud;
+	bool answered = false;
+	int res = 0, got;
+
+	got = fzc_kops->ring_next_cqe(w, wait, &ud, &res, &answered);
+	if (got <= 0)
+		return got;
+	if (ud == 0 || ud > FZC_INFLIGHT_MAX || !w->lends[ud - 1].busy) {
+		fzc_log(w->zs, FUSE_LOG_ERR, "a CQE for no lending in flight (%llu)",
+			(unsigned long long)ud);
+		return 1;
+	}
+	p = w->lends[ud - 1];
+	w->lends[ud - 1].busy = false;
+	w->inflight--;
+	async_complete(w, cw, &p, res, answered);
+	return 1;
+}
+
+void fzc_reap_locked(struct fusezc_worker *w, struct fusezc_worker *cw, bool wait)
+{
+	int got;
+
+	if (!w->ring_ready)
+		return;
+	while (w->inflight > 0) {
+		got = reap_one_locked(w, cw, wait);
+		if (got < 0 && got != -EINTR) {
+			fzc_log(w->zs, FUSE_LOG_ERR, "cannot reap zero-copy lendings (%s)",
+				strerror(-got));
+			return;
+		}
+		if (got == 0)
+			return;
+	}
+}
+
+bool fzc_lend_async(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
+		    off_t off, size_t size)
+{
+	struct fusezc_session *zs = w->zs;
+	struct fzc_lending l = {
+		.devfd = devfd, .fd = fd, .off = (uint64_t)off,
+		.len = (unsigned int)size, .unique = unique, .kernel_answers = true,
+	};
+	unsigned int i;
+	int err;
+
+	if (zs->opts.sync_lending || !atomic_load(&zs->kernel_answers) || size == 0 ||
+	    fzc_kops->ring_submit_lend == NULL || ring_get(w) < 0)
+		return false;
+	pthread_mutex_lock(&w->lend_lock);
+	fzc_reap_locked(w, w, false);
+	while (w->inflight == FZC_INFLIGHT_MAX && reap_one_locked(w, w, true) > 0)
+		;
+	for (i = 0; i < FZC_INFLIGHT_MAX && w->lends[i].busy; i++)
+		;
+	if (i == FZC_INFLIGHT_MAX) {
+		pthread_mutex_unlock(&w->lend_lock);
+		return false;
+	}
+	err = fzc_kops->ring_submit_lend(w, &l, i + 1);
+	if (err == 0) {
+		w->lends[i] = (struct fzc_inflight){
+			.unique = unique, .devfd = devfd, .fd = fd, .off = off,
+			.size = size, .busy = true,
+		};
+		w->inflight++;
+	}
+	pthread_mutex_unlock(&w->lend_lock);
+	if (err < 0 && fzc_note_once(zs, FZC_NOTE_RING, err))
+		fzc_log(zs, FUSE_LOG_WARNING,
+			"io_uring submission failed (%s); lending synchronously", strerror(-err));
+	return err == 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* The reaper: answers CQEs of workers that wait for requests          */
+
+static void *reaper_main(void *arg)
+{
+	struct fusezc_session *zs = arg;
+	struct epoll_event ev[16];
+	int n, i;
+
+	for (;;) {
+		n = epoll_wait(zs->reaper_epfd, ev, 16, -1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			fzc_log(zs, FUSE_LOG_ERR, "reaper: epoll_wait: %s", strerror(errno));
+			return NULL;
+		}
+		for (i = 0; i < n; i++) {
+			struct fusezc_worker *w = ev[i].data.ptr;
+
+			if (w == NULL)
+				return NULL;	/* fzc_reaper_stop() */
+			pthread_mutex_lock(&w->lend_lock);
+			fzc_reap_locked(w, &zs->reaper_worker, false);
+			if (w->inflight > 0)
+				fzc_reaper_watch(w, &zs->reaper_worker);
+			pthread_mutex_unlock(&w->lend_lock);
+		}
+	}
+}
+
+/* Under zs->reaper_lock. */
+static int reaper_start(struct fusezc_session *zs)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+	sigset_t all, old;
+	int err;
+
+	zs->reaper_epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (zs->reaper_epfd < 0)
+		return -errno;
+	zs->reaper_stopfd = eventfd(0, EFD_CLOEXEC);
+	if (zs->reaper_stopfd < 0 ||
+	    epoll_ctl(zs->reaper_epfd, EPOLL_CTL_ADD, zs->reaper_stopfd, &ev) < 0) {
+		err = -errno;
+		goto fail;
+	}
+	zs->reaper_worker.zs = zs;
+	/* signals are for the file system's main thread, as with libfuse's workers */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	err = -pthread_create(&zs->reaper, NULL, reaper_main, zs);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (err == 0) {
+		zs->reaper_running = true;
+		return 0;
+	}
+fail:
+	if (zs->reaper_stopfd >= 0)
+		close(zs->reaper_stopfd);
+	close(zs->reaper_epfd);
+	zs->reaper_epfd = zs->reaper_stopfd = -1;
+	return err;
+}
+
+/* Under w->lend_lock.  Without a reaper, the caller (@cw) waits itself. */
+void fzc_reaper_watch(struct fusezc_worker *w, struct fusezc_worker *cw)
+{
+	struct fusezc_session *zs = w->zs;
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLONESHOT, .data.ptr = w };
+	int fd = fzc_kops->ring_poll_fd ? fzc_kops->ring_poll_fd(w) : -1;
+	int err = fd < 0 ? -EOPNOTSUPP : 0;
+
+	pthread_mutex_lock(&zs->reaper_lock);
+	if (err == 0 && !zs->reaper_running)
+		err = reaper_start(zs);
+	if (err == 0 &&
+	    epoll_ctl(zs->reaper_epfd, w->watched ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) < 0)
+		err = -errno;
+	pthread_mutex_unlock(&zs->reaper_lock);
+	if (err == 0) {
+		w->watched = true;
+		return;
+	}
+	if (fzc_note_once(zs, FZC_NOTE_RING, err))
+		fzc_log(zs, FUSE_LOG_WARNING,
+			"no reaper for zero-copy lendings (%s); workers wait for theirs",
+			strerror(-err));
+	fzc_reap_locked(w, cw, true);
+}
+
+void fzc_worker_drain(struct fusezc_worker *w)
+{
+	struct fusezc_session *zs = w->zs;
+	int fd;
+
+	pthread_mutex_lock(&w->lend_lock);
+	fzc_reap_locked(w, w, true);
+	if (w->watched) {
+		fd = fzc_kops->ring_poll_fd(w);
+		pthread_mutex_lock(&zs->reaper_lock);
+		if (zs->reaper_running)
+			epoll_ctl(zs->reaper_epfd, EPOLL_CTL_DEL, fd, NULL);
+		pthread_mutex_unlock(&zs->reaper_lock);
+		w->watched = false;
+	}
+	pthread_mutex_unlock(&w->lend_lock);
+}
+
+void fzc_reaper_stop(struct fusezc_session *zs)
+{
+	uint64_t one = 1;
+	bool running;
+
+	pthread_mutex_lock(&zs->reaper_lock);
+	running = zs->reaper_running;
+	zs->reaper_running = false;
+	pthread_mutex_unlock(&zs->reaper_lock);
+	if (!running)
+		return;
+	if (write(zs->reaper_stopfd, &one, sizeof(one)) != sizeof(one))
+		pthread_cancel(zs->reaper);
+	pthread_join(zs->reaper, NULL);
+	close(zs->reaper_stopfd);
+	close(zs->reaper_epfd);
+	zs->reaper_epfd = zs->reaper_stopfd = -1;
+	free(zs->reaper_worker.copybuf);
+	zs->reaper_worker.copybuf = NULL;
 }
 
 /* ------------------------------------------------------------------ */

@@ -419,13 +419,61 @@ static int worker_key_error;
 static void worker_free(void *data)
 {
 	struct fusezc_worker *w = data;
+	struct fusezc_session *zs = w->zs;
 
 	if (fzc_tls_worker == w)
 		fzc_tls_worker = NULL;
+	fzc_worker_drain(w);
 	if (w->ring_ready)
 		fzc_kops->ring_exit(w);
+	w->ring_ready = false;
+	w->ring_fixed = false;
 	free(w->copybuf);
-	free(w);
+	w->copybuf = NULL;
+	w->copybuf_size = 0;
+	/* The reaper may still hold an event for it: kept for reuse. */
+	pthread_mutex_lock(&zs->reaper_lock);
+	w->next_retired = zs->retired;
+	zs->retired = w;
+	pthread_mutex_unlock(&zs->reaper_lock);
+}
+
+/* A worker state for a new thread of @zs: a retired one, or a new one. */
+static struct fusezc_worker *worker_new(struct fusezc_session *zs)
+{
+	struct fusezc_worker *w;
+
+	pthread_mutex_lock(&zs->reaper_lock);
+	w = zs->retired;
+	if (w != NULL)
+		zs->retired = w->next_retired;
+	pthread_mutex_unlock(&zs->reaper_lock);
+	if (w != NULL) {
+		pthread_mutex_lock(&w->lend_lock);
+		w->next_retired = NULL;
+		w->in_valid = false;
+		w->pend = FZC_PEND_NONE;
+		w->ring_err = 0;
+		w->ring_retry_at = 0;
+		w->ring_backoff = 0;
+		pthread_mutex_unlock(&w->lend_lock);
+		return w;
+	}
+	w = calloc(1, sizeof(*w));
+	if (w != NULL)
+		pthread_mutex_init(&w->lend_lock, NULL);
+	return w;
+}
+
+static void workers_free_retired(struct fusezc_session *zs)
+{
+	struct fusezc_worker *w;
+
+	while ((w = zs->retired) != NULL) {
+		zs->retired = w->next_retired;
+		pthread_mutex_destroy(&w->lend_lock);
+		free(w);
+	}
 }
 
 static void worker_key_create(void)
@@ -435,6 +483,7 @@ static void worker_key_create(void)
 
 static void worker_drop_ring(struct fusezc_worker *w)
 {
+	fzc_worker_drain(w);
 	if (w->ring_ready)
 		fzc_kops->ring_exit(w);
 	w->ring_ready = false;
@@ -461,9 +510,12 @@ static struct fusezc_worker *worker_for_fd(int fd)
 	if (zs == NULL)
 		return NULL;
 	if (w == NULL) {
-		w = calloc(1, sizeof(*w));
-		if (w == NULL || pthread_setspecific(worker_key, w) != 0) {
-			free(w);
+		w = worker_new(zs);
+		if (w == NULL)
+			return NULL;
+		w->zs = zs;
+		if (pthread_setspecific(worker_key, w) != 0) {
+			worker_free(w);
 			return NULL;
 		}
 		fzc_tls_worker = w;
@@ -508,6 +560,16 @@ ssize_t fzc_io_read(int fd, void *buf, size_t len, void *userdata)
 	ssize_t res;
 
 	(void)userdata;
+	w = fzc_tls_worker;
+	if (w != NULL && w->inflight > 0) {
+		/* Lendings in flight: answer what finished, leave the rest to
+		 * the reaper while this thread waits for a request. */
+		pthread_mutex_lock(&w->lend_lock);
+		fzc_reap_locked(w, w, false);
+		if (w->inflight > 0)
+			fzc_reaper_watch(w, w);
+		pthread_mutex_unlock(&w->lend_lock);
+	}
 	res = read(fd, buf, len);
 	if (res < (ssize_t)sizeof(*in))
 		return res;
@@ -731,9 +793,12 @@ int fusezc_session_new_versioned(struct fuse_session *se,
 	atomic_init(&zs->zc_status, zs->opts.read_mode == FUSEZC_READ_ZEROCOPY ?
 		    status_no_init : status_disabled);
 	pthread_mutex_init(&zs->reads.lock, NULL);
+	pthread_mutex_init(&zs->reaper_lock, NULL);
+	zs->reaper_epfd = zs->reaper_stopfd = -1;
 
 	res = fuse_session_custom_io(se, &fzc_io, fd);
 	if (res != 0) {
+		pthread_mutex_destroy(&zs->reaper_lock);
 		pthread_mutex_destroy(&zs->reads.lock);
 		free(zs);
 		return res < 0 ? res : -EIO;
@@ -748,7 +813,10 @@ void fusezc_session_destroy(struct fusezc_session *zs)
 	if (zs == NULL)
 		return;
 	fzc_sessions_del(zs);
+	fzc_reaper_stop(zs);
+	workers_free_retired(zs);
 	fzc_reads_free(zs);
+	pthread_mutex_destroy(&zs->reaper_lock);
 	pthread_mutex_destroy(&zs->reads.lock);
 	free(zs);
 }
@@ -865,6 +933,8 @@ int fusezc_session_loop(struct fusezc_session *zs)
 	 * catches; it cancels and joins them before it returns. */
 	res = fuse_session_loop_mt(zs->se, cfg);
 	fuse_loop_cfg_destroy(cfg);
+	/* its workers have answered their lendings as they ended */
+	fzc_reaper_stop(zs);
 	if (res > 0)
 		res = 0;	/* the signal that ended it */
 	if (res == 0)

@@ -8,7 +8,7 @@
  *
  *	zc_hellofs [--mode=copy|splice|zerocopy] [--required] [--threads=N]
  *		   [--size=BYTES] [--register-fd] [--passthrough]
- *		   [--defer=worker|thread]
+ *		   [--defer=worker|thread] [--sync-lending]
  *		   [fuse options] MOUNTPOINT
  *
  * With --passthrough (needs CAP_SYS_ADMIN and Linux 6.9+) "data" is opened
@@ -60,6 +60,7 @@ struct hello_cfg {
 	unsigned int threads;
 	char *size;
 	char *defer;
+	int sync_lending;
 };
 
 enum defer_mode { DEFER_NONE, DEFER_WORKER, DEFER_THREAD };
@@ -103,6 +104,7 @@ static const struct fuse_opt hello_opts[] = {
 	HELLO_OPT("--threads=%u", threads),
 	HELLO_OPT("--size=%s", size),
 	HELLO_OPT("--defer=%s", defer),
+	HELLO_OPT("--sync-lending", sync_lending),
 	FUSE_OPT_END
 };
 
@@ -448,7 +450,7 @@ static void print_stats(const char *mode)
 		"zc_hellofs: stats mode=%s zc_active=%d zc_requests=%llu zc_bytes=%llu"
 		" splice_requests=%llu splice_bytes=%llu copy_requests=%llu copy_bytes=%llu"
 		" fallbacks=%llu fb_eopnotsupp=%llu fb_eperm=%llu fb_enoent_einval=%llu"
-		" fb_other=%llu\n",
+		" fb_other=%llu kernel_answered=%llu\n",
 		mode, fusezc_zerocopy_active(hello.zs),
 		(unsigned long long)st.zc_requests, (unsigned long long)st.zc_bytes,
 		(unsigned long long)st.splice_requests, (unsigned long long)st.splice_bytes,
@@ -457,7 +459,8 @@ static void print_stats(const char *mode)
 		(unsigned long long)st.fallback_errno_counts[0],
 		(unsigned long long)st.fallback_errno_counts[1],
 		(unsigned long long)st.fallback_errno_counts[2],
-		(unsigned long long)st.fallback_errno_counts[3]);
+		(unsigned long long)st.fallback_errno_counts[3],
+		(unsigned long long)st.zc_kernel_answered);
 	fprintf(stderr, "zc_hellofs: zerocopy status: \"%s\"\n",
 		fusezc_zerocopy_status(hello.zs));
 	fprintf(stderr, "zc_hellofs: passthrough active=%d opens=%u\n",
@@ -481,7 +484,7 @@ int main(int argc, char *argv[])
 	if (opts.show_help || opts.mountpoint == NULL) {
 		fprintf(stderr, "usage: %s [--mode=copy|splice|zerocopy] [--required] "
 			"[--threads=N] [--size=BYTES] [--register-fd] [--passthrough] "
-			"[--defer=worker|thread] MOUNTPOINT\n", argv[0]);
+			"[--defer=worker|thread] [--sync-lending] MOUNTPOINT\n", argv[0]);
 		goto err_out1;
 	}
 	if (cfg.mode == NULL || strcmp(cfg.mode, "copy") == 0)
@@ -497,6 +500,7 @@ int main(int argc, char *argv[])
 	zopts.zerocopy_required = cfg.required;
 	zopts.register_fuse_fd = cfg.register_fd;
 	zopts.passthrough = cfg.passthrough;
+	zopts.sync_lending = cfg.sync_lending;
 	/* --threads=N, else libfuse's -o max_threads (default 10). */
 	zopts.max_threads = cfg.threads ? cfg.threads : opts.max_threads;
 	zopts.max_idle_threads = opts.max_idle_threads;

@@ -6,6 +6,8 @@
 # checked, unmount, exit 0 required.  On a stock kernel (the host):
 #   copy, splice        : reads served by that mode
 #   zerocopy            : must fall back (to splice), and say so once
+#                         (in the VM: zero copy, lending asynchronously and
+#                         with --sync-lending, the kernel answering reads)
 #   zerocopy --required : must refuse to run (exit != 0), nothing mounted
 #   defer-worker/thread : replies out of order (READ B answered while READ A
 #                         is served, by A's worker / by another thread)
@@ -166,13 +168,21 @@ no_surprises() {
 }
 
 if [ "$ZC" = 1 ]; then
-	name=zerocopy
-	run_mode zerocopy --mode=zerocopy --threads=4 --register-fd
-	expect "$LOG" zc_active -eq 1
-	expect "$LOG" zc_requests -gt 0
-	expect "$LOG" zc_bytes -ge $SIZE
-	expect "$LOG" fallbacks -eq 0
-	no_surprises "$LOG"
+	# Asynchronous lending (the default), then one lending at a time: the
+	# kernel answers every read in both.
+	for how in async sync; do
+		name=zerocopy-$how
+		args=(--mode=zerocopy --threads=4 --register-fd)
+		[ $how = sync ] && args+=(--sync-lending)
+		run_mode "$name" "${args[@]}"
+		expect "$LOG" zc_active -eq 1
+		expect "$LOG" zc_requests -gt 0
+		expect "$LOG" zc_bytes -ge $SIZE
+		expect "$LOG" kernel_answered -gt 0
+		expect "$LOG" copy_requests -eq 0
+		expect "$LOG" fallbacks -eq 0
+		no_surprises "$LOG"
+	done
 
 	name=required
 	run_mode required --mode=zerocopy --required --threads=2

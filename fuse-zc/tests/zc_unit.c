@@ -12,6 +12,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stddef.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -121,6 +122,7 @@ static struct fusezc_session *mk_session(enum fusezc_read_mode mode, bool requir
 	static struct fusezc_session zs;
 
 	fzc_sessions_del(&zs);
+	fzc_reaper_stop(&zs);
 	fzc_reads_free(&zs);
 	free(worker.copybuf);
 	memset(&zs, 0, sizeof(zs));
@@ -354,7 +356,7 @@ static struct {
 } deferred;
 
 /* The fake kernel: what it was asked to lend, and what it answers. */
-#define MAX_LENDINGS 16
+#define MAX_LENDINGS 64
 static struct fzc_lending lendings[MAX_LENDINGS];
 static int nlendings;
 static int lend_results[MAX_LENDINGS];	/* scripted CQE res; 0 = all of it */
@@ -416,8 +418,67 @@ static ssize_t fake_dev_writev(int fd, const struct iovec *iov, int count)
 	return writev(fd, iov, count);
 }
 
+/*
+ * Asynchronous lending: the fake kernel keeps each submitted lending's CQE
+ * until the test releases it (cqes_released), or until the library waits
+ * for one; the CQE's res and flags come from the same script.
+ */
+static uint64_t lend_user_data[MAX_LENDINGS];
+static int cqes_posted, cqes_released;
+
+static int fake_ring_submit_lend(struct fusezc_worker *w, const struct fzc_lending *l,
+				 uint64_t user_data)
+{
+	(void)w;
+	if (nlendings >= MAX_LENDINGS)
+		return -EIO;
+	lend_user_data[nlendings] = user_data;
+	lendings[nlendings++] = *l;
+	return 0;
+}
+
+static int fake_ring_next_cqe(struct fusezc_worker *w, bool wait, uint64_t *user_data,
+			      int *res, bool *answered)
+{
+	int i = cqes_posted;
+
+	(void)w;
+	if (i >= nlendings || (!wait && i >= cqes_released))
+		return 0;
+	*answered = lend_answers[i];
+	if (kernel_before_answers) {
+		*answered = false;
+		*res = -EINVAL;
+	} else {
+		*res = lend_results[i] ? lend_results[i] : (int)lendings[i].len;
+		if (*res == CQE_ZERO)
+			*res = 0;
+	}
+	lend_placed[i] = *res;
+	*user_data = lend_user_data[i];
+	cqes_posted++;
+	return 1;
+}
+
+/* Watched by the library's reaper, but never readable: the tests reap. */
+static int fake_ring_poll_fd(struct fusezc_worker *w)
+{
+	static int fd = -1;
+
+	(void)w;
+	if (fd < 0)
+		fd = eventfd(0, EFD_CLOEXEC);
+	return fd;
+}
+
 static const struct fzc_kernel_ops fake_kops = {
-	fake_ring_setup, fake_ring_exit, fake_ring_lend, fake_dev_writev,
+	.ring_setup = fake_ring_setup,
+	.ring_exit = fake_ring_exit,
+	.ring_lend = fake_ring_lend,
+	.dev_writev = fake_dev_writev,
+	.ring_submit_lend = fake_ring_submit_lend,
+	.ring_next_cqe = fake_ring_next_cqe,
+	.ring_poll_fd = fake_ring_poll_fd,
 };
 
 static void *reply_deferred_thread(void *arg)
@@ -524,6 +585,7 @@ static struct fusezc_session *zc_session(void)
 	memset(lend_results, 0, sizeof(lend_results));
 	memset(lend_answers, 0, sizeof(lend_answers));
 	kernel_before_answers = false;
+	cqes_posted = cqes_released = 0;
 	ring_setup_errors = ring_setups = ring_exits = 0;
 	zc_write_errno = 0;
 	plan = PLAN_NOW;
@@ -716,6 +778,7 @@ static void test_kernel_answers(void)
 
 	zs = zc_session();
 	atomic_store(&zs->kernel_answers, true);
+	zs->opts.sync_lending = true;	/* asynchronous: test_async_* */
 	lend_results[0] = 1000;		/* short: the rest is lent again */
 	lend_answers[1] = true;
 	process_read(20, 4096, 8192);
@@ -727,6 +790,7 @@ static void test_kernel_answers(void)
 
 	zs = zc_session();
 	atomic_store(&zs->kernel_answers, true);
+	zs->opts.sync_lending = true;
 	kernel_before_answers = true;
 	process_read(21, 0, 4096);
 	next_reply(&r);
@@ -736,6 +800,114 @@ static void test_kernel_answers(void)
 	fusezc_get_stats(zs, &st);
 	CHECK(st.zc_requests == 1 && st.zc_kernel_answered == 0 && st.fallbacks == 0);
 	CHECK(pipe_empty());
+}
+
+/* A session whose kernel answers reads, lending asynchronously. */
+static struct fusezc_session *async_session(void)
+{
+	struct fusezc_session *zs = zc_session();
+
+	atomic_store(&zs->kernel_answers, true);
+	return zs;
+}
+
+/*
+ * Asynchronous lending: the worker submits and returns at once; a read the
+ * kernel answered gets nothing from the server, every other outcome gets
+ * exactly one reply when its CQE is reaped (here: before the next request
+ * is read): short or refused lendings a copy, backing errors the error.
+ */
+static void test_async_lending(void)
+{
+	struct fusezc_session *zs = async_session();
+	struct fusezc_stats st;
+	struct reply r;
+
+	lend_answers[0] = true;
+	lend_results[1] = 1000;		/* short before EOF: not answered */
+	lend_results[2] = -EPERM;	/* refused */
+	lend_results[3] = -EIO;		/* the backing file failed */
+	process_read(30, 0, 8192);
+	process_read(31, 8192, 8192);
+	process_read(32, 16384, 4096);
+	process_read(33, 0, 4096);
+	CHECK(nlendings == 4 && worker.inflight == 4 && cqes_posted == 0);
+	CHECK(pipe_empty());		/* nothing answered before its CQE */
+	for (int i = 0; i < 4; i++)
+		CHECK(lendings[i].kernel_answers && lendings[i].len == (i < 2 ? 8192u : 4096u));
+
+	cqes_released = 4;
+	process(FUSE_GETATTR, 34, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 16);
+	CHECK(worker.inflight == 0 && cqes_posted == 4);
+	next_reply(&r);
+	CHECK(answers(&r, 31, 8192, 8192) && r.hdr.unique == 31);	/* a copy */
+	next_reply(&r);
+	CHECK(answers(&r, 32, 16384, 4096) && r.hdr.unique == 32);
+	next_reply(&r);
+	CHECK(r.hdr.unique == 33 && r.hdr.error == -EIO && r.data_len == 0);
+	next_reply(&r);
+	CHECK(r.hdr.unique == 34);	/* GETATTR's ENOSYS: nothing else */
+	CHECK(pipe_empty());
+	fusezc_get_stats(zs, &st);
+	CHECK(st.zc_requests == 1 && st.zc_kernel_answered == 1 && st.zc_bytes == 8192);
+	CHECK(st.copy_requests == 2 && st.fallbacks == 2);
+	CHECK(zs->reads.used == 0);
+}
+
+/* More reads than a worker keeps in flight: it waits for the oldest. */
+static void test_async_full(void)
+{
+	struct fusezc_session *zs = async_session();
+	struct fusezc_stats st;
+	int n = FZC_INFLIGHT_MAX + 3;
+
+	for (int i = 0; i < n; i++)
+		lend_answers[i] = true;
+	for (int i = 0; i < n; i++) {
+		process_read(100 + 2 * (uint64_t)i, 0, 4096);
+		CHECK(worker.inflight <= FZC_INFLIGHT_MAX);
+	}
+	CHECK(nlendings == n && cqes_posted == 3);
+	fzc_worker_drain(&worker);
+	CHECK(worker.inflight == 0 && cqes_posted == n);
+	fusezc_get_stats(zs, &st);
+	CHECK(st.zc_kernel_answered == (uint64_t)n && st.copy_requests == 0);
+	CHECK(pipe_empty());
+}
+
+/*
+ * A series kernel without IORING_SPLICE_BUF_COMPLETE refuses it (EINVAL):
+ * that read is copied, later ones lent synchronously, the server replying.
+ * sync_lending does the same from the start.
+ */
+static void test_async_fallback_to_sync(void)
+{
+	struct fusezc_session *zs = async_session();
+	struct fusezc_stats st;
+	struct reply r;
+
+	kernel_before_answers = true;
+	process_read(40, 0, 4096);
+	CHECK(nlendings == 1 && worker.inflight == 1 && pipe_empty());
+	fzc_worker_drain(&worker);
+	next_reply(&r);
+	CHECK(answers(&r, 40, 0, 4096) && r.hdr.unique == 40);
+	CHECK(!atomic_load(&zs->kernel_answers));
+	kernel_before_answers = false;
+	process_read(42, 4096, 4096);	/* synchronous: the server replies */
+	next_reply(&r);
+	CHECK(answers(&r, 42, 4096, 4096) && (r.hdr.unique & FUSEZC_UNIQUE_ZC_REPLY));
+	CHECK(worker.inflight == 0 && pipe_empty());
+	fusezc_get_stats(zs, &st);
+	CHECK(st.zc_requests == 1 && st.copy_requests == 1);
+
+	zs = async_session();
+	zs->opts.sync_lending = true;
+	lend_answers[0] = true;
+	process_read(44, 0, 4096);
+	CHECK(nlendings == 1 && worker.inflight == 0 && cqes_posted == 0 && pipe_empty());
+	fusezc_get_stats(zs, &st);
+	CHECK(st.zc_kernel_answered == 1);
 }
 
 /* Item 7: errors of the backing file reach the reader, once, unretried. */
@@ -977,6 +1149,9 @@ int main(void)
 		{ "short_cqe", test_short_cqe },
 		{ "kernel_answers", test_kernel_answers },
 		{ "backing_error", test_backing_error },
+		{ "async_lending", test_async_lending },
+		{ "async_full", test_async_full },
+		{ "async_fallback_to_sync", test_async_fallback_to_sync },
 		{ "lend_refusals", test_lend_refusals },
 		{ "reply_refused", test_reply_refused },
 		{ "ring_retry", test_ring_retry },
