@@ -184,24 +184,40 @@ static void mf_do_init(struct mf_instance *in, struct fuse_in_header *h, void *a
 	mf_reply(in, h->unique, 0, &out, sizeof(out));
 }
 
-/* Submit one SQE and wait for it; returns cqe->res. */
-static int mf_ring_run(struct mf_worker *w, struct io_uring_sqe *sqe)
+/* Submit what is queued and take the first CQE: 0 and its fields, or -errno. */
+static int mf_ring_submit_one(struct mf_worker *w, uint64_t *user_data, int *res,
+			      unsigned int *flags)
 {
 	struct io_uring_cqe *cqe;
 	int ret;
 
-	(void)sqe;
 	ret = io_uring_submit_and_wait(&w->ring, 1);
 	if (ret < 0)
 		return ret;
 	ret = io_uring_wait_cqe(&w->ring, &cqe);
 	if (ret < 0)
 		return ret;
-	ret = cqe->res;
-	if (cqe->flags & FUSEZC_CQE_F_LENDER_COMPLETED)
-		w->lender_completed = true;
+	*user_data = cqe->user_data;
+	*res = cqe->res;
+	*flags = cqe->flags;
 	io_uring_cqe_seen(&w->ring, cqe);
-	return ret;
+	return 0;
+}
+
+/* Submit one SQE and wait for it; returns cqe->res. */
+static int mf_ring_run(struct mf_worker *w, struct io_uring_sqe *sqe)
+{
+	unsigned int flags;
+	uint64_t ud;
+	int ret, res;
+
+	(void)sqe;
+	ret = mf_ring_submit_one(w, &ud, &res, &flags);
+	if (ret < 0)
+		return ret;
+	if (flags & FUSEZC_CQE_F_LENDER_COMPLETED)
+		w->lender_completed = true;
+	return res;
 }
 
 static void mf_auto_forbidden(struct mf_shared *sh, const char *what);
@@ -215,8 +231,9 @@ static void mf_auto_forbidden(struct mf_shared *sh, const char *what);
 static int mf_ring_run_skip(struct mf_worker *w, struct io_uring_sqe *sqe,
 			    unsigned int len)
 {
-	struct io_uring_cqe *cqe;
-	int ret;
+	unsigned int flags;
+	uint64_t ud;
+	int ret, res;
 
 	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS | IOSQE_IO_LINK;
 	sqe->user_data = MF_UD_LEND;
@@ -225,22 +242,16 @@ static int mf_ring_run_skip(struct mf_worker *w, struct io_uring_sqe *sqe,
 		return -EBUSY;
 	io_uring_prep_nop(sqe);
 	sqe->user_data = MF_UD_AFTER_LEND;
-	ret = io_uring_submit_and_wait(&w->ring, 1);
+	ret = mf_ring_submit_one(w, &ud, &res, &flags);
 	if (ret < 0)
 		return ret;
-	ret = io_uring_wait_cqe(&w->ring, &cqe);
-	if (ret < 0)
-		return ret;
-	if (cqe->user_data == MF_UD_AFTER_LEND) {
+	if (ud == MF_UD_AFTER_LEND) {
 		w->lender_completed = true;
-		ret = (int)len;
-	} else {
-		ret = cqe->res;
-		if (cqe->flags & FUSEZC_CQE_F_LENDER_COMPLETED)
-			mf_auto_forbidden(w->in->sh, "a skipped lending posting an answered CQE");
+		return (int)len;
 	}
-	io_uring_cqe_seen(&w->ring, cqe);
-	return ret;
+	if (flags & FUSEZC_CQE_F_LENDER_COMPLETED)
+		mf_auto_forbidden(w->in->sh, "a skipped lending posting an answered CQE");
+	return res;
 }
 
 static struct io_uring_sqe *mf_prep_splice_buf(struct mf_worker *w, int op,
