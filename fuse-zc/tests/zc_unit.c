@@ -385,6 +385,25 @@ static void fake_ring_exit(struct fusezc_worker *w)
 	ring_exits++;
 }
 
+/* The scripted CQE of lending @i (lendings[i]); its res is also lend_placed[i]. */
+static void scripted_cqe(int i, int *res, bool *answered)
+{
+	const struct fzc_lending *l = &lendings[i];
+
+	*answered = l->kernel_answers && lend_answers[i];
+	if (l->kernel_answers && kernel_before_answers) {
+		*answered = false;
+		*res = -EINVAL;
+	} else {
+		*res = lend_results[i] ? lend_results[i] : (int)l->len;
+		if (*res == CQE_ZERO)
+			*res = 0;
+		if (*res > (int)l->len)
+			*res = (int)l->len;
+	}
+	lend_placed[i] = *res;
+}
+
 static int fake_ring_lend(struct fusezc_worker *w, const struct fzc_lending *l, int *res,
 			  bool *answered)
 {
@@ -392,18 +411,7 @@ static int fake_ring_lend(struct fusezc_worker *w, const struct fzc_lending *l, 
 	if (nlendings >= MAX_LENDINGS)
 		return -EIO;
 	lendings[nlendings] = *l;
-	*answered = l->kernel_answers && lend_answers[nlendings];
-	if (l->kernel_answers && kernel_before_answers) {
-		*answered = false;
-		lend_placed[nlendings++] = *res = -EINVAL;
-		return 0;
-	}
-	*res = lend_results[nlendings] ? lend_results[nlendings] : (int)l->len;
-	if (*res == CQE_ZERO)
-		*res = 0;
-	if (*res > (int)l->len)
-		*res = (int)l->len;
-	lend_placed[nlendings++] = *res;
+	scripted_cqe(nlendings++, res, answered);
 	return 0;
 }
 
@@ -445,16 +453,7 @@ static int fake_ring_next_cqe(struct fusezc_worker *w, bool wait, uint64_t *user
 	(void)w;
 	if (i >= nlendings || (!wait && i >= cqes_released))
 		return 0;
-	*answered = lend_answers[i];
-	if (kernel_before_answers) {
-		*answered = false;
-		*res = -EINVAL;
-	} else {
-		*res = lend_results[i] ? lend_results[i] : (int)lendings[i].len;
-		if (*res == CQE_ZERO)
-			*res = 0;
-	}
-	lend_placed[i] = *res;
+	scripted_cqe(i, res, answered);
 	*user_data = lend_user_data[i];
 	cqes_posted++;
 	return 1;
