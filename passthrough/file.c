@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 static bool pzc_dio_aligned(const struct pzc_fs *fs, off_t off, size_t size)
@@ -62,6 +63,31 @@ int pzc_openat(struct pzc_fs *fs, int dirfd, const char *name, int flags,
 }
 
 /*
+ * Whether an open of @inode with @flags reads the source through an O_DIRECT
+ * twin.  Without -o [no_]direct_source: where that drops a second cached
+ * copy of every byte, i.e. the file lives on a block device (tmpfs, network
+ * and other anonymous-device file systems keep their data in their page
+ * cache: there O_DIRECT only loses read-ahead) and FUSE caches the file
+ * (with cache=never or direct_io the source's page cache is the only cache
+ * there is).  It also drops a copy: the disk DMAs into the lent pages (zero
+ * copy) or fuse-zc's aligned buffer (copy).  Kernel passthrough reads its
+ * own backing file.  An O_DIRECT open has its twin anyway.
+ */
+static bool pzc_direct_source(struct pzc_fs *fs, const struct pzc_inode *inode,
+			      int flags)
+{
+	if ((flags & O_ACCMODE) == O_WRONLY)
+		return false;
+	if (fs->cfg.direct_source >= 0)
+		return fs->cfg.direct_source;
+	if (major(inode->dev) == 0)
+		return false;
+	if (fs->cfg.passthrough && atomic_load(&fs->passthrough_ok))
+		return false;
+	return !fs->cfg.direct_io && fs->cfg.cache != PZC_CACHE_NEVER;
+}
+
+/*
  * Finish an open whose @fh->fd is open: the O_DIRECT twin, the passthrough
  * backing id (shared by all opens of the inode), the caching flags, nopen.
  */
@@ -72,8 +98,7 @@ static void pzc_open_finish(fuse_req_t req, struct pzc_inode *inode,
 	char path[PZC_PROCFD_LEN];
 
 	fh->direct_writes = fi->flags & O_DIRECT;
-	if (fh->direct_writes ||
-	    (fs->cfg.direct_source && (fi->flags & O_ACCMODE) != O_WRONLY)) {
+	if (fh->direct_writes || pzc_direct_source(fs, inode, fi->flags)) {
 		pzc_procfd(path, fh->fd);
 		fh->dio_fd = pzc_openat(fs, AT_FDCWD, path,
 					(pzc_open_flags(fs, fi->flags) &

@@ -70,6 +70,7 @@ int pzc_do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name,
 static void pzc_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct pzc_fs *fs = userdata;
+	unsigned int readahead;
 
 	if (fs->cfg.writeback && (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) {
 		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
@@ -102,10 +103,16 @@ static void pzc_init(void *userdata, struct fuse_conn_info *conn)
 	 * READ requests are bounded by max_pages and by max_read. */
 	if (fs->cfg.max_write && fs->cfg.max_write < conn->max_write)
 		conn->max_write = fs->cfg.max_write;
-	if (fs->cfg.max_readahead && fs->cfg.max_readahead < conn->max_readahead)
-		conn->max_readahead = fs->cfg.max_readahead;
-	else if (fs->cfg.max_readahead > conn->max_readahead)
-		fs->raise_readahead_kb = fs->cfg.max_readahead / 1024;
+	readahead = fs->cfg.max_readahead;
+	if (!readahead && geteuid() == 0) {
+		/* Only root can write the bdi; others keep the kernel's. */
+		readahead = PZC_DEFAULT_READAHEAD;
+		fs->readahead_default = true;
+	}
+	if (readahead && readahead < conn->max_readahead)
+		conn->max_readahead = readahead;
+	else if (readahead > conn->max_readahead)
+		fs->raise_readahead_kb = readahead / 1024;
 	conn->max_read = fs->cfg.max_read;	/* must match the mount option */
 
 	if (fs->cfg.debug)

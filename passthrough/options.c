@@ -81,12 +81,12 @@ static const struct pzc_option_doc {
 	{ "[no_]flock", "flock() on the source (default) or in the kernel only" },
 	{ "[no_]xattr", "extended attributes (default: on)" },
 	{ "[no_]posix_acl", "POSIX ACLs (default ACLs inherit; implies default_permissions)" },
-	{ "[no_]direct_source", "read page-aligned ranges of the source with O_DIRECT" },
+	{ "[no_]direct_source", "O_DIRECT reads of the source (default: on a block device)" },
 	{ "server_replies", "zerocopy: the server writes each reply, not the kernel" },
 	{ "sync_lending", "zerocopy: wait for each lending before the next request" },
 	{ "noatime", "do not update access times (source opened O_NOATIME)" },
 	{ "max_read=N", "largest READ request (bytes)" },
-	{ "max_readahead=N", "read-ahead (bytes); above 128 KiB set on the bdi (root)" },
+	{ "max_readahead=N", "read-ahead (bytes; default 1 MiB as root, else 128 KiB)" },
 	{ "max_write=N", "largest WRITE request and READ size (bytes)" },
 	{ "threads=N", "worker threads (as -o max_threads=N)" },
 	{ "stats", "print read statistics to stderr at unmount" },
@@ -136,6 +136,7 @@ int pzc_parse_options(struct fuse_args *args, struct pzc_cmdline *cl)
 	cl->cfg.cache = PZC_CACHE_AUTO;
 	cl->cfg.flock = 1;
 	cl->cfg.xattr = 1;
+	cl->cfg.direct_source = -1;
 	if (fuse_opt_parse(args, cl, pzc_opts, pzc_opt_proc) == -1)
 		return -EINVAL;
 	if (cl->too_many) {

@@ -24,6 +24,13 @@
 
 #define PZC_VERSION "0.1.0"
 
+/*
+ * Read-ahead a root server sets when -o max_readahead is not given: one
+ * FUSE_READ of max_pages (256 pages, libfuse's default max_write) per
+ * read-ahead window, so sequential reads cost one round trip per MiB.
+ */
+#define PZC_DEFAULT_READAHEAD (1024 * 1024)
+
 enum pzc_cache {
 	PZC_CACHE_NEVER,
 	PZC_CACHE_AUTO,
@@ -53,12 +60,12 @@ struct pzc_config {
 	int flock;
 	int xattr;
 	int noatime;		/* the mount's noatime, honoured on the source */
-	int direct_source;	/* aligned reads from the source with O_DIRECT */
+	int direct_source;	/* aligned reads with O_DIRECT: 1, 0, -1 auto */
 	int server_replies;	/* no IORING_SPLICE_BUF_COMPLETE: reply ourselves */
 	int sync_lending;	/* one lending in flight a worker, waited for */
 	int posix_acl;		/* kernel POSIX ACLs, caller's umask on the source */
 	unsigned int max_read;
-	unsigned int max_readahead;
+	unsigned int max_readahead;	/* 0: PZC_DEFAULT_READAHEAD as root */
 	unsigned int max_write;
 	unsigned int threads;
 	int stats;
@@ -98,6 +105,7 @@ struct pzc_fs {
 	bool writeback_on;		/* negotiated in init */
 	bool acl_on;			/* FUSE_POSIX_ACL + FUSE_DONT_MASK negotiated */
 	unsigned int raise_readahead_kb; /* set in init: more than INIT could give */
+	bool readahead_default;		/* not asked for: a failure is no error */
 	long pagesize;
 	bool as_caller;			/* root: create with the caller's creds */
 	gid_t *server_groups;		/* restored after acting as a caller */
@@ -109,7 +117,8 @@ struct pzc_fs {
 
 /* An open regular file.  fd is a normal (buffered) descriptor; dio_fd is
  * the same file opened with O_DIRECT when the user asked for it or
- * -o direct_source is on, and the source supports it, else -1. */
+ * direct source reads are on for it (pzc_direct_source()), and the source
+ * supports it, else -1. */
 struct pzc_file {
 	int fd;
 	int dio_fd;

@@ -5,14 +5,17 @@ and the caching / request-size options."""
 import mmap
 import os
 import random
+import shutil
+import subprocess
 import threading
 import time
 
 import pytest
 
 import util
-from conftest import expect_zc
+from conftest import expect_passthrough, expect_zc
 from test_ops import pattern, read_file, write_file
+from test_startup import _fd_flags, need_root
 
 BIG = os.environ.get("FUSEZC_BIG") == "1"
 
@@ -247,22 +250,167 @@ def test_noatime(mount_with, mode):
         assert atimes["noatime"] == old
 
 
+# --- the default source I/O: O_DIRECT on a block device ------------------
+
+@pytest.fixture
+def block_source(tmp_path):
+    """An ext4 file system on a loop device at tmp_path/x/src: the SOURCE
+    of mount_with(mode, ..., sub="x")."""
+    need_root()
+    if not shutil.which("mkfs.ext4") or not os.path.exists("/dev/loop-control"):
+        pytest.fail("mkfs.ext4 or /dev/loop-control missing: cannot make a block-device source")
+    img, src = tmp_path / "disk.img", tmp_path / "x" / "src"
+    src.mkdir(parents=True)
+    with open(img, "wb") as f:
+        f.truncate(64 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(img)], check=True)
+    # losetup and mount -t, not mount -o loop: in the test VM util-linux's
+    # type probing of a fresh loop device fails with EBUSY.
+    dev = subprocess.run(["losetup", "-f", "--show", str(img)], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    try:
+        subprocess.run(["mount", "-t", "ext4", dev, str(src)], check=True)
+        try:
+            yield str(src)
+        finally:
+            subprocess.run(["umount", str(src)], check=False)
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=False)
+
+
+def _source_opens(pid, path):
+    """Open flags of @pid's descriptors of the file @path."""
+    want, flags = os.path.realpath(path), []
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
+        except FileNotFoundError:
+            continue
+        if target == want:
+            fl = _fd_flags(pid, int(name))
+            if fl is not None:
+                flags.append(fl)
+    return flags
+
+
+def _cached_pages(path):
+    out = subprocess.run(["fincore", "-n", "-r", "-o", "PAGES", path],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out.split()[0])
+
+
+def _read_with_direct_source(m, name, size):
+    """Read @name through @m while it is open; (O_DIRECT twin opened, source
+    pages cached afterwards).  The source file starts with none cached."""
+    data = pattern(size, 11)
+    with open(m.s(name), "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    assert _cached_pages(m.s(name)) == 0
+    # Into page-aligned memory: with direct_io the reader's buffer decides
+    # the FUSE_READ ranges, and only aligned ones can go O_DIRECT.
+    buf = mmap.mmap(-1, 1 << 20)
+    fd = os.open(m.m(name), os.O_RDONLY)
+    try:
+        twin = any(fl & os.O_DIRECT for fl in _source_opens(m.daemon.proc.pid, m.s(name)))
+        for off in range(0, size, 1 << 20):
+            assert os.preadv(fd, [buf], off) == 1 << 20
+            assert buf[:] == data[off:off + (1 << 20)], f"wrong bytes at {off}"
+    finally:
+        os.close(fd)
+        buf.close()
+    return twin, _cached_pages(m.s(name))
+
+
+@pytest.mark.parametrize("options,direct", [
+    ((), True),
+    (("-o", "no_direct_source"), False),
+    (("-o", "cache=never"), False),
+    (("-o", "direct_io,direct_source"), True),
+], ids=["default", "no_direct_source", "cache=never", "direct_io+direct_source"])
+def test_direct_source_default_block_device(block_source, mount_with, mode, options, direct):
+    """By default a source on a block device is read with O_DIRECT where
+    FUSE caches the file: no second cached copy of the bytes (none of the
+    source's pages end up cached).  Options override it both ways."""
+    m = mount_with(mode, options)
+    assert m.src == block_source
+    twin, cached = _read_with_direct_source(m, "f", 8 << 20)
+    if mode == "passthrough" and expect_passthrough():
+        # the kernel reads its own buffered backing file
+        assert cached > 0
+        return
+    assert twin == direct
+    if direct:
+        assert cached == 0, f"{cached} source pages cached with O_DIRECT source reads"
+    else:
+        assert cached > 0
+
+
+@pytest.fixture
+def tmpfs_source(tmp_path):
+    """A tmpfs at tmp_path/x/src: the SOURCE of mount_with(mode, ..., sub="x")."""
+    need_root()
+    src = tmp_path / "x" / "src"
+    src.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "fzc-test", str(src)], check=True)
+    try:
+        yield str(src)
+    finally:
+        subprocess.run(["umount", str(src)], check=False)
+
+
+def test_direct_source_default_anonymous_device(tmpfs_source, mount_with, mode):
+    """Sources on anonymous devices (tmpfs, overlay, network) keep buffered
+    reads: their page cache is their data."""
+    m = mount_with(mode)
+    assert m.src == tmpfs_source
+    assert os.major(os.stat(m.src).st_dev) == 0
+    write_file(m.s("f"), pattern(1 << 20, 5))
+    with open(m.m("f"), "rb") as f:
+        assert f.read() == pattern(1 << 20, 5)
+        flags = _source_opens(m.daemon.proc.pid, m.s("f"))
+    assert not any(fl & os.O_DIRECT for fl in flags), flags
+
+
+# --- read-ahead: -o max_readahead above the kernel's default ----------------
+
+def _bdi_read_ahead_kb(mnt, want=None, timeout=5.0):
+    """The mount's bdi read_ahead_kb; with @want, polled until it is that
+    (the server sets it just after INIT) or @timeout passes."""
+    st = os.stat(mnt)
+    knob = f"/sys/class/bdi/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/read_ahead_kb"
+    deadline = time.monotonic() + timeout
+    while True:
+        with open(knob) as f:
+            value = int(f.read())
+        if want is None or value == want or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("options,kb", [((), 1024), (("-o", "max_readahead=131072"), 128)],
+                         ids=["default", "max_readahead=131072"])
+def test_default_readahead(mount_with, mode, options, kb):
+    """A root server without -o max_readahead gives the mount 1 MiB of
+    read-ahead (one max_pages FUSE_READ per window); the option still
+    overrides it."""
+    need_root()
+    m = mount_with(mode, options)
+    assert _bdi_read_ahead_kb(m.mnt, kb) == kb
+    if not options:
+        # and it stays: nothing lowers it after the server raised it
+        time.sleep(0.3)
+        assert _bdi_read_ahead_kb(m.mnt) == kb
+
 # --- read-ahead: -o max_readahead above the kernel's default ----------------
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="raising a bdi's read_ahead_kb needs root")
 def test_max_readahead_raised(mount_with, mode):
     """FUSE_INIT cannot raise read-ahead past the bdi default (128 KiB);
     passthrough_zc writes the bdi's read_ahead_kb after INIT instead."""
-    m = mount_with(mode, ["-o", "max_readahead=1048576"])
+    m = mount_with(mode, ["-o", "max_readahead=2097152"])
     write_file(m.s("f"), pattern(4 << 20, 3))
-    st = os.stat(m.mnt)
-    knob = f"/sys/class/bdi/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/read_ahead_kb"
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        with open(knob) as f:
-            value = int(f.read())
-        if value == 1024:
-            break
-        time.sleep(0.05)
-    assert value == 1024
+    assert _bdi_read_ahead_kb(m.mnt, 2048) == 2048
     assert read_file(m.m("f")) == pattern(4 << 20, 3)
