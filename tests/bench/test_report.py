@@ -63,6 +63,7 @@ def test_goals_use_the_rows_they_name(tmp_path):
                  row("tmpfs", "seq-1m", "zerocopy", 190 * scale, rep, cpu=2.0, ctx=512),
                  row("tmpfs", "seq-1m", "passthrough", 300 * scale, rep),
                  row("tmpfs", "seq-1m", "zerocopy-dio", 280 * scale, rep, cpu=1.0),
+                 row("tmpfs", "seq-1m", "zerocopy-default", 185 * scale, rep, cpu=2.0),
                  row("disk", "qd1-4k", "copy", 14 * scale, rep, cpu=8.0, p50=100 / scale),
                  row("disk", "qd1-4k", "splice", 12 * scale, rep, cpu=8.0, p50=80 / scale),
                  row("disk", "qd1-4k", "zerocopy", 13 * scale, rep, cpu=2.0, p50=40 / scale)]
@@ -79,6 +80,9 @@ def test_goals_use_the_rows_they_name(tmp_path):
     assert "disk qd1-4k j1: 2.00" in goal_line(out, "4 KiB QD1")
     # direct_io row: 280 / 300
     assert "tmpfs seq-1m j1: 0.93" in goal_line(out, "tmpfs seq-1m, -o direct_io")
+    # default options against the tuned zerocopy row: 185 / 190
+    assert "tmpfs seq-1m j1: 0.97" in goal_line(out, "default options")
+    assert goal_line(out, "default options").endswith("| yes |")
     z = table[("tmpfs", "seq-1m", "zerocopy")]
     assert z["mb_s_median"] == "190.0" and z["server_cpu_s_per_gib"] == "2.000"
     assert z["server_ctxsw_per_fuse_read"] == "0.50"        # 512 / 1024 requests
@@ -91,3 +95,4 @@ def test_a_goal_without_its_rows_is_left_out(tmp_path):
                                    row("tmpfs", "seq-1m", "zerocopy", 400, cpu=1.0)])
     assert "direct_io" not in out.split("Goals")[1]
     assert "QD1" not in out.split("Goals")[1]
+    assert "default options" not in out.split("Goals")[1]
