@@ -127,6 +127,21 @@ static int mf_reply_zc(struct mf_instance *in, uint64_t unique, uint64_t size)
 	return mf_reply(in, unique | FUSEZC_UNIQUE_ZC_REPLY, 0, &out, sizeof(out));
 }
 
+/*
+ * MF_READ_SECOND_REPLY: the same zero-copy reply again, after the request
+ * was answered (by us or by the kernel).  The reader may have its bytes
+ * before this runs: the count tells the test when the errno is there.
+ */
+static void mf_second_reply(struct mf_instance *in, uint64_t unique, uint64_t size)
+{
+	int ret;
+
+	mf_sleep_ms(in->cfg->second_reply_delay_ms);
+	ret = mf_reply_zc(in, unique, size);
+	in->sh->second_reply_errno = ret < 0 ? -ret : 0;
+	__sync_fetch_and_add(&in->sh->second_replies, 1);	/* a full barrier */
+}
+
 static void mf_fill_attr(struct mf_instance *in, uint64_t ino, struct fuse_attr *a)
 {
 	struct stat st;
@@ -1269,10 +1284,8 @@ reply:
 		__sync_fetch_and_add(&sh->zc_replies, 1);
 		if (res < 0)
 			mf_auto_forbidden(sh, "a read whose lending failed");
-		if (mode == MF_READ_SECOND_REPLY) {
-			ret = mf_reply_zc(in, h->unique, res);
-			sh->second_reply_errno = ret < 0 ? -ret : 0;
-		}
+		if (mode == MF_READ_SECOND_REPLY)
+			mf_second_reply(in, h->unique, res);
 		return;
 	}
 	if (res < 0) {
@@ -1290,10 +1303,8 @@ reply:
 		return;
 	}
 	__sync_fetch_and_add(&sh->zc_replies, 1);
-	if (mode == MF_READ_SECOND_REPLY) {
-		ret = mf_reply_zc(in, h->unique, res);
-		sh->second_reply_errno = ret < 0 ? -ret : 0;
-	}
+	if (mode == MF_READ_SECOND_REPLY)
+		mf_second_reply(in, h->unique, res);
 }
 
 static void mf_dispatch(struct mf_worker *w, struct fuse_in_header *h, void *arg)

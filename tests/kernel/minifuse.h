@@ -66,6 +66,7 @@ struct mf_shared {
 	volatile int last_lend_error;	/* -errno of the last refused lending */
 	volatile int reply_errno;	/* errno of the last deliberately bad reply */
 	volatile int second_reply_errno;
+	volatile uint64_t second_replies;	/* sent, their errno recorded */
 	volatile int wrong_dir_res;
 	volatile int nr_probes;
 	struct mf_probe probes[MF_MAX_PROBES];
@@ -125,6 +126,11 @@ struct mf_config {
 	 */
 	bool skip_success;
 	unsigned int slow_ms;		/* MF_READ_SLOW_COPY delay */
+	/*
+	 * MF_READ_SECOND_REPLY: wait this long before the second reply, as a
+	 * loaded machine may; the reader has its bytes by then.
+	 */
+	unsigned int second_reply_delay_ms;
 	/*
 	 * A loop block device over a copy of the backing file, for parked
 	 * loans: its buffered read of uncached data returns -EAGAIN under

@@ -747,6 +747,12 @@ static int t_direct_backing(void)
 }
 
 /*
+ * MF_READ_SECOND_REPLY's delay: the reader has its bytes long before the
+ * server's second reply, as on a loaded machine.
+ */
+#define SECOND_REPLY_DELAY_MS 300
+
+/*
  * Serve a 64 KiB read with a server that misbehaves in @mode, check the
  * reader still gets the right bytes, and return what the server recorded
  * about the kernel's answer to the misbehaviour (@field of its shared state).
@@ -756,16 +762,26 @@ static int misbehave_and_read_cfg(const struct mf_config *cfg, enum mf_read_mode
 {
 	struct server srv = { .cfg = *cfg };
 	char path[300], *buf = malloc(65536);
-	int ret, got;
+	int ret, got, i;
 
 	ret = server_start(&srv, mnt, backing, mode);
 	CHECK(!ret, "server: %s", strerror(-ret));
 	file_path(path, sizeof(path), mnt);
 	ret = fresh_read(path, buf, 0, 65536, what);
 	free(buf);
+	/* a second reply follows the answer the reader already has: wait for it */
+	if (field == offsetof(struct mf_shared, second_reply_errno))
+		for (i = 0; i < 1000 && (!srv.sh->zc_replies ||
+					 srv.sh->second_replies < srv.sh->zc_replies); i++)
+			sleep_ms(10);
 	got = *(volatile int *)((char *)srv.sh + field);
 	server_stop(&srv);
 	CHECK(ret == T_PASS, "%s: read failed", what);
+	if (field == offsetof(struct mf_shared, second_reply_errno))
+		CHECK(srv.sh->zc_replies && srv.sh->second_replies >= srv.sh->zc_replies,
+		      "%s: %llu second replies for %llu reads after 10 s", what,
+		      (unsigned long long)srv.sh->second_replies,
+		      (unsigned long long)srv.sh->zc_replies);
 	CHECK(got == expected, "%s: got %d (%s), want %d (%s)", what, got,
 	      strerror(got < 0 ? -got : got), expected,
 	      strerror(expected < 0 ? -expected : expected));
@@ -793,6 +809,8 @@ static int misbehave_and_read(enum mf_read_mode mode, const char *what,
  */
 static int t_lies(void)
 {
+	struct mf_config second = { .second_reply_delay_ms = SECOND_REPLY_DELAY_MS };
+
 	if (misbehave_and_read(MF_READ_LIE_MORE, "reply claims more than placed (errno)",
 			       offsetof(struct mf_shared, reply_errno), EINVAL) ||
 	    misbehave_and_read(MF_READ_LIE_PARTIAL, "placed half, claims all (errno)",
@@ -802,8 +820,8 @@ static int t_lies(void)
 		return T_FAIL;
 	if (misbehave_and_read(MF_READ_NO_LEND, "zero-copy reply never lent (errno)",
 			       offsetof(struct mf_shared, reply_errno), EINVAL) ||
-	    misbehave_and_read(MF_READ_SECOND_REPLY, "second reply (errno)",
-			       offsetof(struct mf_shared, second_reply_errno), ENOENT) ||
+	    misbehave_and_read_cfg(&second, MF_READ_SECOND_REPLY, "second reply (errno)",
+				   offsetof(struct mf_shared, second_reply_errno), ENOENT) ||
 	    /* v2 removed the opcode: io_uring itself refuses it */
 	    misbehave_and_read(MF_READ_WRONG_DIR, "WRITE_SPLICE_BUF opcode 59 (res)",
 			       offsetof(struct mf_shared, wrong_dir_res), -EINVAL))
@@ -1832,6 +1850,7 @@ static int serve_one_read(struct server *srv, enum mf_read_mode mode,
 static int auto_complete_checks(bool skip_success)
 {
 	struct server srv = { .cfg = { .auto_complete = true, .skip_success = skip_success } };
+	struct mf_config second;
 	struct one_read rd = { .off = 256 << 10, .len = 128 << 10, .direct = true };
 	unsigned long long answered;
 	struct zc_stats st;
@@ -1870,7 +1889,9 @@ static int auto_complete_checks(bool skip_success)
 	      "want the read answered by the second lending only");
 
 	/* the kernel's answer came first: the server's gets ENOENT */
-	ret = misbehave_and_read_cfg(&srv.cfg, MF_READ_SECOND_REPLY,
+	second = srv.cfg;
+	second.second_reply_delay_ms = SECOND_REPLY_DELAY_MS;
+	ret = misbehave_and_read_cfg(&second, MF_READ_SECOND_REPLY,
 				     "reply after the kernel answered (errno)",
 				     offsetof(struct mf_shared, second_reply_errno), ENOENT);
 	/* a failed lending: the server answers (its lie refused, then a copy) */
