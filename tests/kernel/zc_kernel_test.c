@@ -767,7 +767,9 @@ static int misbehave_and_read_cfg(const struct mf_config *cfg, enum mf_read_mode
 {
 	struct server srv = { .cfg = *cfg };
 	char path[300], *buf = malloc(65536);
-	int ret, got, i;
+	bool second_reply = field == offsetof(struct mf_shared, second_reply_errno);
+	bool all_sent = true;
+	int ret, got;
 
 	ret = server_start(&srv, mnt, backing, mode);
 	CHECK(!ret, "server: %s", strerror(-ret));
@@ -775,16 +777,14 @@ static int misbehave_and_read_cfg(const struct mf_config *cfg, enum mf_read_mode
 	ret = fresh_read(path, buf, 0, 65536, what);
 	free(buf);
 	/* a second reply follows the answer the reader already has: wait for it */
-	if (field == offsetof(struct mf_shared, second_reply_errno))
-		for (i = 0; i < 1000 && (!srv.sh->zc_replies ||
-					 srv.sh->second_replies < srv.sh->zc_replies); i++)
-			sleep_ms(10);
+	if (second_reply)
+		all_sent = WAIT_UNTIL(srv.sh->zc_replies &&
+				      srv.sh->second_replies >= srv.sh->zc_replies, 10);
 	got = *(volatile int *)((char *)srv.sh + field);
 	server_stop(&srv);
 	CHECK(ret == T_PASS, "%s: read failed", what);
-	if (field == offsetof(struct mf_shared, second_reply_errno))
-		CHECK(srv.sh->zc_replies && srv.sh->second_replies >= srv.sh->zc_replies,
-		      "%s: %llu second replies for %llu reads after 10 s", what,
+	if (second_reply)
+		CHECK(all_sent, "%s: %llu second replies for %llu reads after 10 s", what,
 		      (unsigned long long)srv.sh->second_replies,
 		      (unsigned long long)srv.sh->zc_replies);
 	CHECK(got == expected, "%s: got %d (%s), want %d (%s)", what, got,
