@@ -2,6 +2,7 @@
 """Data paths under load: concurrency, random ranges, zero-copy accounting,
 and the caching / request-size options."""
 
+import contextlib
 import mmap
 import os
 import random
@@ -252,6 +253,19 @@ def test_noatime(mount_with, mode):
 
 # --- the default source I/O: O_DIRECT on a block device ------------------
 
+@contextlib.contextmanager
+def _mounted_source(tmp_path, *mount_args):
+    """mount(8) @mount_args at tmp_path/x/src, the SOURCE of
+    mount_with(mode, ..., sub="x"), for the with block."""
+    src = tmp_path / "x" / "src"
+    src.mkdir(parents=True)
+    subprocess.run(["mount", *mount_args, str(src)], check=True)
+    try:
+        yield str(src)
+    finally:
+        subprocess.run(["umount", str(src)], check=False)
+
+
 @pytest.fixture
 def block_source(tmp_path):
     """An ext4 file system on a loop device at tmp_path/x/src: the SOURCE
@@ -259,8 +273,7 @@ def block_source(tmp_path):
     need_root()
     if not shutil.which("mkfs.ext4") or not os.path.exists("/dev/loop-control"):
         pytest.fail("mkfs.ext4 or /dev/loop-control missing: cannot make a block-device source")
-    img, src = tmp_path / "disk.img", tmp_path / "x" / "src"
-    src.mkdir(parents=True)
+    img = tmp_path / "disk.img"
     with open(img, "wb") as f:
         f.truncate(64 << 20)
     subprocess.run(["mkfs.ext4", "-q", "-F", str(img)], check=True)
@@ -269,11 +282,8 @@ def block_source(tmp_path):
     dev = subprocess.run(["losetup", "-f", "--show", str(img)], check=True,
                          capture_output=True, text=True).stdout.strip()
     try:
-        subprocess.run(["mount", "-t", "ext4", dev, str(src)], check=True)
-        try:
-            yield str(src)
-        finally:
-            subprocess.run(["umount", str(src)], check=False)
+        with _mounted_source(tmp_path, "-t", "ext4", dev) as src:
+            yield src
     finally:
         subprocess.run(["losetup", "-d", dev], check=False)
 
@@ -352,13 +362,8 @@ def test_direct_source_default_block_device(block_source, mount_with, mode, opti
 def tmpfs_source(tmp_path):
     """A tmpfs at tmp_path/x/src: the SOURCE of mount_with(mode, ..., sub="x")."""
     need_root()
-    src = tmp_path / "x" / "src"
-    src.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "fzc-test", str(src)], check=True)
-    try:
-        yield str(src)
-    finally:
-        subprocess.run(["umount", str(src)], check=False)
+    with _mounted_source(tmp_path, "-t", "tmpfs", "-o", "size=64m", "fzc-test") as src:
+        yield src
 
 
 def test_direct_source_default_anonymous_device(tmpfs_source, mount_with, mode):
@@ -403,8 +408,6 @@ def test_default_readahead(mount_with, mode, options, kb):
         # and it stays: nothing lowers it after the server raised it
         time.sleep(0.3)
         assert _bdi_read_ahead_kb(m.mnt) == kb
-
-# --- read-ahead: -o max_readahead above the kernel's default ----------------
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="raising a bdi's read_ahead_kb needs root")
 def test_max_readahead_raised(mount_with, mode):
