@@ -4,6 +4,7 @@
  * It talks the protocol itself rather than through libfuse so that it can
  * send the replies a broken or hostile server would.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -55,7 +56,15 @@ struct mf_instance {
 	int fuse_fd;
 	int backing_fd;
 	int backing_wronly_fd;	/* for MF_READ_LIE_FAILED_IO */
-	int loop_fd;		/* cfg->loop_path, for parked loans */
+	int loop_fd;		/* cfg->loop_path, buffered */
+	int loop_dio_fd;	/* ... O_DIRECT: parked loans */
+	int loop_rw_fd;		/* ... buffered, to dirty a parked loan's range */
+	/*
+	 * The largest O_DIRECT read of the loop device that needs no split
+	 * of its bio: the block layer fails a REQ_NOWAIT bio it would have to
+	 * split with -EAGAIN, which sends the lending to io-wq.
+	 */
+	uint32_t loop_dio_max;
 	off_t file_size;
 	bool copy_only;		/* the second connection */
 	struct mf_instance *peer;
@@ -83,6 +92,10 @@ struct mf_worker {
 	bool auto_lend;
 	/* a lending's CQE of this read said the kernel answered the read */
 	bool lender_completed;
+	/* MF_READ_ASYNC: a DEFER_TASKRUN ring, so no completion is posted
+	 * before the worker waits for it */
+	struct io_uring aring;
+	bool aring_ready;
 };
 
 static void mf_sleep_ms(unsigned int ms)
@@ -446,30 +459,25 @@ static int mf_park_unblock(struct mf_worker *w, unsigned int mask, int res[MF_UD
 }
 
 /*
- * Lend [@lend_off, +@len) of request @unique into a READ_SPLICE_BUF from the
- * loop device at @file_off that stays queued in io-wq, loan taken, until
- * mf_park_unblock().  Returns 0 when parked; else the lending did not stay
- * out: its result (> 0: it completed at once, the bytes are placed).
+ * Uncached, so that a non-blocking buffered read of the range has to wait
+ * for I/O.  One POSIX_FADV_DONTNEED is not enough on a loaded machine: a
+ * folio still locked by the previous read's readahead is skipped and
+ * becomes cached right after; so drop until mincore() sees none of the
+ * range (bounded).
  */
-/*
- * Uncached, so that the first, non-blocking attempt gets -EAGAIN.  One
- * POSIX_FADV_DONTNEED is not enough on a loaded machine: a folio still
- * locked by the previous read's readahead is skipped and becomes cached
- * right after; so drop until mincore() sees none of the range (bounded).
- */
-static void mf_park_uncache(struct mf_instance *in, uint64_t off, uint32_t len)
+static void mf_uncache(int fd, uint64_t off, uint32_t len)
 {
 	const uint64_t pg = 4096;
 	uint64_t start = off & ~(pg - 1);
 	size_t span = (size_t)((off + len - start + pg - 1) & ~(pg - 1));
 	unsigned char *vec = malloc(span / pg);
-	void *map = mmap(NULL, span, PROT_READ, MAP_SHARED, in->loop_fd, (off_t)start);
+	void *map = mmap(NULL, span, PROT_READ, MAP_SHARED, fd, (off_t)start);
 	int tries;
 
 	for (tries = 0; tries < 300; tries++) {
 		size_t i;
 
-		posix_fadvise(in->loop_fd, 0, 0, POSIX_FADV_DONTNEED);
+		posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
 		if (!vec || map == MAP_FAILED || mincore(map, span, vec))
 			break;
 		for (i = 0; i < span / pg && !(vec[i] & 1); i++)
@@ -483,6 +491,30 @@ static void mf_park_uncache(struct mf_instance *in, uint64_t off, uint32_t len)
 	free(vec);
 }
 
+/*
+ * A dirty page in the range makes an O_DIRECT read under IOCB_NOWAIT return
+ * -EAGAIN (it would have to write the page back first), and an O_DIRECT
+ * read cannot wait for a folio the way a buffered one does: so the lending
+ * takes its loan at the first issue and goes to io-wq with it.  The bytes
+ * written are those already there.
+ */
+static int mf_park_dirty(struct mf_instance *in, uint64_t off, uint32_t len)
+{
+	char page[4096];
+	size_t n = len < sizeof(page) ? len : sizeof(page);
+
+	if (pread(in->backing_fd, page, n, (off_t)off) != (ssize_t)n ||
+	    pwrite(in->loop_rw_fd, page, n, (off_t)off) != (ssize_t)n)
+		return -EIO;
+	return 0;
+}
+
+/*
+ * Lend [@lend_off, +@len) of request @unique into a READ_SPLICE_BUF from the
+ * loop device at @file_off that stays queued in io-wq, loan taken, until
+ * mf_park_unblock().  Returns 0 when parked; else the lending did not stay
+ * out: its result (> 0: it completed at once, the bytes are placed).
+ */
 static int mf_park_try(struct mf_worker *w, uint64_t unique, uint32_t lend_off,
 		       uint64_t file_off, uint32_t len, unsigned int nr_fillers)
 {
@@ -495,7 +527,9 @@ static int mf_park_try(struct mf_worker *w, uint64_t unique, uint32_t lend_off,
 
 	if (ret)
 		return ret;
-	mf_park_uncache(in, file_off, len);
+	ret = mf_park_dirty(in, file_off, len);
+	if (ret)
+		return ret;
 	sqe = io_uring_get_sqe(&w->park);
 	io_uring_prep_openat(sqe, AT_FDCWD, w->fifo, O_RDONLY | O_CLOEXEC, 0);
 	sqe->flags |= IOSQE_ASYNC;
@@ -517,7 +551,7 @@ static int mf_park_try(struct mf_worker *w, uint64_t unique, uint32_t lend_off,
 			return ret;
 	}
 	sqe = io_uring_get_sqe(&w->park);
-	io_uring_prep_rw(FUSEZC_IORING_OP_READ_SPLICE_BUF, sqe, in->loop_fd, NULL,
+	io_uring_prep_rw(FUSEZC_IORING_OP_READ_SPLICE_BUF, sqe, in->loop_dio_fd, NULL,
 			 len, file_off);
 	sqe->splice_fd_in = in->fuse_fd;
 	sqe->splice_off_in = fusezc_lend_pos(unique, lend_off);
@@ -537,11 +571,11 @@ static int mf_park_try(struct mf_worker *w, uint64_t unique, uint32_t lend_off,
 }
 
 /*
- * Park a lending; 0 when parked.  Under load the range can be cached again
- * between mf_park_uncache() and the submission (a folio still being read
- * ahead is not uptodate, so mincore() does not show it): the lending then
- * completes inline.  The request is still the server's (unless the kernel
- * answered it), so lend it again, a few times.
+ * Park a lending; 0 when parked.  Should the dirty page be written back
+ * before the submission, the lending completes inline; the request is
+ * still the server's (unless the kernel answered it), so lend it again, a
+ * few times.  A range O_DIRECT cannot read (the file's unaligned tail) is
+ * lent at once instead: its result, as for a park that did not hold.
  */
 static int mf_park_lend_behind(struct mf_worker *w, uint64_t unique, uint32_t lend_off,
 			       uint64_t file_off, uint32_t len, unsigned int nr_fillers)
@@ -549,6 +583,8 @@ static int mf_park_lend_behind(struct mf_worker *w, uint64_t unique, uint32_t le
 	struct mf_instance *in = w->in;
 	int ret, attempt;
 
+	if ((file_off | len) % 512)
+		return mf_lend_into(w, unique, lend_off, in->loop_fd, file_off, len);
 	for (attempt = 0; attempt < 10; attempt++) {
 		ret = mf_park_try(w, unique, lend_off, file_off, len, nr_fillers);
 		if (ret <= 0 || w->lender_completed)
@@ -817,6 +853,107 @@ seen:
 }
 
 /* The kernel answered a read that the contract leaves to the server. */
+/* io-wq workers of this process: threads named "iou-wrk-<tid>" */
+static int mf_iowq_workers(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	int n = 0;
+
+	if (!d)
+		return -errno;
+	while ((e = readdir(d))) {
+		char path[300], comm[32] = "";
+		FILE *f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+		f = fopen(path, "re");
+		if (!f)
+			continue;
+		if (fgets(comm, sizeof(comm), f) && !strncmp(comm, "iou-wrk-", 8))
+			n++;
+		fclose(f);
+	}
+	closedir(d);
+	return n;
+}
+
+/*
+ * MF_READ_ASYNC: lend the request's bytes from the loop device, every other
+ * aligned read O_DIRECT, the rest buffered from uncached data, on a ring
+ * that posts nothing before it is waited on.  Returns cqe->res; 0 with
+ * nothing lent when the request asks for no data inside the file.
+ */
+static int mf_async_lend(struct mf_worker *w, struct fuse_in_header *h,
+			 struct fuse_read_in *ri)
+{
+	struct io_uring_params p = { .flags = IORING_SETUP_SINGLE_ISSUER |
+					      IORING_SETUP_DEFER_TASKRUN };
+	struct __kernel_timespec ts = { .tv_sec = 60 };
+	struct mf_instance *in = w->in;
+	struct mf_shared *sh = in->sh;
+	struct io_uring_sqe *sqe;
+	struct io_uring_cqe *cqe;
+	uint32_t len;
+	bool direct, in_submit;
+	int ret, ret2, kind, fd;
+
+	len = ri->offset >= (uint64_t)in->file_size ? 0 :
+	      (uint32_t)(in->file_size - ri->offset < ri->size ?
+			 in->file_size - ri->offset : ri->size);
+	if (!len)
+		return 0;
+	if (!w->aring_ready) {
+		ret = io_uring_queue_init_params(8, &w->aring, &p);
+		if (ret < 0)
+			goto fail;
+		w->aring_ready = true;
+	}
+	direct = !((ri->offset | len) % 512) && len <= in->loop_dio_max &&
+		 (sh->async_lends[0] <= sh->async_lends[1]);
+	kind = direct ? 0 : 1;
+	fd = direct ? in->loop_dio_fd : in->loop_fd;
+	if (!direct)
+		mf_uncache(in->loop_fd, ri->offset, len);
+	sqe = io_uring_get_sqe(&w->aring);
+	io_uring_prep_rw(FUSEZC_IORING_OP_READ_SPLICE_BUF, sqe, fd, NULL, len, ri->offset);
+	sqe->splice_fd_in = in->fuse_fd;
+	sqe->splice_off_in = fusezc_lend_pos(h->unique, 0);
+	if (w->auto_lend)
+		sqe->ioprio = FUSEZC_SPLICE_BUF_COMPLETE;
+	ret = io_uring_submit(&w->aring);
+	if (ret != 1) {
+		ret = ret < 0 ? ret : -EIO;
+		goto fail;
+	}
+	in_submit = io_uring_peek_cqe(&w->aring, &cqe) == 0;
+	ret = io_uring_wait_cqe_timeout(&w->aring, &cqe, &ts);
+	if (ret < 0)
+		goto fail;
+	ret = cqe->res;
+	if (cqe->flags & FUSEZC_CQE_F_LENDER_COMPLETED)
+		w->lender_completed = true;
+	io_uring_cqe_seen(&w->aring, cqe);
+	__sync_fetch_and_add(&sh->async_lends[kind], 1);
+	if (in_submit)
+		__sync_fetch_and_add(&sh->async_in_submit[kind], 1);
+	ret2 = mf_iowq_workers();
+	if (ret2) {
+		if (!__sync_fetch_and_add(&sh->async_iowq, 1))
+			sh->async_iowq_kind = kind;
+		sh->async_iowq_workers = ret2;
+	}
+	if (ret < 0)
+		goto fail;
+	return ret;
+fail:
+	__sync_fetch_and_add(&sh->async_failed, 1);
+	sh->async_error = ret;
+	return ret;
+}
+
 static void mf_auto_forbidden(struct mf_shared *sh, const char *what)
 {
 	__sync_fetch_and_add(&sh->auto_forbidden, 1);
@@ -1235,6 +1372,13 @@ static void mf_do_read(struct mf_worker *w, struct fuse_in_header *h,
 	case MF_READ_CANCEL:
 		mf_cancel_parked(w, h, ri);
 		return;
+	case MF_READ_ASYNC:
+		res = mf_async_lend(w, h, ri);
+		if (!res) {
+			mf_reply_copy(w, h->unique, ri->offset, ri->size);
+			return;
+		}
+		goto reply;
 	case MF_READ_NO_LEND:
 		ret = mf_reply_zc(in, h->unique, ri->size);
 		sh->reply_errno = -ret;
@@ -1512,12 +1656,34 @@ static void mf_drop_privileges(void)
 	}
 }
 
+/* Bytes of the block device @fd's queue limit, from sysfs; 0 if unknown. */
+static uint64_t mf_queue_limit(int fd, const char *name, uint64_t unit)
+{
+	char path[128];
+	unsigned long long v = 0;
+	struct stat st;
+	FILE *f;
+
+	if (fstat(fd, &st))
+		return 0;
+	snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/queue/%s",
+		 major(st.st_rdev), minor(st.st_rdev), name);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	if (fscanf(f, "%llu", &v) != 1)
+		v = 0;
+	fclose(f);
+	return v * unit;
+}
+
 static int mf_serve(const struct mf_config *cfg, struct mf_shared *sh)
 {
 	struct mf_instance main_in = { .cfg = cfg, .sh = sh, .fuse_fd = -1,
-				       .loop_fd = -1 };
+				       .loop_fd = -1, .loop_dio_fd = -1, .loop_rw_fd = -1 };
 	struct mf_instance second = { .cfg = cfg, .sh = sh, .fuse_fd = -1,
-				      .loop_fd = -1, .copy_only = true };
+				      .loop_fd = -1, .loop_dio_fd = -1, .loop_rw_fd = -1,
+				      .copy_only = true };
 	struct stat st;
 	pthread_t tids[16], tids2[1];
 	int nr = cfg->threads > 0 ? cfg->threads : 2;
@@ -1537,16 +1703,25 @@ static int mf_serve(const struct mf_config *cfg, struct mf_shared *sh)
 		main_in.file_size = st.st_size;
 	if (cfg->loop_path) {
 		main_in.loop_fd = open(cfg->loop_path, O_RDONLY | O_CLOEXEC);
-		if (main_in.loop_fd < 0) {
+		main_in.loop_dio_fd = open(cfg->loop_path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+		main_in.loop_rw_fd = open(cfg->loop_path, O_RDWR | O_CLOEXEC);
+		if (main_in.loop_fd < 0 || main_in.loop_dio_fd < 0 || main_in.loop_rw_fd < 0) {
 			perror("minifuse: loop device");
 			return 2;
 		}
 		/*
-		 * No readahead past what a parked lending reads: its I/O,
-		 * still in flight when the next one is parked, would cache
-		 * that one's range behind mf_park_uncache()'s back.
+		 * No readahead past what an asynchronous lending reads: its
+		 * I/O, still in flight when the next one starts, would cache
+		 * that one's range behind mf_uncache()'s back.
 		 */
 		posix_fadvise(main_in.loop_fd, 0, 0, POSIX_FADV_RANDOM);
+		{
+			uint64_t segs = mf_queue_limit(main_in.loop_fd, "max_segments", 4096);
+			uint64_t kb = mf_queue_limit(main_in.loop_fd, "max_sectors_kb", 1024);
+
+			main_in.loop_dio_max = (uint32_t)(segs < kb ? segs : kb);
+			sh->async_dio_max = main_in.loop_dio_max;
+		}
 	}
 	second.backing_fd = main_in.backing_fd;
 	ret = mf_mount(cfg->mountpoint, &main_in.fuse_fd);

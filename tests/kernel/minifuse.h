@@ -32,6 +32,7 @@ enum mf_read_mode {
 	MF_READ_INTERRUPT,	/* park a loan until a FUSE_INTERRUPT was answered */
 	MF_READ_RESEND,		/* park a loan, FUSE_NOTIFY_RESEND, wait for release */
 	MF_READ_RANDOM,		/* stress: a random mix of all of the above */
+	MF_READ_ASYNC,		/* zero copy from the loop device: O_DIRECT or uncached */
 };
 
 /* MF_READ_RANDOM: what the server did, and what the kernel said. */
@@ -104,6 +105,18 @@ struct mf_shared {
 	volatile uint64_t resent, resent_while_lent;
 	volatile int resend_reply_errno;	/* of the lender's reply after release */
 	struct mf_stress stress;	/* MF_READ_RANDOM */
+	/*
+	 * MF_READ_ASYNC, by kind: [0] O_DIRECT, [1] buffered of uncached
+	 * data.  in_submit: the CQE was there when io_uring_submit() returned
+	 * (on a DEFER_TASKRUN ring only an I/O done inside it posts one).
+	 */
+	volatile uint64_t async_lends[2], async_in_submit[2];
+	volatile uint64_t async_iowq;	/* lendings after which an io-wq worker existed */
+	volatile int async_iowq_kind;	/* the kind of the first of them, else -1 */
+	volatile uint32_t async_dio_max;	/* O_DIRECT only up to this many bytes */
+	volatile int async_iowq_workers;	/* how many, the last time */
+	volatile uint64_t async_failed;
+	volatile int async_error;
 };
 
 struct mf_config {
@@ -132,10 +145,9 @@ struct mf_config {
 	 */
 	unsigned int second_reply_delay_ms;
 	/*
-	 * A loop block device over a copy of the backing file, for parked
-	 * loans: its buffered read of uncached data returns -EAGAIN under
-	 * IOCB_NOWAIT, so the READ_SPLICE_BUF takes its loan at the first
-	 * issue and goes to io-wq with it.
+	 * A loop block device over a copy of the backing file (read-write:
+	 * parking dirties pages with the bytes they hold), for parked loans
+	 * and MF_READ_ASYNC.
 	 */
 	const char *loop_path;
 	/* MF_READ_PROBE_EXDEV: files on a FUSE or stacking fs to lend into */

@@ -293,13 +293,14 @@ static bool is_leaked(const char *mountpoint)
 
 /*
  * The loop device over a copy of the backing file (padded to whole pages)
- * that minifuse parks its loans on: a buffered read of uncached data on a
- * block device returns -EAGAIN under IOCB_NOWAIT, so the READ_SPLICE_BUF
- * takes its loan at the first issue and waits in io-wq.
+ * that minifuse parks its loans on (an O_DIRECT read of a range with a dirty
+ * page returns -EAGAIN under IOCB_NOWAIT, so the READ_SPLICE_BUF takes its
+ * loan at the first issue and waits in io-wq) and lends from in
+ * MF_READ_ASYNC.  Read-write: parking dirties pages with their own bytes.
  */
 static const char *park_loop(void)
 {
-	struct loop_config lc = { .info.lo_flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR };
+	struct loop_config lc = { .info.lo_flags = LO_FLAGS_AUTOCLEAR };
 	off_t padded = (FILE_SIZE + 4095) & ~(off_t)4095;
 	int ctl, nr, bfd, fd;
 
@@ -326,7 +327,8 @@ static const char *park_loop(void)
 		say("  mknod %s: %s\n", loop_node, strerror(errno));
 		goto fail_backing;
 	}
-	fd = open(loop_node, O_RDONLY | O_CLOEXEC);
+	/* the loop device is read-only if configured through a read-only fd */
+	fd = open(loop_node, O_RDWR | O_CLOEXEC);
 	lc.fd = bfd;
 	if (fd < 0 || ioctl(fd, LOOP_CONFIGURE, &lc)) {
 		say("  LOOP_CONFIGURE %s: %s\n", loop_node, strerror(errno));
@@ -991,9 +993,12 @@ static int open_io_file(void)
 
 /*
  * Kill the server, or abort the connection, while zero-copy reads are in
- * flight (the backing store is slow, so lent pages are out for a while).
+ * flight.  MF_READ_PARKED: each loan stays out 30 ms, parked in io-wq (a
+ * slow backing store); MF_READ_ASYNC: the loans are out while their file
+ * I/O is in flight asynchronously (an O_DIRECT bio, or a folio being read
+ * with the lending waiting for it), for as long as the loop device takes.
  */
-static int fault_loop(bool abort_conn)
+static int fault_loop(bool abort_conn, enum mf_read_mode mode)
 {
 	const char *what = abort_conn ? "abort" : "kill -9";
 	struct server srv = { .cfg = { .threads = 4, .slow_ms = 30 } };
@@ -1013,7 +1018,7 @@ static int fault_loop(bool abort_conn)
 		struct zc_stats s;
 		int i, status;
 
-		ret = server_start(&srv, mnt, backing, MF_READ_PARKED);
+		ret = server_start(&srv, mnt, backing, mode);
 		CHECK(!ret, "round %d: server: %s", r, strerror(-ret));
 		CHECK(!conn_dir(mnt, dir, sizeof(dir)), "conn dir");
 		for (i = 0; i < 4; i++) {
@@ -1061,9 +1066,12 @@ static int fault_loop(bool abort_conn)
 		if (verbose)
 			say("  round %d done\n", r);
 	}
-	say("  %s: %d rounds, %d with lent pages in flight at the strike, %.1f s, 0 pages left lent\n",
-	    what, rounds, in_flight, now() - t0);
-	CHECK(in_flight * 2 >= rounds, "only %d of %d rounds had lending in flight", in_flight, rounds);
+	say("  %s%s: %d rounds, %d with lent pages in flight at the strike, %.1f s, 0 pages left lent\n",
+	    what, mode == MF_READ_ASYNC ? " (asynchronous lendings)" : "", rounds, in_flight,
+	    now() - t0);
+	/* an asynchronous loan is out for a moment only: some rounds must catch one */
+	CHECK(in_flight * (mode == MF_READ_ASYNC ? 10 : 2) >= rounds,
+	      "only %d of %d rounds had lending in flight", in_flight, rounds);
 	return T_PASS;
 }
 
@@ -1321,8 +1329,15 @@ static int t_stress(void)
 	return T_PASS;
 }
 
-static int t_kill_loop(void) { return fault_loop(false); }
-static int t_abort_loop(void) { return fault_loop(true); }
+static int t_kill_loop(void) { return fault_loop(false, MF_READ_PARKED); }
+static int t_abort_loop(void) { return fault_loop(true, MF_READ_PARKED); }
+
+static int t_async_faults(void)
+{
+	if (fault_loop(false, MF_READ_ASYNC))
+		return T_FAIL;
+	return fault_loop(true, MF_READ_ASYNC);
+}
 
 /* ------------------------------------------------ the v2 lending contract */
 
@@ -2004,6 +2019,72 @@ static int t_subpage_segments(void)
  * A request's pages are lent in one call of the lender, not one per 16
  * pages (the default size of the direct pipe they travel through).
  */
+/*
+ * Issued inline, a lending does its file I/O asynchronously: an O_DIRECT
+ * read of the loop device completes through ->ki_complete and a buffered
+ * read of uncached data waits for its folio (IOCB_WAITQ), both finishing
+ * in task work, so the submitter never waits for the I/O and no io-wq
+ * worker is needed.  The server's ring is DEFER_TASKRUN: a CQE present when
+ * io_uring_submit() returns means the I/O ran inside it.  Every byte the
+ * readers get is checked; with -a the kernel answers the reads.
+ */
+static int t_async_lend(void)
+{
+	struct server srv = { 0 };
+	struct mf_shared *sh;
+	char path[300], *buf = NULL;
+	int ret, fd;
+
+	if (parking_server(&srv, "async_lend"))
+		return T_FAIL;
+	ret = server_start(&srv, mnt, backing, MF_READ_ASYNC);
+	CHECK(!ret, "server: %s", strerror(-ret));
+	file_path(path, sizeof(path), mnt);
+	ret = check_buffered(path);
+	if (ret == T_PASS)
+		ret = check_direct(path);
+	if (ret == T_PASS && posix_memalign((void **)&buf, 4096, 1 << 20))
+		ret = T_FAIL;
+	for (int direct = 0; direct < 2 && ret == T_PASS; direct++) {
+		drop_caches();
+		fd = open(path, O_RDONLY | (direct ? O_DIRECT : 0));
+		CHECK(fd >= 0, "open %s: %s", path, strerror(errno));
+		for (off_t off = 0; off < FILE_SIZE && ret == T_PASS; off += 1 << 20)
+			ret = verify_range(fd, buf, off, 1 << 20,
+					   direct ? "O_DIRECT whole file" : "whole file");
+		close(fd);
+	}
+	free(buf);
+	if (ret == T_PASS)
+		ret = check_all_zero_copy(mnt, "async lendings");
+	server_stop(&srv);
+	sh = srv.sh;
+	say("  lendings: %llu O_DIRECT of up to %u bytes (%llu done inside the submit), %llu "
+	    "buffered of uncached data (%llu inside); %llu failed (last %d); io-wq workers "
+	    "seen after %llu (%d, first after a%s lending)\n",
+	    (unsigned long long)sh->async_lends[0], sh->async_dio_max,
+	    (unsigned long long)sh->async_in_submit[0],
+	    (unsigned long long)sh->async_lends[1], (unsigned long long)sh->async_in_submit[1],
+	    (unsigned long long)sh->async_failed, sh->async_error,
+	    (unsigned long long)sh->async_iowq, sh->async_iowq_workers,
+	    sh->async_iowq_kind ? " buffered" : "n O_DIRECT");
+	CHECK(ret == T_PASS, "reads failed");
+	CHECK(!sh->async_failed, "%llu lendings failed, last: %s",
+	      (unsigned long long)sh->async_failed, strerror(-sh->async_error));
+	CHECK(sh->async_lends[0] >= 8 && sh->async_lends[1] >= 8,
+	      "too few lendings of a kind to tell: %llu O_DIRECT, %llu buffered",
+	      (unsigned long long)sh->async_lends[0], (unsigned long long)sh->async_lends[1]);
+	CHECK(!sh->async_in_submit[0],
+	      "%llu O_DIRECT lendings completed inside io_uring_submit(): the submitter waited for the I/O",
+	      (unsigned long long)sh->async_in_submit[0]);
+	CHECK(sh->async_in_submit[1] < sh->async_lends[1],
+	      "every buffered lending of uncached data completed inside io_uring_submit()");
+	CHECK(!sh->async_iowq,
+	      "an io-wq worker existed after %llu lendings: a NOWAIT-capable file's read went to io-wq",
+	      (unsigned long long)sh->async_iowq);
+	return T_PASS;
+}
+
 static int t_lend_calls(void)
 {
 	struct server srv = { 0 };
@@ -2296,6 +2377,7 @@ static const struct {
 	{ "privilege", t_privilege, true },
 	{ "kill_loop", t_kill_loop, true },
 	{ "abort_loop", t_abort_loop, true },
+	{ "async_faults", t_async_faults, true },
 	/* the v2 lending contract, one per finding of issue 9 */
 	{ "lender_optin", t_lender_optin, true },		/* a */
 	{ "exdev", t_exdev, true },				/* b */
@@ -2304,6 +2386,7 @@ static const struct {
 	{ "out_of_order", t_out_of_order, true },		/* d */
 	{ "subpage_segments", t_subpage_segments, true },	/* e */
 	{ "lend_calls", t_lend_calls, true },
+	{ "async_lend", t_async_lend, true },
 	{ "overclaim", t_overclaim, true },			/* f */
 	{ "cancel", t_cancel, true },				/* g */
 	{ "interrupt", t_interrupt, true },			/* h */
