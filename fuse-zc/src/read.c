@@ -41,6 +41,13 @@ static int real_ring_setup(struct fusezc_worker *w)
 	int res;
 
 	memset(&p, 0, sizeof(p));
+	/*
+	 * Not DEFER_TASKRUN: an asynchronous lending's file I/O completes in
+	 * this worker's task work, which returns the loan (and may answer
+	 * the read).  Deferred, that would wait until the worker enters the
+	 * ring, while it sits in read() of /dev/fuse; plain task work
+	 * interrupts that read, runs, and the read restarts.
+	 */
 #ifdef IORING_SETUP_SINGLE_ISSUER
 	p.flags = IORING_SETUP_SINGLE_ISSUER;	/* only this worker submits */
 #endif
