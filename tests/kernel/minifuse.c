@@ -1069,7 +1069,7 @@ static void mf_random_read(struct mf_worker *w, struct fuse_in_header *h,
 			   in->file_size - ri->offset : ri->size);
 	uint32_t dice = mf_rand(&w->rnd) % 100;
 	struct mf_chunk ch[4];
-	int order[4], n, i, ret, pending;
+	int order[4], n, i, ret, pending, io_fd, io_src;
 	bool cancel, early, replied = false, completed = false;
 	/* half of the reads let the kernel answer when the last chunk is back */
 	bool autoc = in->cfg->auto_complete || mf_rand(&w->rnd) % 2;
@@ -1129,6 +1129,25 @@ static void mf_random_read(struct mf_worker *w, struct fuse_in_header *h,
 	}
 	cancel = dice >= 70;
 	early = dice >= 60 && dice < 70;
+	/*
+	 * The I/O file: the backing file (no FMODE_NOWAIT on tmpfs: io-wq),
+	 * or the loop device over a copy of it, whose reads are asynchronous:
+	 * buffered after dropping the range from the cache (a folio wait), or
+	 * O_DIRECT when there is one chunk it can read (a bio in flight).
+	 */
+	io_fd = in->backing_fd;
+	io_src = in->loop_fd >= 0 ? mf_rand(&w->rnd) % 3 : 0;
+	if (io_src) {
+		io_fd = in->loop_fd;
+		if (io_src == 2 && n == 1 && !((ri->offset | avail) % 512) &&
+		    avail <= in->loop_dio_max) {
+			io_fd = in->loop_dio_fd;
+			__sync_fetch_and_add(&st->loop_dio_chunks, 1);
+		} else {
+			posix_fadvise(in->loop_fd, (off_t)ri->offset, avail, POSIX_FADV_DONTNEED);
+		}
+		__sync_fetch_and_add(&st->loop_chunks, n);
+	}
 	pending = 0;
 	for (i = 0; i < n; i++) {
 		struct mf_chunk *c = &ch[order[i]];
@@ -1139,7 +1158,7 @@ static void mf_random_read(struct mf_worker *w, struct fuse_in_header *h,
 			continue;
 		}
 		sqe = mf_prep_splice_buf(w, FUSEZC_IORING_OP_READ_SPLICE_BUF,
-					 in->backing_fd, ri->offset + c->off, c->len,
+					 io_fd, ri->offset + c->off, c->len,
 					 in->fuse_fd, fusezc_lend_pos(h->unique, c->off));
 		io_uring_sqe_set_data64(sqe, order[i]);
 		if (autoc)

@@ -43,6 +43,8 @@ struct mf_stress {
 	volatile uint64_t unlent_refused, nonlenders_refused, resends;
 	volatile uint64_t cancels, chunks_failed, replies_gone;
 	volatile uint64_t auto_completed;	/* answered by the kernel */
+	/* chunks read from the loop device: buffered after dropping the range, O_DIRECT */
+	volatile uint64_t loop_chunks, loop_dio_chunks;
 	volatile uint64_t unexpected;	/* a kernel answer the contract forbids */
 	char last_unexpected[96];
 };

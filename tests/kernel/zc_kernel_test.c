@@ -1186,6 +1186,8 @@ static void stress_add(struct mf_stress *sum, const struct mf_stress *st)
 	sum->chunks_failed += st->chunks_failed;
 	sum->replies_gone += st->replies_gone;
 	sum->auto_completed += st->auto_completed;
+	sum->loop_chunks += st->loop_chunks;
+	sum->loop_dio_chunks += st->loop_dio_chunks;
 	sum->unexpected += st->unexpected;
 	if (st->unexpected)
 		say("  server: unexpected kernel answer: %s\n", st->last_unexpected);
@@ -1233,6 +1235,8 @@ static int t_stress(void)
 
 	sigaction(SIGUSR1, &sa, NULL);	/* no SA_RESTART: reads see EINTR */
 	for (k = 0; k < 2; k++) {
+		if (parking_server(&srv[k], "stress"))	/* the loop device */
+			return T_FAIL;
 		ret = server_start(&srv[k], mps[k], backing, MF_READ_RANDOM);
 		CHECK(!ret, "server %d: %s", k, strerror(-ret));
 		file_path(paths[k], sizeof(paths[k]), mps[k]);
@@ -1300,8 +1304,9 @@ static int t_stress(void)
 	say("  events: %llu kill -9, %llu fusectl aborts, %llu signals to readers, %llu FUSE_NOTIFY_RESEND\n",
 	    (unsigned long long)kills, (unsigned long long)aborts,
 	    (unsigned long long)signals, (unsigned long long)sum.resends);
-	say("  server: %llu reads, %llu chunks lent, %llu zero-copy and %llu copy replies, %llu answered by the kernel\n",
+	say("  server: %llu reads, %llu chunks lent (%llu from the loop device, %llu O_DIRECT), %llu zero-copy and %llu copy replies, %llu answered by the kernel\n",
 	    (unsigned long long)sum.reads, (unsigned long long)sum.chunks,
+	    (unsigned long long)sum.loop_chunks, (unsigned long long)sum.loop_dio_chunks,
 	    (unsigned long long)sum.zc_replies, (unsigned long long)sum.copy_replies,
 	    (unsigned long long)sum.auto_completed);
 	say("  refused as the contract says: %llu over-claims, %llu duplicates, %llu unlent zero-copy replies, %llu non-lenders; replies while lending: %llu taken, %llu refused\n",
@@ -1319,10 +1324,11 @@ static int t_stress(void)
 	/* a stress that exercised nothing proves nothing */
 	CHECK(reads && sum.zc_replies && sum.chunks && sum.overclaims_refused &&
 	      sum.duplicates_refused && sum.cancels && sum.resends && kills + aborts &&
-	      sum.auto_completed,
-	      "the run did not exercise every event (reads %llu, zc %llu, kernel-answered %llu, overclaims %llu, duplicates %llu, cancels %llu, resends %llu, faults %llu)",
+	      sum.auto_completed && sum.loop_chunks && sum.loop_dio_chunks,
+	      "the run did not exercise every event (reads %llu, zc %llu, kernel-answered %llu, loop-device chunks %llu, O_DIRECT %llu, overclaims %llu, duplicates %llu, cancels %llu, resends %llu, faults %llu)",
 	      (unsigned long long)reads, (unsigned long long)sum.zc_replies,
-	      (unsigned long long)sum.auto_completed,
+	      (unsigned long long)sum.auto_completed, (unsigned long long)sum.loop_chunks,
+	      (unsigned long long)sum.loop_dio_chunks,
 	      (unsigned long long)sum.overclaims_refused, (unsigned long long)sum.duplicates_refused,
 	      (unsigned long long)sum.cancels, (unsigned long long)sum.resends,
 	      (unsigned long long)(kills + aborts));
