@@ -98,6 +98,21 @@ struct mf_worker {
 	bool aring_ready;
 };
 
+/* The bytes of a FUSE_READ that lie inside the file. */
+static uint32_t mf_read_avail(const struct mf_instance *in, const struct fuse_read_in *ri)
+{
+	if (ri->offset >= (uint64_t)in->file_size)
+		return 0;
+	return (uint32_t)(in->file_size - ri->offset < ri->size ?
+			  in->file_size - ri->offset : ri->size);
+}
+
+/* A range an O_DIRECT read of the loop device (512-byte sectors) can take. */
+static bool mf_dio_aligned(uint64_t off, uint32_t len)
+{
+	return !((off | len) % 512);
+}
+
 static void mf_sleep_ms(unsigned int ms)
 {
 	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
@@ -583,7 +598,7 @@ static int mf_park_lend_behind(struct mf_worker *w, uint64_t unique, uint32_t le
 	struct mf_instance *in = w->in;
 	int ret, attempt;
 
-	if ((file_off | len) % 512)
+	if (!mf_dio_aligned(file_off, len))
 		return mf_lend_into(w, unique, lend_off, in->loop_fd, file_off, len);
 	for (attempt = 0; attempt < 10; attempt++) {
 		ret = mf_park_try(w, unique, lend_off, file_off, len, nr_fillers);
@@ -852,7 +867,6 @@ seen:
 	return NULL;
 }
 
-/* The kernel answered a read that the contract leaves to the server. */
 /* io-wq workers of this process: threads named "iou-wrk-<tid>" */
 static int mf_iowq_workers(void)
 {
@@ -900,9 +914,7 @@ static int mf_async_lend(struct mf_worker *w, struct fuse_in_header *h,
 	bool direct, in_submit;
 	int ret, ret2, kind, fd;
 
-	len = ri->offset >= (uint64_t)in->file_size ? 0 :
-	      (uint32_t)(in->file_size - ri->offset < ri->size ?
-			 in->file_size - ri->offset : ri->size);
+	len = mf_read_avail(in, ri);
 	if (!len)
 		return 0;
 	if (!w->aring_ready) {
@@ -911,7 +923,7 @@ static int mf_async_lend(struct mf_worker *w, struct fuse_in_header *h,
 			goto fail;
 		w->aring_ready = true;
 	}
-	direct = !((ri->offset | len) % 512) && len <= in->loop_dio_max &&
+	direct = mf_dio_aligned(ri->offset, len) && len <= in->loop_dio_max &&
 		 (sh->async_lends[0] <= sh->async_lends[1]);
 	kind = direct ? 0 : 1;
 	fd = direct ? in->loop_dio_fd : in->loop_fd;
@@ -954,6 +966,7 @@ fail:
 	return ret;
 }
 
+/* The kernel answered a read that the contract leaves to the server. */
 static void mf_auto_forbidden(struct mf_shared *sh, const char *what)
 {
 	__sync_fetch_and_add(&sh->auto_forbidden, 1);
@@ -1064,9 +1077,7 @@ static void mf_random_read(struct mf_worker *w, struct fuse_in_header *h,
 {
 	struct mf_instance *in = w->in;
 	struct mf_stress *st = &in->sh->stress;
-	uint32_t avail = ri->offset >= (uint64_t)in->file_size ? 0 :
-		(uint32_t)(in->file_size - ri->offset < ri->size ?
-			   in->file_size - ri->offset : ri->size);
+	uint32_t avail = mf_read_avail(in, ri);
 	uint32_t dice = mf_rand(&w->rnd) % 100;
 	struct mf_chunk ch[4];
 	int order[4], n, i, ret, pending, io_fd, io_src;
@@ -1139,7 +1150,7 @@ static void mf_random_read(struct mf_worker *w, struct fuse_in_header *h,
 	io_src = in->loop_fd >= 0 ? mf_rand(&w->rnd) % 3 : 0;
 	if (io_src) {
 		io_fd = in->loop_fd;
-		if (io_src == 2 && n == 1 && !((ri->offset | avail) % 512) &&
+		if (io_src == 2 && n == 1 && mf_dio_aligned(ri->offset, avail) &&
 		    avail <= in->loop_dio_max) {
 			io_fd = in->loop_dio_fd;
 			__sync_fetch_and_add(&st->loop_dio_chunks, 1);
@@ -1343,9 +1354,7 @@ static void mf_do_read(struct mf_worker *w, struct fuse_in_header *h,
 	case MF_READ_BUSY_REPLY:
 	case MF_READ_INTERRUPT:
 	case MF_READ_RESEND:
-		len = ri->offset >= (uint64_t)in->file_size ? 0 :
-		      (uint32_t)(in->file_size - ri->offset < ri->size ?
-				 in->file_size - ri->offset : ri->size);
+		len = mf_read_avail(in, ri);
 		if (!len) {
 			mf_reply_copy(w, h->unique, ri->offset, ri->size);
 			return;
@@ -1696,6 +1705,18 @@ static uint64_t mf_queue_limit(int fd, const char *name, uint64_t unit)
 	return v * unit;
 }
 
+/*
+ * The largest O_DIRECT read of the loop device whose bio needs no split,
+ * even with every page a segment of its own.
+ */
+static uint32_t mf_loop_dio_max(int fd)
+{
+	uint64_t segs = mf_queue_limit(fd, "max_segments", 4096);
+	uint64_t kb = mf_queue_limit(fd, "max_sectors_kb", 1024);
+
+	return (uint32_t)(segs < kb ? segs : kb);
+}
+
 static int mf_serve(const struct mf_config *cfg, struct mf_shared *sh)
 {
 	struct mf_instance main_in = { .cfg = cfg, .sh = sh, .fuse_fd = -1,
@@ -1734,13 +1755,8 @@ static int mf_serve(const struct mf_config *cfg, struct mf_shared *sh)
 		 * that one's range behind mf_uncache()'s back.
 		 */
 		posix_fadvise(main_in.loop_fd, 0, 0, POSIX_FADV_RANDOM);
-		{
-			uint64_t segs = mf_queue_limit(main_in.loop_fd, "max_segments", 4096);
-			uint64_t kb = mf_queue_limit(main_in.loop_fd, "max_sectors_kb", 1024);
-
-			main_in.loop_dio_max = (uint32_t)(segs < kb ? segs : kb);
-			sh->async_dio_max = main_in.loop_dio_max;
-		}
+		main_in.loop_dio_max = mf_loop_dio_max(main_in.loop_fd);
+		sh->async_dio_max = main_in.loop_dio_max;
 	}
 	second.backing_fd = main_in.backing_fd;
 	ret = mf_mount(cfg->mountpoint, &main_in.fuse_fd);

@@ -114,7 +114,7 @@ struct mf_shared {
 	 */
 	volatile uint64_t async_lends[2], async_in_submit[2];
 	volatile uint64_t async_iowq;	/* lendings after which an io-wq worker existed */
-	volatile int async_iowq_kind;	/* the kind of the first of them, else -1 */
+	volatile int async_iowq_kind;	/* the kind of the first of them */
 	volatile uint32_t async_dio_max;	/* O_DIRECT only up to this many bytes */
 	volatile int async_iowq_workers;	/* how many, the last time */
 	volatile uint64_t async_failed;

@@ -2022,10 +2022,6 @@ static int t_subpage_segments(void)
 }
 
 /*
- * A request's pages are lent in one call of the lender, not one per 16
- * pages (the default size of the direct pipe they travel through).
- */
-/*
  * Issued inline, a lending does its file I/O asynchronously: an O_DIRECT
  * read of the loop device completes through ->ki_complete and a buffered
  * read of uncached data waits for its folio (IOCB_WAITQ), both finishing
@@ -2091,6 +2087,10 @@ static int t_async_lend(void)
 	return T_PASS;
 }
 
+/*
+ * A request's pages are lent in one call of the lender, not one per 16
+ * pages (the default size of the direct pipe they travel through).
+ */
 static int t_lend_calls(void)
 {
 	struct server srv = { 0 };
