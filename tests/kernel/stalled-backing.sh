@@ -19,6 +19,8 @@
 #   * an O_DIRECT reader (its own pages are lent: they can only come back
 #     when the stuck I/O does) returns once the inner server runs again,
 #     with an error or the right bytes;
+#   * the buffered readers' requests stop counting as `waiting` at once,
+#     though their loans are still out;
 #   * zc_lent_pages drops to 0 and the connection's `waiting` to 0.
 #
 # Usage (as root in the guest): stalled-backing.sh PASSTHROUGH_ZC [ROUNDS]
@@ -122,6 +124,14 @@ for round in $(seq 1 "$rounds"); do
 		wait "$pid" && fail "round $round: buffered reader $pid succeeded on an aborted mount"
 	done
 	echo "round $round: buffered readers returned $(echo "$(date +%s.%N) - $t0" | bc) s after the abort"
+	# Their requests are over, though their loans are still out with the
+	# borrower stuck: only the O_DIRECT read (one 1 MiB request), whose end
+	# waits for its pages, may still count as waiting; unmount waits for
+	# the others.
+	waiting=$(cat "/sys/fs/fuse/connections/$conn/waiting")
+	echo "round $round: waiting $waiting, zc_lent_pages $(stat_of "$conn" zc_lent_pages) with the backing still stopped"
+	[ "$waiting" -le 1 ] ||
+		fail "round $round: $waiting requests still waiting after the buffered readers returned"
 
 	kill -CONT "$inner_pid"
 	wait_for $WAIT_LIMIT reader_done "$direct" ||
