@@ -403,6 +403,27 @@ static int server_stop(struct server *srv)
 	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+/*
+ * Wait (bounded) until @srv has answered every request its mount sent:
+ * a reader can have its bytes while readahead it started is still in
+ * flight, and unmounting then ends that readahead under the server, whose
+ * late replies and lendings fail (ENOENT).  The server's counters are
+ * checked after server_stop(), so stop only once it is idle.  Returns
+ * the requests still waiting after 20 s.
+ */
+static long server_quiesce(struct server *srv)
+{
+	char dir[200];
+	long waiting;
+
+	if (conn_dir(srv->mountpoint, dir, sizeof(dir)))
+		return -1;
+	waiting = wait_no_waiting(dir, 20);
+	if (waiting > 0)
+		say("  %ld requests still unanswered 20 s after the readers finished\n", waiting);
+	return waiting;
+}
+
 /* Read [off, off+len) of the mounted file and compare with the backing file. */
 static int verify_range(int fd, char *buf, off_t off, size_t len, const char *what)
 {
@@ -683,6 +704,7 @@ static int serve_and_check_reads(struct server *srv, char *path, size_t len)
 static int run_correctness(struct server *srv, const char *what)
 {
 	char path[300];
+	long waiting;
 	int ret;
 
 	ret = serve_and_check_reads(srv, path, sizeof(path));
@@ -697,9 +719,11 @@ static int run_correctness(struct server *srv, const char *what)
 	/*
 	 * The server counts a read after the reader has its bytes (after the
 	 * CQE, when the kernel answered it): its counters are final only once
-	 * it has exited.
+	 * it has exited, after answering the readahead still in flight.
 	 */
+	waiting = server_quiesce(srv);
 	CHECK(server_stop(srv) == 0, "server did not exit cleanly");
+	CHECK(waiting == 0, "the server left requests unanswered");
 	if (ret == T_PASS)
 		CHECK(srv->sh->fallbacks == 0, "%llu reads fell back (last error %d)",
 		      (unsigned long long)srv->sh->fallbacks, srv->sh->last_lend_error);
@@ -739,12 +763,15 @@ static int t_direct_backing(void)
 {
 	struct server srv = { .cfg = { .direct_io_backing = true } };
 	char path[300];
+	long waiting;
 	int ret;
 
 	ret = serve_and_check_reads(&srv, path, sizeof(path));
 	if (srv.pid <= 0)
 		return T_FAIL;	/* no server */
+	waiting = server_quiesce(&srv);
 	CHECK(server_stop(&srv) == 0, "server did not exit cleanly");
+	CHECK(waiting == 0, "the server left requests unanswered");
 	/* O_DIRECT on the backing file may refuse unaligned I/O: fallbacks ok */
 	say("  O_DIRECT backing: %llu zero-copy replies, %llu fallbacks\n",
 	    (unsigned long long)srv.sh->zc_replies, (unsigned long long)srv.sh->fallbacks);
@@ -1881,6 +1908,7 @@ static int auto_complete_checks(bool skip_success)
 	unsigned long long answered;
 	struct zc_stats st;
 	char path[300];
+	long waiting;
 	int ret;
 
 	ret = serve_and_check_reads(&srv, path, sizeof(path));
@@ -1891,7 +1919,9 @@ static int auto_complete_checks(bool skip_success)
 	if (read_stats(mnt, &st))
 		st.zc_completed = -1;
 	/* the server's counters are final once it has exited (run_correctness) */
+	waiting = server_quiesce(&srv);
 	CHECK(server_stop(&srv) == 0, "server did not exit cleanly");
+	CHECK(waiting == 0, "the server left requests unanswered");
 	answered = srv.sh->auto_completed;
 	say("  %llu reads answered by the kernel (zc_completed %lld), %llu zero-copy replies, %llu fallbacks\n",
 	    answered, st.zc_completed, (unsigned long long)srv.sh->zc_replies,
@@ -1980,6 +2010,8 @@ static int t_out_of_order(void)
 	ret = check_read(&rd, rd.len, "O_DIRECT 128 KiB, halves lent back to front");
 	if (ret == T_PASS)
 		ret = fresh_read(path, buf, 2 << 20, 1 << 20, "buffered 1 MiB, back to front");
+	if (server_quiesce(&srv) != 0)
+		ret = T_FAIL;
 	server_stop(&srv);
 	free(buf);
 	say("  second half lent: %d, first half: %d; %llu zero-copy replies, %llu refused (%s)\n",
@@ -2059,6 +2091,8 @@ static int t_async_lend(void)
 	free(buf);
 	if (ret == T_PASS)
 		ret = check_all_zero_copy(mnt, "async lendings");
+	if (server_quiesce(&srv) != 0)
+		ret = T_FAIL;
 	server_stop(&srv);
 	sh = srv.sh;
 	say("  lendings: %llu O_DIRECT of up to %u bytes (%llu done inside the submit), %llu "
