@@ -809,6 +809,8 @@ static int misbehave_and_read_cfg(const struct mf_config *cfg, enum mf_read_mode
 	if (second_reply)
 		all_sent = WAIT_UNTIL(srv.sh->zc_replies &&
 				      srv.sh->second_replies >= srv.sh->zc_replies, 10);
+	/* its readahead too: the recoveries are checked after the stop */
+	server_quiesce(&srv);
 	got = *(volatile int *)((char *)srv.sh + field);
 	server_stop(&srv);
 	CHECK(ret == T_PASS, "%s: read failed", what);
