@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -247,8 +248,17 @@ static void pzc_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 {
 	struct pzc_fs *fs = pzc_fs(req);
 	struct pzc_inode *inode = pzc_inode(req, ino);
+	struct pzc_file *fh = pzc_file(fi);
 
-	pzc_file_close(fs, inode, pzc_file(fi));
+	/*
+	 * Closing fh->fd alone need not end its flock(): the passthrough
+	 * backing id may have been opened from this very descriptor, and the
+	 * kernel keeps that open file (and the lock on it) for the inode's
+	 * other opens.
+	 */
+	if (fi->flock_release)
+		flock(fh->fd, LOCK_UN);
+	pzc_file_close(fs, inode, fh);
 	fuse_reply_err(req, 0);
 }
 

@@ -313,9 +313,39 @@ def test_flock(fs):
         fcntl.flock(a, fcntl.LOCK_SH | fcntl.LOCK_NB)
         with pytest.raises(BlockingIOError):
             fcntl.flock(a, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    # closing released everything
+    # closing released everything, once the FUSE_RELEASEs (sent in the
+    # background, after close() returned) have reached the server
     with open(fs.m("lock"), "rb") as c:
-        fcntl.flock(c, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _flock_eventually(c, fcntl.LOCK_EX)
+
+
+def _flock_eventually(f, op, timeout=5.0):
+    """flock(f, op | LOCK_NB), retried until the deadline: a lock released
+    by close() is released by a FUSE_RELEASE the kernel sends in the
+    background, so the server drops it a moment after close() returns."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(f, op | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def test_flock_released_by_close_while_file_stays_open(fs):
+    """Closing the file that holds a flock() releases it even while another
+    open of the same file stays: in passthrough mode that other open shares
+    the backing file the kernel was given, which may be the locker's."""
+    write_file(fs.m("lock"), b"")
+    with open(fs.m("lock"), "rb") as a, open(fs.m("lock"), "rb") as b:
+        fcntl.flock(a, fcntl.LOCK_EX)
+        a.close()
+        _flock_eventually(b, fcntl.LOCK_EX)
+        with open(fs.s("lock"), "rb") as direct:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(direct, fcntl.LOCK_SH | fcntl.LOCK_NB)
 
 
 def _child_trylock(path, start, length, kind=fcntl.F_WRLCK):
