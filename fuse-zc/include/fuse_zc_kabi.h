@@ -18,10 +18,18 @@
  */
 #define FUSEZC_INIT_EXT			(1U << 30)	/* FUSE_INIT_EXT */
 #define FUSEZC_INIT_ZC_READ		(1ULL << 60)
+/*
+ * Zero-copy writes (flags2 bit 29): a FUSE_WRITE whose data is in pages
+ * comes as its headers only, with FUSEZC_WRITE_ZERO_COPY in write_flags;
+ * the server writes the data out with IORING_OP_WRITE_SPLICE_BUF and
+ * answers with an ordinary fuse_write_out, whose size the kernel holds to
+ * what those operations wrote out.
+ */
+#define FUSEZC_INIT_ZC_WRITE		(1ULL << 61)
+#define FUSEZC_WRITE_ZERO_COPY		(1U << 31)
 
-/* io_uring opcode added by the series to Linux 6.12 (after IORING_OP_LISTEN). */
+/* io_uring opcodes added by the series to Linux 6.12 (after IORING_OP_LISTEN). */
 #define FUSEZC_IORING_OP_READ_SPLICE_BUF	58
-/* Removed in contract v2; only the kernel tests use it, to see it refused. */
 #define FUSEZC_IORING_OP_WRITE_SPLICE_BUF	59
 
 /* sqe->splice_flags: splice_fd_in is an index into the registered files. */

@@ -56,9 +56,11 @@ struct mf_instance {
 	int fuse_fd;
 	int backing_fd;
 	int backing_wronly_fd;	/* for MF_READ_LIE_FAILED_IO */
+	int backing_rw_fd;	/* FUSE_WRITE, with cfg->writable */
 	int loop_fd;		/* cfg->loop_path, buffered */
 	int loop_dio_fd;	/* ... O_DIRECT: parked loans */
 	int loop_rw_fd;		/* ... buffered, to dirty a parked loan's range */
+	int loop_dio_rw_fd;	/* ... O_DIRECT, read-write: parked write loans */
 	/*
 	 * The largest O_DIRECT read of the loop device that needs no split
 	 * of its bio: the block layer fails a REQ_NOWAIT bio it would have to
@@ -187,7 +189,7 @@ static void mf_fill_attr(struct mf_instance *in, uint64_t ino, struct fuse_attr 
 		a->size = st.st_size;
 		a->blocks = st.st_blocks;
 	}
-	a->mode = S_IFREG | 0444;
+	a->mode = S_IFREG | (in->cfg->writable ? 0644 : 0444);
 }
 
 static void mf_do_init(struct mf_instance *in, struct fuse_in_header *h, void *arg)
@@ -209,6 +211,13 @@ static void mf_do_init(struct mf_instance *in, struct fuse_in_header *h, void *a
 		out.flags2 = (uint32_t)(FUSEZC_INIT_ZC_READ >> 32);
 		if (!in->copy_only)
 			in->sh->zc_accepted = 1;
+	}
+	if (in->cfg->writeback_cache && (offered & FUSE_WRITEBACK_CACHE))
+		out.flags |= FUSE_WRITEBACK_CACHE;
+	if (in->cfg->accept_zc_write && !in->copy_only &&
+	    (offered & FUSEZC_INIT_ZC_WRITE)) {
+		out.flags2 |= (uint32_t)(FUSEZC_INIT_ZC_WRITE >> 32);
+		in->sh->zc_write_accepted = 1;
 	}
 	out.max_background = 64;
 	out.congestion_threshold = 48;
@@ -530,10 +539,28 @@ static int mf_park_dirty(struct mf_instance *in, uint64_t off, uint32_t len)
  * mf_park_unblock().  Returns 0 when parked; else the lending did not stay
  * out: its result (> 0: it completed at once, the bytes are placed).
  */
-static int mf_park_try(struct mf_worker *w, uint64_t unique, uint32_t lend_off,
-		       uint64_t file_off, uint32_t len, unsigned int nr_fillers)
+/*
+ * The same for a parked WRITE_SPLICE_BUF: an O_DIRECT write under
+ * IOCB_NOWAIT of a range with a dirty page returns -EAGAIN too.  The page
+ * is written back with the bytes the device holds there.
+ */
+static int mf_park_dirty_own(struct mf_instance *in, uint64_t off)
+{
+	char page[4096];
+
+	off &= ~(uint64_t)4095;
+	if (pread(in->loop_rw_fd, page, sizeof(page), (off_t)off) != (ssize_t)sizeof(page) ||
+	    pwrite(in->loop_rw_fd, page, sizeof(page), (off_t)off) != (ssize_t)sizeof(page))
+		return -EIO;
+	return 0;
+}
+
+/* Park @op (READ_ or WRITE_SPLICE_BUF) of the loop device: mf_park_try(). */
+static int mf_park_try_op(struct mf_worker *w, int op, uint64_t unique, uint32_t lend_off,
+			  uint64_t file_off, uint32_t len, unsigned int nr_fillers)
 {
 	struct mf_instance *in = w->in;
+	bool write = op == FUSEZC_IORING_OP_WRITE_SPLICE_BUF;
 	struct io_uring_sqe *sqe;
 	struct io_uring_cqe *cqe;
 	int res[MF_UD_NR] = { 0 };
@@ -542,7 +569,7 @@ static int mf_park_try(struct mf_worker *w, uint64_t unique, uint32_t lend_off,
 
 	if (ret)
 		return ret;
-	ret = mf_park_dirty(in, file_off, len);
+	ret = write ? mf_park_dirty_own(in, file_off) : mf_park_dirty(in, file_off, len);
 	if (ret)
 		return ret;
 	sqe = io_uring_get_sqe(&w->park);
@@ -566,7 +593,7 @@ static int mf_park_try(struct mf_worker *w, uint64_t unique, uint32_t lend_off,
 			return ret;
 	}
 	sqe = io_uring_get_sqe(&w->park);
-	io_uring_prep_rw(FUSEZC_IORING_OP_READ_SPLICE_BUF, sqe, in->loop_dio_fd, NULL,
+	io_uring_prep_rw(op, sqe, write ? in->loop_dio_rw_fd : in->loop_dio_fd, NULL,
 			 len, file_off);
 	sqe->splice_fd_in = in->fuse_fd;
 	sqe->splice_off_in = fusezc_lend_pos(unique, lend_off);
@@ -583,6 +610,13 @@ static int mf_park_try(struct mf_worker *w, uint64_t unique, uint32_t lend_off,
 		return ret ? ret : res[MF_UD_PARKED] ? res[MF_UD_PARKED] : -ENODATA;
 	}
 	return 0;
+}
+
+static int mf_park_try(struct mf_worker *w, uint64_t unique, uint32_t lend_off,
+		       uint64_t file_off, uint32_t len, unsigned int nr_fillers)
+{
+	return mf_park_try_op(w, FUSEZC_IORING_OP_READ_SPLICE_BUF, unique, lend_off,
+			      file_off, len, nr_fillers);
 }
 
 /*
@@ -709,8 +743,8 @@ static void mf_run_probes(struct mf_worker *w, uint64_t unique, uint64_t off,
 	mf_probe(w, "io_uring fd as lender", -EOPNOTSUPP,
 		 mf_probe_sqe(w, rd, in->backing_fd, off, size, w->ring.ring_fd,
 			      pos, NULL));
-	/* v2 has no WRITE_SPLICE_BUF: io_uring refuses opcode 59 itself */
-	mf_probe(w, "WRITE_SPLICE_BUF opcode (removed)", -EINVAL,
+	/* a borrower that reads a read's pages would see what they held before */
+	mf_probe(w, "WRITE_SPLICE_BUF on a FUSE_READ", -EOPNOTSUPP,
 		 mf_probe_sqe(w, FUSEZC_IORING_OP_WRITE_SPLICE_BUF, in->backing_fd,
 			      off, size, in->fuse_fd, pos, NULL));
 	mf_probe(w, "ioprio with an unknown flag", -EINVAL,
@@ -1479,6 +1513,254 @@ reply:
 		mf_second_reply(in, h->unique, res);
 }
 
+/* WRITE_SPLICE_BUF of request @unique's data to @fd at @off; cqe->res. */
+static int mf_lend_out(struct mf_worker *w, uint64_t unique, int fd, uint64_t off,
+		       unsigned int len)
+{
+	struct io_uring_sqe *sqe;
+
+	sqe = mf_prep_splice_buf(w, FUSEZC_IORING_OP_WRITE_SPLICE_BUF, fd, off, len,
+				 w->in->fuse_fd, fusezc_lend_pos(unique, 0));
+	if (w->auto_lend)
+		sqe->ioprio = FUSEZC_SPLICE_BUF_COMPLETE;
+	return mf_ring_run(w, sqe);
+}
+
+static int mf_reply_write(struct mf_instance *in, uint64_t unique, uint32_t size)
+{
+	struct fuse_write_out out = { .size = size };
+
+	return mf_reply(in, unique, 0, &out, sizeof(out));
+}
+
+/*
+ * MF_WRITE_PARKED: write to the loop device instead of the backing file,
+ * the loan parked in io-wq for slow_ms first (a slow backing store) when
+ * the range suits O_DIRECT; the bytes written.
+ */
+static int mf_park_write(struct mf_worker *w, struct fuse_in_header *h,
+			 const struct fuse_write_in *wi)
+{
+	struct mf_instance *in = w->in;
+	struct mf_shared *sh = in->sh;
+	int ret = -EIO, attempt;
+
+	if (!wi->size)
+		return 0;
+	if (in->loop_dio_rw_fd < 0)
+		return -ENODEV;
+	if (!mf_dio_aligned(wi->offset, wi->size))
+		return mf_lend_out(w, h->unique, in->loop_rw_fd, wi->offset, wi->size);
+	for (attempt = 0; attempt < 10; attempt++) {
+		ret = mf_park_try_op(w, FUSEZC_IORING_OP_WRITE_SPLICE_BUF, h->unique, 0,
+				     wi->offset, wi->size, 0);
+		if (ret <= 0 || w->lender_completed)
+			break;
+	}
+	if (ret)	/* not parked: what it wrote inline, or its error */
+		return ret;
+	__sync_fetch_and_add(&sh->parks, 1);
+	if (mf_lent_pages(in) == 0)
+		__sync_fetch_and_add(&sh->parked_unlent, 1);
+	sh->parked = 1;
+	mf_sleep_ms(sh->slow_ms);
+	ret = mf_park_finish(w);
+	sh->parked = 0;
+	return ret;
+}
+
+/* The reply the kernel must refuse; the writer then gets EIO. */
+static void mf_bad_write_reply(struct mf_instance *in, uint64_t unique, uint32_t size)
+{
+	in->sh->bad_write_reply_errno = -mf_reply_write(in, unique, size);
+	__sync_fetch_and_add(&in->sh->bad_write_replies, 1);
+}
+
+/*
+ * MF_WRITE_RANDOM: a FUSE_WRITE sent without its data, written in 1-3
+ * chunks of random byte boundaries, lent in random order, half of the
+ * writes letting the kernel answer; now and then first a READ_SPLICE_BUF
+ * on it (refused), a reply claiming more than written or everything
+ * without a lending (refused: the writer gets EIO).
+ */
+static void mf_random_write(struct mf_worker *w, struct fuse_in_header *h,
+			    const struct fuse_write_in *wi)
+{
+	struct mf_instance *in = w->in;
+	struct mf_stress *st = &in->sh->stress;
+	uint32_t dice = mf_rand(&w->rnd) % 100, size = wi->size, cut[4];
+	bool autoc = mf_rand(&w->rnd) % 2, failed = false;
+	int n, i, ret, order[3];
+
+	__sync_fetch_and_add(&st->writes, 1);
+	if (dice < 5) {
+		struct io_uring_sqe *sqe =
+			mf_prep_splice_buf(w, FUSEZC_IORING_OP_READ_SPLICE_BUF, in->backing_fd,
+					   0, size ? size : 1, in->fuse_fd,
+					   fusezc_lend_pos(h->unique, 0));
+
+		ret = mf_ring_run(w, sqe);
+		if (ret == -EOPNOTSUPP)
+			__sync_fetch_and_add(&st->write_wrong_dir_refused, 1);
+		else if (ret != -ENOENT)
+			mf_unexpected(st, "READ_SPLICE_BUF on a FUSE_WRITE", ret);
+	}
+	if (dice >= 90 || !size) {
+		ret = mf_reply_write(in, h->unique, size);
+		if (!size && ret && ret != -ENOENT)
+			mf_unexpected(st, "reply to an empty write", ret);
+		else if (size && ret == -EINVAL)
+			__sync_fetch_and_add(&st->write_unlent_refused, 1);
+		else if (size && ret != -ENOENT)
+			mf_unexpected(st, "write reply without a lending", ret);
+		return;
+	}
+
+	n = 1 + mf_rand(&w->rnd) % 3;
+	if ((uint32_t)n > size)
+		n = 1;
+	cut[0] = 0;
+	for (i = 1; i < n; i++)
+		cut[i] = 1 + mf_rand(&w->rnd) % (size - 1);
+	cut[n] = size;
+	for (i = 1; i < n; i++) {	/* sort the inner cuts */
+		for (int j = i; j > 1 && cut[j] < cut[j - 1]; j--) {
+			uint32_t t = cut[j];
+
+			cut[j] = cut[j - 1];
+			cut[j - 1] = t;
+		}
+	}
+	for (i = 0; i < n; i++)
+		order[i] = i;
+	for (i = n - 1; i > 0; i--) {
+		int j = mf_rand(&w->rnd) % (i + 1), t = order[i];
+
+		order[i] = order[j];
+		order[j] = t;
+	}
+	w->auto_lend = autoc;
+	w->lender_completed = false;
+	for (i = 0; i < n; i++) {
+		int c = order[i];
+		uint32_t len = cut[c + 1] - cut[c];
+		struct io_uring_sqe *sqe;
+
+		if (!len)
+			continue;
+		sqe = mf_prep_splice_buf(w, FUSEZC_IORING_OP_WRITE_SPLICE_BUF, in->backing_rw_fd,
+					 wi->offset + cut[c], len, in->fuse_fd,
+					 fusezc_lend_pos(h->unique, cut[c]));
+		if (autoc)
+			sqe->ioprio = FUSEZC_SPLICE_BUF_COMPLETE;
+		ret = mf_ring_run(w, sqe);
+		__sync_fetch_and_add(&st->write_chunks, 1);
+		if (ret != (int)len)
+			failed = true;
+		if (ret == -ENOENT)
+			return;		/* the request is gone (aborted) */
+	}
+	w->auto_lend = false;
+	if (w->lender_completed) {
+		__sync_fetch_and_add(&st->write_auto_completed, 1);
+		if (failed || !autoc)
+			mf_unexpected(st, "the kernel answered a write not all written", 0);
+		return;
+	}
+	if (failed) {
+		__sync_fetch_and_add(&st->write_failed, 1);
+		ret = mf_reply(in, h->unique, -EIO, NULL, 0);
+	} else if (dice >= 85) {
+		ret = mf_reply_write(in, h->unique, size + 1 + mf_rand(&w->rnd) % 4096);
+		if (ret == -EINVAL)
+			__sync_fetch_and_add(&st->write_overclaims_refused, 1);
+		else if (ret != -ENOENT)
+			mf_unexpected(st, "write reply claiming more than written", ret);
+		return;
+	} else {
+		ret = mf_reply_write(in, h->unique, size);
+		if (!ret)
+			__sync_fetch_and_add(&st->write_replies, 1);
+	}
+	if (ret == -ENOENT)
+		__sync_fetch_and_add(&st->replies_gone, 1);
+	else if (ret)
+		mf_unexpected(st, "write reply", ret);
+}
+
+static void mf_do_write(struct mf_worker *w, struct fuse_in_header *h,
+			const struct fuse_write_in *wi)
+{
+	struct mf_instance *in = w->in;
+	struct mf_shared *sh = in->sh;
+	int fd = in->backing_rw_fd;
+	int res;
+
+	__sync_fetch_and_add(&sh->writes, 1);
+	__sync_fetch_and_or(&sh->write_flags_seen, wi->write_flags);
+	/* -a: the kernel answers a write whose lending wrote it all */
+	w->lender_completed = false;
+	w->auto_lend = in->cfg->auto_complete &&
+		       (sh->write_mode == MF_WRITE_ZC || sh->write_mode == MF_WRITE_PARKED);
+	if (h->nodeid != MF_FILE_INO || fd < 0) {
+		mf_reply(in, h->unique, -EBADF, NULL, 0);
+		return;
+	}
+	if ((wi->write_flags & FUSEZC_WRITE_ZERO_COPY) && sh->write_mode == MF_WRITE_RANDOM) {
+		mf_random_write(w, h, wi);
+		return;
+	}
+	if (!(wi->write_flags & FUSEZC_WRITE_ZERO_COPY)) {
+		ssize_t n = pwrite(fd, wi + 1, wi->size, wi->offset);
+
+		if (n < 0) {
+			mf_reply(in, h->unique, -errno, NULL, 0);
+			return;
+		}
+		__sync_fetch_and_add(&sh->copy_writes, 1);
+		mf_reply_write(in, h->unique, n);
+		return;
+	}
+
+	if (sh->write_mode == MF_WRITE_NO_LEND) {
+		mf_bad_write_reply(in, h->unique, wi->size);
+		return;
+	}
+	if (sh->write_mode == MF_WRITE_WRONG_DIR) {
+		/* would overwrite the writer's data with the backing file's */
+		struct io_uring_sqe *sqe =
+			mf_prep_splice_buf(w, FUSEZC_IORING_OP_READ_SPLICE_BUF,
+					   in->backing_fd, 0, wi->size ? wi->size : 1,
+					   in->fuse_fd, fusezc_lend_pos(h->unique, 0));
+
+		sh->wrong_dir_write_res = mf_ring_run(w, sqe);
+	}
+	if (sh->write_mode == MF_WRITE_PARKED)
+		res = mf_park_write(w, h, wi);
+	else
+		res = wi->size ? mf_lend_out(w, h->unique, fd, wi->offset, wi->size) : 0;
+	if (res < 0 || (uint32_t)res < wi->size) {
+		__sync_fetch_and_add(&sh->write_failures, 1);
+		sh->write_error = res;
+	}
+	if (res < 0) {
+		mf_reply(in, h->unique, res, NULL, 0);
+		return;
+	}
+	__sync_fetch_and_add(&sh->zc_writes, 1);
+	__sync_fetch_and_add(&sh->zc_write_bytes, res);
+	if (w->lender_completed) {
+		if ((uint32_t)res != wi->size)
+			mf_auto_forbidden(sh, "a short write");
+		__sync_fetch_and_add(&sh->auto_completed, 1);
+		return;
+	}
+	if (sh->write_mode == MF_WRITE_OVERCLAIM)
+		mf_bad_write_reply(in, h->unique, res + 4096);
+	else
+		mf_reply_write(in, h->unique, res);
+}
+
 static void mf_dispatch(struct mf_worker *w, struct fuse_in_header *h, void *arg)
 {
 	struct mf_instance *in = w->in;
@@ -1549,6 +1831,25 @@ static void mf_dispatch(struct mf_worker *w, struct fuse_in_header *h, void *arg
 		}
 		mf_do_read(w, h, arg);
 		return;
+	case FUSE_WRITE:
+		mf_do_write(w, h, arg);
+		return;
+	case FUSE_SETATTR: {
+		const struct fuse_setattr_in *si = arg;
+		struct fuse_attr_out a = { .attr_valid = 1 };
+
+		/* only the size is kept (write-back cache flushes times too) */
+		if ((si->valid & FATTR_SIZE) &&
+		    (in->backing_rw_fd < 0 || ftruncate(in->backing_rw_fd, si->size))) {
+			mf_reply(in, h->unique, in->backing_rw_fd < 0 ? -EPERM : -errno,
+				 NULL, 0);
+			return;
+		}
+		mf_fill_attr(in, h->nodeid, &a.attr);
+		mf_reply(in, h->unique, 0, &a, sizeof(a));
+		return;
+	}
+	case FUSE_FSYNC:
 	case FUSE_READDIR:
 		mf_reply(in, h->unique, 0, NULL, 0);
 		return;
@@ -1720,10 +2021,11 @@ static uint32_t mf_loop_dio_max(int fd)
 static int mf_serve(const struct mf_config *cfg, struct mf_shared *sh)
 {
 	struct mf_instance main_in = { .cfg = cfg, .sh = sh, .fuse_fd = -1,
-				       .loop_fd = -1, .loop_dio_fd = -1, .loop_rw_fd = -1 };
+				       .loop_fd = -1, .loop_dio_fd = -1, .loop_rw_fd = -1,
+				       .loop_dio_rw_fd = -1 };
 	struct mf_instance second = { .cfg = cfg, .sh = sh, .fuse_fd = -1,
 				      .loop_fd = -1, .loop_dio_fd = -1, .loop_rw_fd = -1,
-				      .copy_only = true };
+				      .loop_dio_rw_fd = -1, .copy_only = true };
 	struct stat st;
 	pthread_t tids[16], tids2[1];
 	int nr = cfg->threads > 0 ? cfg->threads : 2;
@@ -1735,6 +2037,8 @@ static int mf_serve(const struct mf_config *cfg, struct mf_shared *sh)
 		oflags |= O_DIRECT;
 	main_in.backing_fd = open(cfg->backing_path, oflags);
 	main_in.backing_wronly_fd = open(cfg->backing_path, O_WRONLY);
+	main_in.backing_rw_fd = cfg->writable ?
+				open(cfg->backing_path, O_RDWR | O_CLOEXEC) : -1;
 	if (main_in.backing_fd < 0) {
 		perror("minifuse: backing file");
 		return 2;
@@ -1745,7 +2049,9 @@ static int mf_serve(const struct mf_config *cfg, struct mf_shared *sh)
 		main_in.loop_fd = open(cfg->loop_path, O_RDONLY | O_CLOEXEC);
 		main_in.loop_dio_fd = open(cfg->loop_path, O_RDONLY | O_DIRECT | O_CLOEXEC);
 		main_in.loop_rw_fd = open(cfg->loop_path, O_RDWR | O_CLOEXEC);
-		if (main_in.loop_fd < 0 || main_in.loop_dio_fd < 0 || main_in.loop_rw_fd < 0) {
+		main_in.loop_dio_rw_fd = open(cfg->loop_path, O_RDWR | O_DIRECT | O_CLOEXEC);
+		if (main_in.loop_fd < 0 || main_in.loop_dio_fd < 0 || main_in.loop_rw_fd < 0 ||
+		    main_in.loop_dio_rw_fd < 0) {
 			perror("minifuse: loop device");
 			return 2;
 		}

@@ -35,6 +35,16 @@ enum mf_read_mode {
 	MF_READ_ASYNC,		/* zero copy from the loop device: O_DIRECT or uncached */
 };
 
+/* How a FUSE_WRITE sent without its data (FUSEZC_WRITE_ZERO_COPY) is served. */
+enum mf_write_mode {
+	MF_WRITE_ZC,		/* WRITE_SPLICE_BUF into the backing file, then reply */
+	MF_WRITE_WRONG_DIR,	/* READ_SPLICE_BUF into the write's pages first */
+	MF_WRITE_OVERCLAIM,	/* zero copy, reply a page more than written */
+	MF_WRITE_NO_LEND,	/* reply the whole size without writing anything */
+	MF_WRITE_PARKED,	/* to the loop device, the loan parked for slow_ms first */
+	MF_WRITE_RANDOM,	/* stress: a random mix of the above, in chunks */
+};
+
 /* MF_READ_RANDOM: what the server did, and what the kernel said. */
 struct mf_stress {
 	volatile uint64_t reads, chunks, zc_replies, copy_replies;
@@ -45,6 +55,10 @@ struct mf_stress {
 	volatile uint64_t auto_completed;	/* answered by the kernel */
 	/* chunks read from the loop device: buffered after dropping the range, O_DIRECT */
 	volatile uint64_t loop_chunks, loop_dio_chunks;
+	/* MF_WRITE_RANDOM */
+	volatile uint64_t writes, write_chunks, write_replies, write_auto_completed;
+	volatile uint64_t write_overclaims_refused, write_unlent_refused;
+	volatile uint64_t write_wrong_dir_refused, write_failed;
 	volatile uint64_t unexpected;	/* a kernel answer the contract forbids */
 	char last_unexpected[96];
 };
@@ -107,6 +121,16 @@ struct mf_shared {
 	volatile uint64_t resent, resent_while_lent;
 	volatile int resend_reply_errno;	/* of the lender's reply after release */
 	struct mf_stress stress;	/* MF_READ_RANDOM */
+	/* FUSE_WRITE */
+	volatile enum mf_write_mode write_mode;
+	volatile int zc_write_accepted;
+	volatile uint64_t writes, zc_writes, copy_writes, zc_write_bytes;
+	volatile uint64_t write_failures;	/* a lending that wrote less than asked */
+	volatile int write_error;		/* its result */
+	volatile uint64_t write_flags_seen;	/* OR of every FUSE_WRITE's write_flags */
+	volatile int wrong_dir_write_res;	/* READ_SPLICE_BUF on a FUSE_WRITE */
+	volatile int bad_write_reply_errno;	/* of an overclaiming or unlent reply */
+	volatile uint64_t bad_write_replies;
 	/*
 	 * MF_READ_ASYNC, by kind: [0] O_DIRECT, [1] buffered of uncached
 	 * data.  in_submit: the CQE was there when io_uring_submit() returned
@@ -127,6 +151,9 @@ struct mf_config {
 	enum mf_read_mode mode;
 	int threads;			/* default 2 */
 	bool accept_zc;			/* accept the INIT capability */
+	bool writable;			/* /file is 0644, FUSE_WRITE goes to the backing file */
+	bool accept_zc_write;		/* accept FUSEZC_INIT_ZC_WRITE too */
+	bool writeback_cache;		/* accept FUSE_WRITEBACK_CACHE */
 	bool fixed_lender;		/* /dev/fuse as a registered file */
 	bool fixed_target;		/* backing file as a registered file */
 	bool splice_receive;		/* read requests with splice(2) + a pipe */

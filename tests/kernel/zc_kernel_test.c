@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
  * Tests of the fuse-zc kernel series: IORING_OP_READ_SPLICE_BUF on the
- * pages of in-flight FUSE reads, and every safety rule of the series.
+ * pages of in-flight FUSE reads, IORING_OP_WRITE_SPLICE_BUF on those of
+ * FUSE writes, and every safety rule of the series.
  *
  *   zc_kernel_test [-v] [-r ROUNDS] [-d STRESS_SECONDS] SUBTEST...   (or "all")
  *
@@ -54,6 +55,8 @@ static unsigned long long auto_forbidden;
 static char workdir[] = "/tmp/zc-kernel-test-XXXXXX";
 static char backing[128], mnt[128], mnt2[128], slow_backing[160], slow_mnt[128];
 static char resend_mnt[128], io_path[128], loop_backing[128], loop_node[128];
+static char wbacking[128];	/* the write subtests' own backing file */
+static char wmnt[128];		/* stress: the mount of the writes */
 static char ovl_lower[2][128], ovl_mnt[128], ovl_file[160];
 static int loop_fd = -1;
 /*
@@ -161,9 +164,66 @@ static int make_backing(const char *path)
 	return 0;
 }
 
+/* ---------------------------------------- the write subtests' files */
+
+#define WFILE_SIZE	((off_t)(4 << 20))
+#define WMODEL_SIZE	(WFILE_SIZE + (1 << 20))
+
+enum write_how { W_BUFFERED, W_DIRECT, W_APPEND, W_MMAP };
+
+static const struct {
+	const char *what;
+	enum write_how how;
+	off_t off;		/* W_APPEND: ignored */
+	size_t len;
+} write_ops[] = {
+	{ "aligned 64 KiB", W_BUFFERED, 0, 65536 },
+	{ "unaligned", W_BUFFERED, 4097, 5000 },
+	{ "sub-page", W_BUFFERED, 8000, 100 },
+	{ "page-crossing", W_BUFFERED, 3 * 4096 - 1000, 3000 },
+	{ "1 MiB", W_BUFFERED, 1 << 20, 1 << 20 },
+	{ "1 MiB + 3 unaligned", W_BUFFERED, (2 << 20) + 5, (1 << 20) + 3 },
+	{ "O_DIRECT 256 KiB", W_DIRECT, 3 << 20, 256 << 10 },
+	{ "O_DIRECT 4 KiB", W_DIRECT, 7 * 4096, 4096 },
+	{ "mmap + msync", W_MMAP, 40960 + 100, 20000 },
+	{ "extending", W_BUFFERED, WFILE_SIZE - 1000, 5000 },
+	{ "append", W_APPEND, 0, 7000 },
+	{ "sub-page at the new end", W_BUFFERED, WFILE_SIZE + 4000 + 10, 10 },
+};
+
+/* A fresh backing file for the write subtests; @model gets its bytes. */
+static int make_write_backing(unsigned char *model, off_t *size)
+{
+	int fd = open(wbacking, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
+
+	if (fd < 0)
+		return -errno;
+	memset(model, 0, WMODEL_SIZE);
+	memcpy(model, ref, WFILE_SIZE);
+	if (pwrite(fd, model, WFILE_SIZE, 0) != WFILE_SIZE) {
+		close(fd);
+		return -EIO;
+	}
+	close(fd);
+	*size = WFILE_SIZE;
+	return 0;
+}
+
+static void fill_pattern(unsigned char *buf, size_t len, unsigned int seed)
+{
+	uint64_t x = 0x2545f4914f6cdd1dull * (seed + 1);
+
+	for (size_t i = 0; i < len; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		buf[i] = (unsigned char)x;
+	}
+}
+
 struct zc_stats {
 	long long zc_read_bytes, copy_read_bytes, zc_refused, zc_lent_pages;
-	long long zc_completed, zc_lend_calls;
+	long long zc_completed, zc_lend_calls, zc_write_bytes, copy_write_bytes;
 };
 
 static int conn_dir(const char *mountpoint, char *dir, size_t len)
@@ -200,6 +260,10 @@ static int read_stats_dir(const char *dir, struct zc_stats *s)
 			s->zc_completed = v;
 		else if (!strcmp(name, "zc_lend_calls"))
 			s->zc_lend_calls = v;
+		else if (!strcmp(name, "zc_write_bytes"))
+			s->zc_write_bytes = v;
+		else if (!strcmp(name, "copy_write_bytes"))
+			s->copy_write_bytes = v;
 	}
 	fclose(f);
 	return 0;
@@ -858,9 +922,9 @@ static int t_lies(void)
 			       offsetof(struct mf_shared, reply_errno), EINVAL) ||
 	    misbehave_and_read_cfg(&second, MF_READ_SECOND_REPLY, "second reply (errno)",
 				   offsetof(struct mf_shared, second_reply_errno), ENOENT) ||
-	    /* v2 removed the opcode: io_uring itself refuses it */
-	    misbehave_and_read(MF_READ_WRONG_DIR, "WRITE_SPLICE_BUF opcode 59 (res)",
-			       offsetof(struct mf_shared, wrong_dir_res), -EINVAL))
+	    /* a borrower that reads a read's pages would see their old bytes */
+	    misbehave_and_read(MF_READ_WRONG_DIR, "WRITE_SPLICE_BUF on a FUSE_READ (res)",
+			       offsetof(struct mf_shared, wrong_dir_res), -EOPNOTSUPP))
 		return T_FAIL;
 	return T_PASS;
 }
@@ -1198,6 +1262,106 @@ static void *stress_reader_main(void *p)
 	return NULL;
 }
 
+/*
+ * Stress writes: each writer has its own 2 MiB of the write file and writes
+ * whole 4 KiB blocks there, buffered or O_DIRECT; a block's content says
+ * which write it came from.  What a write that was acknowledged put there
+ * must be on the backing file at the end; a block a failed write touched is
+ * never written again (the killed server's I/O may still land on it).
+ */
+#define SW_BLOCKS	512
+
+struct stress_writer {
+	const char *path;
+	int idx;
+	unsigned int seed;
+	volatile int *stop;
+	pthread_t tid;
+	uint32_t gen[SW_BLOCKS];	/* 0: never acknowledged */
+	bool poisoned[SW_BLOCKS];
+	uint64_t writes, acked, errors;
+};
+
+static void sw_fill(unsigned char *blk, int writer, uint32_t gen, int block)
+{
+	fill_pattern(blk, 4096, (unsigned int)(writer << 24) ^ (gen << 10) ^ (unsigned int)block);
+}
+
+static void *stress_writer_main(void *p)
+{
+	struct stress_writer *sw = p;
+	unsigned char *buf;
+	uint32_t gen = 0;
+	int fd = -1;
+
+	if (posix_memalign((void **)&buf, 4096, 8 * 4096))
+		return NULL;
+	while (!*sw->stop) {
+		unsigned int nb = 1 + rand_r(&sw->seed) % 8, first, i;
+		bool bad = false;
+		ssize_t n;
+
+		if (fd < 0) {
+			fd = open(sw->path, O_WRONLY | (rand_r(&sw->seed) % 2 ? O_DIRECT : 0));
+			if (fd < 0) {
+				sleep_ms(5);
+				continue;
+			}
+		}
+		first = (unsigned int)rand_r(&sw->seed) % (SW_BLOCKS - nb + 1);
+		for (i = 0; i < nb; i++)
+			bad |= sw->poisoned[first + i];
+		if (bad)
+			continue;
+		gen++;
+		for (i = 0; i < nb; i++)
+			sw_fill(buf + i * 4096, sw->idx, gen, first + i);
+		sw->writes++;
+		n = pwrite(fd, buf, (size_t)nb * 4096,
+			   ((off_t)sw->idx * SW_BLOCKS + first) * 4096);
+		for (i = 0; i < nb; i++) {
+			if (n >= (ssize_t)(i + 1) * 4096)
+				sw->gen[first + i] = gen;
+			else
+				sw->poisoned[first + i] = true;
+		}
+		if (n == (ssize_t)nb * 4096) {
+			sw->acked++;
+		} else {
+			sw->errors++;
+			close(fd);
+			fd = -1;
+		}
+	}
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	return NULL;
+}
+
+/* Every acknowledged block of @sw on the backing file; wrong blocks. */
+static uint64_t stress_writer_check(const struct stress_writer *sw, int bfd)
+{
+	unsigned char got[4096], want[4096];
+	uint64_t wrong = 0;
+
+	for (int b = 0; b < SW_BLOCKS; b++) {
+		if (!sw->gen[b] || sw->poisoned[b])
+			continue;
+		sw_fill(want, sw->idx, sw->gen[b], b);
+		if (pread(bfd, got, 4096, ((off_t)sw->idx * SW_BLOCKS + b) * 4096) != 4096 ||
+		    memcmp(got, want, 4096)) {
+			if (!wrong)
+				say("  stress writer %d: block %d is not what its acknowledged write put there\n",
+				    sw->idx, b);
+			wrong++;
+		} else {
+			__sync_fetch_and_add(&bytes_verified, 4096);
+		}
+	}
+	return wrong;
+}
+
 static void stress_add(struct mf_stress *sum, const struct mf_stress *st)
 {
 	sum->reads += st->reads;
@@ -1217,6 +1381,14 @@ static void stress_add(struct mf_stress *sum, const struct mf_stress *st)
 	sum->auto_completed += st->auto_completed;
 	sum->loop_chunks += st->loop_chunks;
 	sum->loop_dio_chunks += st->loop_dio_chunks;
+	sum->writes += st->writes;
+	sum->write_chunks += st->write_chunks;
+	sum->write_replies += st->write_replies;
+	sum->write_auto_completed += st->write_auto_completed;
+	sum->write_overclaims_refused += st->write_overclaims_refused;
+	sum->write_unlent_refused += st->write_unlent_refused;
+	sum->write_wrong_dir_refused += st->write_wrong_dir_refused;
+	sum->write_failed += st->write_failed;
 	sum->unexpected += st->unexpected;
 	if (st->unexpected)
 		say("  server: unexpected kernel answer: %s\n", st->last_unexpected);
@@ -1247,12 +1419,32 @@ static int stress_settled(const char *dir)
 	return -1;
 }
 
+/* Start stress server @k: 0 and 1 serve reads, 2 writes. */
+static int stress_server_start(struct server *srv, int k, const char *mp)
+{
+	int ret;
+
+	if (k < 2)
+		return server_start(srv, mp, backing, MF_READ_RANDOM);
+	ret = server_start(srv, mp, wbacking, MF_READ_ZC);
+	if (!ret)
+		srv->sh->write_mode = MF_WRITE_RANDOM;
+	return ret;
+}
+
 static int t_stress(void)
 {
-	struct server srv[2] = { { .cfg = { .threads = 3 } }, { .cfg = { .threads = 3 } } };
-	const char *mps[2] = { mnt, mnt2 };
-	char paths[2][300], dir[200];
+	struct server srv[3] = { { .cfg = { .threads = 3 } }, { .cfg = { .threads = 3 } },
+				 { .cfg = { .threads = 2, .writable = true,
+					    .accept_zc_write = true } } };
+	const char *mps[3] = { mnt, mnt2, wmnt };
+	char paths[3][300], dir[200];
 	struct stress_reader readers[6];
+	struct stress_writer writers[2];
+	uint64_t writes = 0, acked = 0, werrors = 0, wwrong = 0;
+	unsigned char *model = malloc(WMODEL_SIZE);
+	off_t wsize;
+	int bfd;
 	struct mf_stress sum = { 0 };
 	uint64_t kills = 0, aborts = 0, signals = 0, leaks = 0;
 	uint64_t reads = 0, bytes = 0, errors = 0, wrong = 0;
@@ -1263,19 +1455,31 @@ static int t_stress(void)
 	int i, k, ret;
 
 	sigaction(SIGUSR1, &sa, NULL);	/* no SA_RESTART: reads see EINTR */
-	for (k = 0; k < 2; k++) {
+	CHECK(model && !make_write_backing(model, &wsize), "write backing");
+	free(model);
+	for (k = 0; k < 3; k++) {
 		if (parking_server(&srv[k], "stress"))	/* the loop device */
 			return T_FAIL;
-		ret = server_start(&srv[k], mps[k], backing, MF_READ_RANDOM);
+		ret = stress_server_start(&srv[k], k, mps[k]);
 		CHECK(!ret, "server %d: %s", k, strerror(-ret));
 		file_path(paths[k], sizeof(paths[k]), mps[k]);
 	}
+	CHECK(srv[2].sh->zc_write_accepted, "zero-copy writes not offered");
 	for (i = 0; i < 6; i++) {
 		readers[i] = (struct stress_reader){ .paths = { paths[0], paths[1] },
 			.seed = seed + i, .stop = &stop };
 		pthread_create(&readers[i].tid, NULL, stress_reader_main, &readers[i]);
 	}
-	say("  %d s, seed %u, 2 servers x 3 threads, 6 readers\n", stress_seconds, seed);
+	for (i = 0; i < 2; i++) {
+		memset(&writers[i], 0, sizeof(writers[i]));
+		writers[i].path = paths[2];
+		writers[i].idx = i;
+		writers[i].seed = seed + 100 + i;
+		writers[i].stop = &stop;
+		pthread_create(&writers[i].tid, NULL, stress_writer_main, &writers[i]);
+	}
+	say("  %d s, seed %u, 2 read servers x 3 threads, 6 readers; 1 write server x 2 "
+	    "threads, 2 writers\n", stress_seconds, seed);
 	while (now() < deadline) {
 		int event = rand_r(&seed) % 10;
 
@@ -1286,7 +1490,7 @@ static int t_stress(void)
 					signals++;
 			continue;
 		}
-		k = rand_r(&seed) % 2;
+		k = rand_r(&seed) % 3;
 		if (conn_dir(mps[k], dir, sizeof(dir)))
 			dir[0] = 0;
 		stress_add(&sum, &srv[k].sh->stress);
@@ -1307,10 +1511,12 @@ static int t_stress(void)
 		/* every loan comes back and nothing is left waiting */
 		if (dir[0] && stress_settled(dir))
 			leaks++;
-		ret = server_start(&srv[k], mps[k], backing, MF_READ_RANDOM);
+		ret = stress_server_start(&srv[k], k, mps[k]);
 		CHECK(!ret, "server %d restart: %s", k, strerror(-ret));
 	}
 	stop = 1;
+	for (i = 0; i < 2; i++)
+		pthread_join(writers[i].tid, NULL);
 	for (i = 0; i < 6; i++) {
 		pthread_join(readers[i].tid, NULL);
 		reads += readers[i].reads;
@@ -1318,7 +1524,7 @@ static int t_stress(void)
 		errors += readers[i].errors;
 		wrong += readers[i].wrong;
 	}
-	for (k = 0; k < 2; k++) {
+	for (k = 0; k < 3; k++) {
 		if (conn_dir(mps[k], dir, sizeof(dir)))
 			dir[0] = 0;
 		stress_add(&sum, &srv[k].sh->stress);
@@ -1326,6 +1532,16 @@ static int t_stress(void)
 		if (dir[0] && stress_settled(dir))
 			leaks++;
 	}
+	/* every server is gone: nothing can land on the write file any more */
+	bfd = open(wbacking, O_RDONLY | O_CLOEXEC);
+	CHECK(bfd >= 0, "open %s: %s", wbacking, strerror(errno));
+	for (i = 0; i < 2; i++) {
+		writes += writers[i].writes;
+		acked += writers[i].acked;
+		werrors += writers[i].errors;
+		wwrong += stress_writer_check(&writers[i], bfd);
+	}
+	close(bfd);
 	__sync_fetch_and_add(&bytes_verified, bytes);
 	say("  readers: %llu reads, %llu bytes checked, %llu errors (kills/aborts), %llu with wrong bytes\n",
 	    (unsigned long long)reads, (unsigned long long)bytes,
@@ -1345,9 +1561,34 @@ static int t_stress(void)
 	say("  %llu cancels (%llu chunks failed or cancelled), %llu replies to requests gone (resent/aborted)\n",
 	    (unsigned long long)sum.cancels, (unsigned long long)sum.chunks_failed,
 	    (unsigned long long)sum.replies_gone);
+	say("  writers: %llu writes, %llu acknowledged (every block of them checked), %llu failed "
+	    "(kills/aborts/refused replies), %llu blocks not as acknowledged\n",
+	    (unsigned long long)writes, (unsigned long long)acked,
+	    (unsigned long long)werrors, (unsigned long long)wwrong);
+	say("  write server: %llu writes, %llu chunks lent, %llu replies, %llu answered by the "
+	    "kernel; refused as the contract says: %llu over-claims, %llu replies without a "
+	    "lending, %llu READ_SPLICE_BUF on a write; %llu lendings failed\n",
+	    (unsigned long long)sum.writes, (unsigned long long)sum.write_chunks,
+	    (unsigned long long)sum.write_replies, (unsigned long long)sum.write_auto_completed,
+	    (unsigned long long)sum.write_overclaims_refused,
+	    (unsigned long long)sum.write_unlent_refused,
+	    (unsigned long long)sum.write_wrong_dir_refused,
+	    (unsigned long long)sum.write_failed);
 	say("  unexpected kernel answers %llu, connections left with loans or waiters %llu, %.0f s\n",
 	    (unsigned long long)sum.unexpected, (unsigned long long)leaks, now() - t0);
 	CHECK(!wrong, "%llu reads returned wrong bytes", (unsigned long long)wrong);
+	CHECK(!wwrong, "%llu acknowledged blocks lost or wrong", (unsigned long long)wwrong);
+	CHECK(acked && sum.write_chunks && sum.write_auto_completed && sum.write_replies &&
+	      sum.write_overclaims_refused && sum.write_unlent_refused &&
+	      sum.write_wrong_dir_refused,
+	      "the writes did not exercise every event (acknowledged %llu, chunks %llu, "
+	      "kernel-answered %llu, replies %llu, over-claims %llu, unlent %llu, wrong "
+	      "direction %llu)", (unsigned long long)acked,
+	      (unsigned long long)sum.write_chunks, (unsigned long long)sum.write_auto_completed,
+	      (unsigned long long)sum.write_replies,
+	      (unsigned long long)sum.write_overclaims_refused,
+	      (unsigned long long)sum.write_unlent_refused,
+	      (unsigned long long)sum.write_wrong_dir_refused);
 	CHECK(!sum.unexpected, "%llu kernel answers broke the contract", (unsigned long long)sum.unexpected);
 	CHECK(!leaks, "%llu connections kept loans or waiters", (unsigned long long)leaks);
 	/* a stress that exercised nothing proves nothing */
@@ -2372,8 +2613,11 @@ static int t_resend(void)
 	return ret;
 }
 
-/* (k) IORING_OP_WRITE_SPLICE_BUF (59) is not part of v2. */
-static int t_write_op_removed(void)
+/*
+ * (k) IORING_OP_WRITE_SPLICE_BUF (59) is offered, and like opcode 58 it
+ * never calls into a file that does not lend.
+ */
+static int t_write_op(void)
 {
 	struct io_uring_probe *probe;
 	struct io_uring ring;
@@ -2384,8 +2628,6 @@ static int t_write_op_removed(void)
 	probe = io_uring_get_probe_ring(&ring);
 	CHECK(probe, "io_uring probe");
 	listed = io_uring_opcode_supported(probe, FUSEZC_IORING_OP_WRITE_SPLICE_BUF);
-	CHECK(io_uring_opcode_supported(probe, FUSEZC_IORING_OP_READ_SPLICE_BUF),
-	      "READ_SPLICE_BUF (58) not supported");
 	io_uring_free_probe(probe);
 	iofd = open_io_file();
 	CHECK(iofd >= 0 && !pipe2(p, O_CLOEXEC), "io file, pipe");
@@ -2394,10 +2636,464 @@ static int t_write_op_removed(void)
 	close(p[1]);
 	close(iofd);
 	io_uring_queue_exit(&ring);
-	say("  opcode 59: probe says %s, submission: %d (%s)\n",
+	say("  opcode 59: probe says %s, a pipe as lender: %d (%s)\n",
 	    listed ? "supported" : "not supported", ret, strerror(-ret));
-	CHECK(!listed, "IORING_OP_WRITE_SPLICE_BUF (59) is still offered");
-	CHECK(ret == -EINVAL, "opcode 59: %d, want -EINVAL from io_uring", ret);
+	CHECK(listed, "IORING_OP_WRITE_SPLICE_BUF (59) is not offered");
+	CHECK(ret == -EOPNOTSUPP, "a pipe as lender: %d, want -EOPNOTSUPP", ret);
+	return T_PASS;
+}
+
+/* ------------------------------------------------------ zero-copy writes */
+
+
+/* Write @len bytes of @src to @fd at @off, all of them; 0 or -errno. */
+static int write_all(int fd, const unsigned char *src, size_t len, off_t off, bool append)
+{
+	while (len) {
+		ssize_t n = append ? write(fd, src, len) : pwrite(fd, src, len, off);
+
+		if (n < 0)
+			return -errno;
+		if (!n)
+			return -EIO;
+		src += n;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* One entry of write_ops through the mount; @model follows. */
+static int do_write_op(const char *path, int i, unsigned char *model, off_t *size)
+{
+	size_t len = write_ops[i].len;
+	off_t off = write_ops[i].how == W_APPEND ? *size : write_ops[i].off;
+	unsigned char *buf;
+	int fd, flags, ret = 0;
+
+	if (posix_memalign((void **)&buf, 4096, len + 4096))
+		return -ENOMEM;
+	fill_pattern(buf, len, i);
+	switch (write_ops[i].how) {
+	case W_MMAP: {
+		off_t start = off & ~(off_t)4095;
+		size_t maplen = (off + len - start + 4095) & ~(size_t)4095;
+		unsigned char *map;
+
+		fd = open(path, O_RDWR);
+		if (fd < 0)
+			break;
+		map = mmap(NULL, maplen, PROT_READ | PROT_WRITE, MAP_SHARED, fd, start);
+		if (map == MAP_FAILED) {
+			ret = -errno;
+			break;
+		}
+		memcpy(map + (off - start), buf, len);
+		if (msync(map, maplen, MS_SYNC))
+			ret = -errno;
+		munmap(map, maplen);
+		break;
+	}
+	default:
+		flags = O_WRONLY;
+		if (write_ops[i].how == W_DIRECT)
+			flags |= O_DIRECT;
+		if (write_ops[i].how == W_APPEND)
+			flags |= O_APPEND;
+		fd = open(path, flags);
+		if (fd < 0)
+			break;
+		ret = write_all(fd, buf, len, off, write_ops[i].how == W_APPEND);
+		if (!ret && fsync(fd))
+			ret = -errno;
+	}
+	if (fd < 0)
+		ret = -errno;
+	else if (close(fd) && !ret)
+		ret = -errno;
+	if (!ret) {
+		memcpy(model + off, buf, len);
+		if (off + (off_t)len > *size)
+			*size = off + len;
+	}
+	free(buf);
+	return ret;
+}
+
+/* The backing file, read directly, against @model. */
+static int check_write_backing(const unsigned char *model, off_t size, const char *what)
+{
+	unsigned char *buf = malloc(WMODEL_SIZE);
+	struct stat st;
+	ssize_t n;
+	int fd;
+
+	CHECK(buf, "malloc");
+	fd = open(wbacking, O_RDONLY | O_CLOEXEC);
+	CHECK(fd >= 0 && !fstat(fd, &st), "%s: open %s: %s", what, wbacking, strerror(errno));
+	n = pread(fd, buf, WMODEL_SIZE, 0);
+	close(fd);
+	if (st.st_size != size || n != size) {
+		say("  %s: backing file has %lld bytes (read %zd), want %lld\n", what,
+		    (long long)st.st_size, n, (long long)size);
+		free(buf);
+		return T_FAIL;
+	}
+	if (memcmp(buf, model, size)) {
+		off_t i = 0;
+
+		while (buf[i] == model[i])
+			i++;
+		say("  %s: wrong byte at %lld on the backing file\n", what, (long long)i);
+		free(buf);
+		return T_FAIL;
+	}
+	__sync_fetch_and_add(&bytes_verified, size);
+	free(buf);
+	return T_PASS;
+}
+
+/*
+ * Every shape of write through a mount whose server takes zero-copy
+ * writes (@zc) or not, with the write-back cache or without: the backing
+ * file must end up with exactly the bytes written, and the counters must
+ * say which way they went.
+ */
+static int run_writes(bool zc, bool writeback, const char *label)
+{
+	struct server srv = { .cfg = { .writable = true, .accept_zc_write = zc,
+				       .writeback_cache = writeback } };
+	unsigned char *model = malloc(WMODEL_SIZE);
+	uint64_t want_flags;
+	struct zc_stats st;
+	char path[300];
+	off_t size;
+	int i, ret;
+
+	CHECK(model, "malloc");
+	CHECK(!make_write_backing(model, &size), "write backing: %s", strerror(errno));
+	CHECK(!server_start(&srv, mnt, wbacking, MF_READ_ZC), "server_start");
+	file_path(path, sizeof(path), mnt);
+	ret = T_PASS;
+	if (zc && !srv.sh->zc_write_accepted) {
+		say("  %s: the kernel did not offer FUSE_ZERO_COPY_WRITE\n", label);
+		ret = T_FAIL;
+	}
+	for (i = 0; ret == T_PASS && i < (int)(sizeof(write_ops) / sizeof(write_ops[0])); i++) {
+		int err = do_write_op(path, i, model, &size);
+
+		if (err) {
+			say("  %s: %s: %s\n", label, write_ops[i].what, strerror(-err));
+			ret = T_FAIL;
+		}
+	}
+	if (ret == T_PASS && server_quiesce(&srv))
+		ret = T_FAIL;
+	if (ret == T_PASS && read_stats(mnt, &st)) {
+		say("  %s: zerocopy_stats unreadable\n", label);
+		ret = T_FAIL;
+	}
+	server_stop(&srv);
+	if (ret == T_PASS)
+		ret = check_write_backing(model, size, label);
+	free(model);
+	if (ret != T_PASS)
+		return ret;
+
+	say("  %s: %llu writes (%llu zero copy, %llu copied), kernel: zc_write_bytes %lld "
+	    "copy_write_bytes %lld zc_lent_pages %lld, flags seen %#llx\n", label,
+	    (unsigned long long)srv.sh->writes, (unsigned long long)srv.sh->zc_writes,
+	    (unsigned long long)srv.sh->copy_writes, st.zc_write_bytes, st.copy_write_bytes,
+	    st.zc_lent_pages, (unsigned long long)srv.sh->write_flags_seen);
+	CHECK(!srv.sh->write_failures, "%llu lendings wrote less than asked, last %d",
+	      (unsigned long long)srv.sh->write_failures, srv.sh->write_error);
+	CHECK(st.zc_lent_pages == 0, "%lld pages still lent", st.zc_lent_pages);
+	/* FUSE_WRITE_CACHE: writeback (the mmap write, or every one) was seen */
+	want_flags = 1;
+	if (zc)
+		want_flags |= FUSEZC_WRITE_ZERO_COPY;
+	CHECK((srv.sh->write_flags_seen & want_flags) == want_flags,
+	      "write_flags seen %#llx, want %#llx among them",
+	      (unsigned long long)srv.sh->write_flags_seen, (unsigned long long)want_flags);
+	if (zc && auto_complete) {
+		/* -a: the kernel answers a write whose lending wrote it all */
+		say("  %s: %llu writes answered by the kernel\n", label,
+		    (unsigned long long)srv.sh->auto_completed);
+		CHECK(srv.sh->auto_completed == srv.sh->zc_writes,
+		      "-a: the kernel answered %llu of %llu complete writes",
+		      (unsigned long long)srv.sh->auto_completed,
+		      (unsigned long long)srv.sh->zc_writes);
+	}
+	if (zc) {
+		CHECK(srv.sh->zc_writes && !srv.sh->copy_writes,
+		      "zero copy: %llu writes copied", (unsigned long long)srv.sh->copy_writes);
+		CHECK(st.copy_write_bytes == 0 &&
+		      (uint64_t)st.zc_write_bytes == srv.sh->zc_write_bytes,
+		      "kernel counted %lld zero-copy bytes (server wrote %llu), %lld copied",
+		      st.zc_write_bytes, (unsigned long long)srv.sh->zc_write_bytes,
+		      st.copy_write_bytes);
+	} else {
+		CHECK(!srv.sh->zc_writes && st.zc_write_bytes == 0 && st.copy_write_bytes > 0,
+		      "copy: %llu zero-copy writes, kernel zc_write_bytes %lld copy %lld",
+		      (unsigned long long)srv.sh->zc_writes, st.zc_write_bytes,
+		      st.copy_write_bytes);
+	}
+	return T_PASS;
+}
+
+static int t_write_correctness(void)
+{
+	if (run_writes(true, false, "zero copy, write-through") ||
+	    run_writes(true, true, "zero copy, write-back cache") ||
+	    run_writes(false, false, "copy (capability not accepted)"))
+		return T_FAIL;
+	return T_PASS;
+}
+
+/*
+ * One write through a server that misbehaves as @mode; returns the
+ * writer's errno (0 if the write succeeded) in *@werr.
+ */
+static int misbehave_and_write(enum mf_write_mode mode, struct server *srv, int *werr)
+{
+	unsigned char *model = malloc(WMODEL_SIZE);
+	char path[300];
+	off_t size;
+	int ret;
+
+	CHECK(model, "malloc");
+	CHECK(!make_write_backing(model, &size), "write backing");
+	srv->cfg.writable = true;
+	srv->cfg.accept_zc_write = true;
+	CHECK(!server_start(srv, mnt, wbacking, MF_READ_ZC), "server_start");
+	srv->sh->write_mode = mode;
+	file_path(path, sizeof(path), mnt);
+	/* 0: W_BUFFERED 64 KiB at 0 */
+	*werr = -do_write_op(path, 0, model, &size);
+	ret = server_quiesce(srv) ? T_FAIL : T_PASS;
+	server_stop(srv);
+	if (ret == T_PASS && !*werr)
+		ret = check_write_backing(model, size, "after the write");
+	free(model);
+	return ret;
+}
+
+/* A writer of write_fault_loop(): its own 1 MiB region, write after write. */
+struct writer_arg {
+	const char *path;
+	int idx;
+	bool direct;
+	unsigned int seed;
+	volatile int *stop;
+	struct { off_t off; size_t len; unsigned int gen; } acked[256];
+	int nacked;
+};
+
+static void *writer_main(void *p)
+{
+	struct writer_arg *a = p;
+	off_t off = (off_t)a->idx << 20, end = off + (1 << 20);
+	unsigned char *buf;
+	int fd;
+
+	if (posix_memalign((void **)&buf, 4096, 65536))
+		return NULL;
+	fd = open(a->path, O_WRONLY | (a->direct ? O_DIRECT : 0));
+	while (fd >= 0 && !*a->stop && a->nacked < 256) {
+		size_t len = 4096 * (1 + rand_r(&a->seed) % 16);
+		unsigned int gen = a->seed * 1000 + a->nacked;
+		ssize_t n;
+
+		if (off + (off_t)len > end)
+			break;
+		fill_pattern(buf, len, gen);
+		n = pwrite(fd, buf, len, off);
+		if (n <= 0)
+			break;		/* the strike */
+		a->acked[a->nacked].off = off;
+		a->acked[a->nacked].len = (size_t)n;
+		a->acked[a->nacked].gen = gen;
+		a->nacked++;
+		off += n;
+	}
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	return NULL;
+}
+
+/* Every write the writers had acknowledged is on the device, byte for byte. */
+static int check_acked(const char *dev, struct writer_arg *args, int nr, int round)
+{
+	unsigned char *got, *want = malloc(65536);
+	int fd = open(dev, O_RDONLY | O_DIRECT | O_CLOEXEC), ret = T_PASS;
+
+	CHECK(want && fd >= 0 && !posix_memalign((void **)&got, 4096, 65536),
+	      "open %s: %s", dev, strerror(errno));
+	for (int i = 0; i < nr && ret == T_PASS; i++) {
+		for (int k = 0; k < args[i].nacked; k++) {
+			size_t len = args[i].acked[k].len;
+			size_t rlen = (len + 4095) & ~(size_t)4095;
+
+			fill_pattern(want, 65536, args[i].acked[k].gen);
+			if (pread(fd, got, rlen, args[i].acked[k].off) < (ssize_t)len ||
+			    memcmp(got, want, len)) {
+				say("  round %d: writer %d's acknowledged write %lld+%zu is not on "
+				    "the device\n", round, i, (long long)args[i].acked[k].off, len);
+				ret = T_FAIL;
+				break;
+			}
+			__sync_fetch_and_add(&bytes_verified, len);
+		}
+	}
+	close(fd);
+	free(got);
+	free(want);
+	return ret;
+}
+
+/*
+ * kill -9 / fusectl abort of a server whose write lendings are parked in
+ * io-wq (30 ms each, writing to the loop device): every write the writers
+ * saw acknowledged is on the device, nothing stays lent.
+ */
+static int write_fault_loop(bool abort_conn)
+{
+	const char *what = abort_conn ? "abort" : "kill -9";
+	struct server srv = { .cfg = { .threads = 4, .slow_ms = 30, .writable = true,
+				       .accept_zc_write = true } };
+	int r, in_flight = 0, ret;
+	uint64_t acked = 0, parks = 0;
+	unsigned char *model = malloc(WMODEL_SIZE);
+	char path[300], dir[200];
+	double t0 = now();
+	off_t size;
+
+	CHECK(model && !make_write_backing(model, &size), "write backing");
+	free(model);
+	if (parking_server(&srv, what))
+		return T_FAIL;
+	file_path(path, sizeof(path), mnt);
+
+	for (r = 0; r < rounds; r++) {
+		struct writer_arg args[4];
+		pthread_t tids[4];
+		volatile int stop = 0;
+		struct zc_stats s;
+		int i, status;
+
+		ret = server_start(&srv, mnt, wbacking, MF_READ_ZC);
+		CHECK(!ret, "round %d: server: %s", r, strerror(-ret));
+		srv.sh->write_mode = MF_WRITE_PARKED;
+		CHECK(srv.sh->zc_write_accepted, "zero-copy writes not offered");
+		CHECK(!conn_dir(mnt, dir, sizeof(dir)), "conn dir");
+		for (i = 0; i < 4; i++) {
+			args[i] = (struct writer_arg){ .path = path, .idx = i, .direct = i & 1,
+				.seed = r * 7 + i + 1, .stop = &stop };
+			pthread_create(&tids[i], NULL, writer_main, &args[i]);
+		}
+		/* some writes acknowledged first (each is parked 30 ms), then
+		 * strike while a loan is out */
+		sleep_ms(50 + rand() % 150);
+		for (i = 0; i < 200; i++) {
+			if (!read_stats_dir(dir, &s) && s.zc_lent_pages > 0)
+				break;
+			sleep_ms(2);
+		}
+		in_flight += s.zc_lent_pages > 0;
+		if (abort_conn) {
+			char f[256];
+
+			snprintf(f, sizeof(f), "%s/abort", dir);
+			CHECK(!write_file(f, "1"), "round %d: abort: %s", r, strerror(errno));
+		} else {
+			kill(srv.pid, SIGKILL);
+		}
+		stop = 1;
+		for (i = 0; i < 4; i++)
+			pthread_join(tids[i], NULL);
+		for (i = 0; i < 500; i++) {
+			if (read_stats_dir(dir, &s) || s.zc_lent_pages == 0)
+				break;
+			sleep_ms(10);
+		}
+		CHECK(s.zc_lent_pages == 0, "round %d: %lld pages still lent", r, s.zc_lent_pages);
+		parks += srv.sh->parks;
+		if (abort_conn) {
+			server_stop(&srv);
+		} else {
+			waitpid(srv.pid, &status, 0);
+			srv.pid = -1;
+			umount2(mnt, MNT_DETACH);
+		}
+		srv.pid = 0;
+		/* the server is gone: no write of it can land any more */
+		if (check_acked(loop_node, args, 4, r) != T_PASS)
+			return T_FAIL;
+		for (i = 0; i < 4; i++)
+			acked += args[i].nacked;
+	}
+	say("  %s with writes: %d rounds, %d with lent pages in flight at the strike, "
+	    "%llu writes parked, %llu acknowledged writes all on the device, %.1f s\n",
+	    what, rounds, in_flight, (unsigned long long)parks, (unsigned long long)acked,
+	    now() - t0);
+	CHECK(in_flight * 2 >= rounds, "only %d of %d rounds had lending in flight",
+	      in_flight, rounds);
+	CHECK(acked > 0, "no write was acknowledged");
+	return T_PASS;
+}
+
+static int t_write_kill_loop(void) { return write_fault_loop(false); }
+static int t_write_abort_loop(void) { return write_fault_loop(true); }
+
+/*
+ * (l) A borrower only ever reads a write's pages: READ_SPLICE_BUF on a
+ * FUSE_WRITE is refused, and what the writer wrote reaches the file.
+ */
+static int t_write_direction(void)
+{
+	struct server srv = { 0 };
+	int werr;
+
+	CHECK(misbehave_and_write(MF_WRITE_WRONG_DIR, &srv, &werr) == T_PASS,
+	      "the write after the refused lending");
+	say("  READ_SPLICE_BUF on a FUSE_WRITE: %d (%s), the write: %s\n",
+	    srv.sh->wrong_dir_write_res, strerror(-srv.sh->wrong_dir_write_res),
+	    werr ? strerror(werr) : "ok");
+	CHECK(srv.sh->wrong_dir_write_res == -EOPNOTSUPP,
+	      "READ_SPLICE_BUF on a FUSE_WRITE: %d, want -EOPNOTSUPP",
+	      srv.sh->wrong_dir_write_res);
+	CHECK(!werr, "the write failed: %s", strerror(werr));
+	return T_PASS;
+}
+
+/*
+ * (m) The server never had a borrowed write's data: a reply claiming more
+ * than its lendings wrote out is refused, and the writer gets EIO, not a
+ * success for bytes nobody wrote.
+ */
+static int t_write_overclaim(void)
+{
+	static const struct { enum mf_write_mode mode; const char *what; } cases[] = {
+		{ MF_WRITE_OVERCLAIM, "a page more than written" },
+		{ MF_WRITE_NO_LEND, "everything, nothing lent" },
+	};
+
+	for (unsigned int i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct server srv = { 0 };
+		int werr;
+
+		CHECK(misbehave_and_write(cases[i].mode, &srv, &werr) == T_PASS, "%s",
+		      cases[i].what);
+		say("  reply claiming %s: reply errno %d (%s), writer: %s\n", cases[i].what,
+		    srv.sh->bad_write_reply_errno, strerror(srv.sh->bad_write_reply_errno),
+		    werr ? strerror(werr) : "success");
+		CHECK(srv.sh->bad_write_replies == 1 && srv.sh->bad_write_reply_errno == EINVAL,
+		      "%s: reply errno %d, want EINVAL", cases[i].what,
+		      srv.sh->bad_write_reply_errno);
+		CHECK(werr == EIO, "%s: the writer got %s, want EIO", cases[i].what,
+		      werr ? strerror(werr) : "success");
+	}
 	return T_PASS;
 }
 
@@ -2433,7 +3129,12 @@ static const struct {
 	{ "cancel", t_cancel, true },				/* g */
 	{ "interrupt", t_interrupt, true },			/* h */
 	{ "resend", t_resend, true },				/* i */
-	{ "write_op_removed", t_write_op_removed, true },	/* k */
+	{ "write_op", t_write_op, true },			/* k */
+	{ "write_correctness", t_write_correctness, true },
+	{ "write_direction", t_write_direction, true },		/* l */
+	{ "write_overclaim", t_write_overclaim, true },		/* m */
+	{ "write_kill_loop", t_write_kill_loop, true },
+	{ "write_abort_loop", t_write_abort_loop, true },
 	{ "stress", t_stress, true },		/* everything at once, -d SECONDS */
 };
 
@@ -2441,7 +3142,7 @@ static void cleanup(void)
 {
 	char cmd[600];
 
-	const char *mounts[] = { mnt, mnt2, slow_mnt, resend_mnt, ovl_mnt };
+	const char *mounts[] = { mnt, mnt2, wmnt, slow_mnt, resend_mnt, ovl_mnt };
 
 	for (size_t i = 0; i < sizeof(mounts) / sizeof(mounts[0]); i++)
 		if (!is_leaked(mounts[i]))
@@ -2470,11 +3171,13 @@ static int setup(void)
 	snprintf(resend_mnt, sizeof(resend_mnt), "%s/resend", workdir);
 	snprintf(io_path, sizeof(io_path), "%s/io", workdir);
 	snprintf(loop_backing, sizeof(loop_backing), "%s/loop-backing", workdir);
+	snprintf(wbacking, sizeof(wbacking), "%s/wbacking", workdir);
+	snprintf(wmnt, sizeof(wmnt), "%s/wmnt", workdir);
 	snprintf(ovl_lower[0], sizeof(ovl_lower[0]), "%s/ovl-lower0", workdir);
 	snprintf(ovl_lower[1], sizeof(ovl_lower[1]), "%s/ovl-lower1", workdir);
 	snprintf(ovl_mnt, sizeof(ovl_mnt), "%s/ovl", workdir);
 	snprintf(ovl_file, sizeof(ovl_file), "%s/file", ovl_mnt);
-	if (mkdir(mnt, 0755) || mkdir(mnt2, 0755) || mkdir(slow_mnt, 0755) ||
+	if (mkdir(mnt, 0755) || mkdir(mnt2, 0755) || mkdir(wmnt, 0755) || mkdir(slow_mnt, 0755) ||
 	    mkdir(resend_mnt, 0755) || mkdir(ovl_lower[0], 0755) ||
 	    mkdir(ovl_lower[1], 0755) || mkdir(ovl_mnt, 0755))
 		return -errno;
