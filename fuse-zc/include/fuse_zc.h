@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * libfuse-zc: zero-copy FUSE_READ replies for libfuse 3 low-level filesystems.
+ * libfuse-zc: zero-copy FUSE_READ and FUSE_WRITE for libfuse 3 low-level
+ * filesystems.
  *
  * Usage (see passthrough/ for a complete filesystem):
  *
@@ -13,6 +14,11 @@
  *			    off_t off, struct fuse_file_info *fi)
  *	{
  *		fusezc_reply_read(req, fi->fh, off, size);
+ *	}
+ *	static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+ *			     size_t size, off_t off, struct fuse_file_info *fi)
+ *	{
+ *		fusezc_reply_write(req, fi->fh, off, buf, size);
  *	}
  *
  * All functions returning int return 0 or a negative errno.
@@ -118,6 +124,17 @@ struct fusezc_options {
 	 * RELEASE, does).
 	 */
 	bool sync_lending;
+
+	/*
+	 * Zero-copy writes: accept FUSE_ZERO_COPY_WRITE when the kernel
+	 * offers it (zero-copy read mode only).  The kernel then sends a
+	 * FUSE_WRITE whose data is in pages without the data; libfuse hands
+	 * it to the write handler with size 0, and only fusezc_reply_write()
+	 * can answer it (it writes the data from the writer's pages).  Set
+	 * this only if every FUSE_WRITE is answered with fusezc_reply_write():
+	 * any other answer gets the writer EIO, never wrong bytes.
+	 */
+	bool zerocopy_writes;
 };
 
 struct fusezc_stats {
@@ -203,6 +220,39 @@ int fusezc_reply_create_passthrough(fuse_req_t req, const struct fuse_entry_para
 				    struct fuse_file_info *fi, int backing_id);
 
 void fusezc_get_stats(const struct fusezc_session *zs, struct fusezc_stats *st);
+
+/* What INIT negotiated: the kernel sends FUSE_WRITEs without their data. */
+bool fusezc_zerocopy_writes_active(const struct fusezc_session *zs);
+
+/*
+ * Answer the FUSE_WRITE @req by writing its data to @fd at @off.  @buf and
+ * @size are what libfuse gave the write handler.  A write the kernel sent
+ * without its data (opts.zerocopy_writes) comes with @size 0 and is
+ * written from the writer's own pages (IORING_OP_WRITE_SPLICE_BUF); when
+ * the kernel refuses that for @fd (a FUSE or stacked file system, an
+ * O_DIRECT misalignment), the data is borrowed into a memfd and written
+ * from there.  Any other write is a pwrite() of @buf.  Replies exactly once,
+ * with the bytes written (short only if @fd wrote short) or the error.
+ * Call it from the write handler, on the thread libfuse called it on.
+ */
+void fusezc_reply_write(fuse_req_t req, int fd, off_t off, const void *buf, size_t size);
+
+/*
+ * In the write handler (on libfuse's thread, before replying): the size of
+ * the write's data, @size for a write that came with it, the size the
+ * kernel announced for one that did not.  To choose @fd for
+ * fusezc_reply_write() by alignment, for instance.  @req is not used yet.
+ */
+size_t fusezc_write_size(fuse_req_t req, size_t size);
+
+struct fusezc_write_stats {
+	uint64_t zc_bytes, zc_requests;	/* written from the writer's pages */
+	uint64_t zc_kernel_answered;	/* of zc_requests: answered by the kernel */
+	uint64_t memfd_bytes, memfd_requests;	/* borrowed into a memfd first */
+	uint64_t copy_bytes, copy_requests;	/* came with their data */
+	uint64_t unanswered_zc;		/* answered without fusezc_reply_write() */
+};
+void fusezc_get_write_stats(const struct fusezc_session *zs, struct fusezc_write_stats *st);
 
 #ifdef __cplusplus
 }

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * libfuse-zc internals: the session, its workers, the FUSE_READ requests in
- * flight, and the thread-local state that ties libfuse's reply path (our
- * fuse_custom_io hooks) to the reply a thread is sending.
+ * libfuse-zc internals: the session, its workers, the FUSE_READ and
+ * zero-copy FUSE_WRITE requests in flight, and the thread-local state that
+ * ties libfuse's reply path (our fuse_custom_io hooks) to the reply a thread
+ * is sending.
  */
 #ifndef FUSE_ZC_INT_H
 #define FUSE_ZC_INT_H
@@ -53,11 +54,22 @@ struct fzc_read_reply {
 	bool answered;		/* the writev hook took it */
 };
 
-/* What the library saw of a FUSE_READ in flight. */
+/* A write reply fusezc_reply_write() is sending through libfuse. */
+struct fzc_write_reply {
+	int fd;
+	off_t off;
+	const void *buf;	/* the data libfuse had (none for a zero-copy write) */
+	size_t size;
+	bool answered;		/* the writev hook took it */
+};
+
+/* What the library saw of a FUSE_READ, or of a FUSE_WRITE sent without
+ * its data, in flight. */
 struct fzc_read_in {
 	uint64_t unique;	/* 0: free slot */
 	uint64_t offset;
 	uint32_t size;		/* the request's data: a lending must stay inside */
+	bool write;		/* a zero-copy FUSE_WRITE */
 };
 
 /* FUSE_READ requests in flight, by unique id (zero-copy sessions only). */
@@ -144,6 +156,8 @@ struct fusezc_worker {
 
 	char *copybuf;
 	size_t copybuf_size;
+	/* zero-copy writes a backing file refused: borrowed into this first */
+	int memfd;			/* -1 until needed */
 	unsigned char msg[FZC_MSGBUF];
 };
 
@@ -157,6 +171,7 @@ struct fusezc_session {
 	atomic_bool init_seen;
 	atomic_bool init_done;	/* the kernel took our INIT reply */
 	atomic_bool zc_active;
+	atomic_bool zcw_active;		/* zero-copy writes negotiated */
 	atomic_bool pt_active;
 	const char *_Atomic zc_status;
 	int init_error;			/* -errno the loop returns */
@@ -193,6 +208,9 @@ struct fusezc_session {
 	_Atomic uint64_t copy_bytes, copy_requests;
 	_Atomic uint64_t fallbacks;
 	_Atomic uint64_t fallback_errno_counts[4];
+	_Atomic uint64_t zcw_bytes, zcw_requests, zcw_kernel_answered;
+	_Atomic uint64_t memfdw_bytes, memfdw_requests;
+	_Atomic uint64_t copyw_bytes, copyw_requests, zcw_unanswered;
 
 	/* One log line per (kind, errno). */
 	_Atomic uint64_t noted[FZC_NOTE_NR][FZC_ERRNO_MAX / 64];
@@ -207,10 +225,18 @@ extern __thread struct fusezc_worker *fzc_tls_worker;
 void fzc_log(struct fusezc_session *zs, enum fuse_log_level level,
 	     const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 extern __thread struct fzc_read_reply *fzc_tls_read_reply;
+extern __thread struct fzc_write_reply *fzc_tls_write_reply;
+
+/* The FUSE_READ table also holds zero-copy writes: in use when either is. */
+static inline bool fzc_table_active(struct fusezc_session *zs)
+{
+	return atomic_load(&zs->zc_active) || atomic_load(&zs->zcw_active);
+}
 
 /* The FUSE_READ table: record a request / take it out (false: not there). */
 void fzc_reads_add(struct fusezc_session *zs, const struct fzc_read_in *r);
 bool fzc_reads_take(struct fusezc_session *zs, uint64_t unique, struct fzc_read_in *r);
+bool fzc_reads_peek(struct fusezc_session *zs, uint64_t unique, struct fzc_read_in *r);
 void fzc_reads_free(struct fusezc_session *zs);
 /* The session of /dev/fuse fd @fd (or of a clone of it), for the hooks. */
 void fzc_sessions_add(struct fusezc_session *zs);
@@ -220,6 +246,17 @@ struct fusezc_session *fzc_session_by_fd(int fd);
  * 0, or -errno of the last reply write. */
 int fzc_answer_read(struct fusezc_worker *w, int devfd, uint64_t unique,
 		    const struct fzc_read_reply *rr);
+/* Answer FUSE_WRITE @unique with @wr (the writev hook); 0 or -errno. */
+int fzc_answer_write(struct fusezc_worker *w, int devfd, uint64_t unique,
+		     const struct fzc_write_reply *wr);
+/* A FUSE_WRITE the kernel sent without its data, as read into @buf: make it
+ * one libfuse accepts (size 0) and record it.  From the read hook. */
+void fzc_note_zc_write(struct fusezc_session *zs, void *buf, size_t len);
+/* Shared with write.c (read.c) */
+int fzc_ring_get(struct fusezc_worker *w);
+void fzc_ring_failed(struct fusezc_worker *w, int err);
+int fzc_dev_write(int devfd, const struct iovec *iov, int count);
+int fzc_reply_error(int devfd, uint64_t unique, int err);
 
 /* One IORING_OP_READ_SPLICE_BUF: @len bytes of @fd at @off into the data of
  * FUSE request @unique, from byte @req_off of that data.  @devfd is the
@@ -233,6 +270,7 @@ struct fzc_lending {
 	uint64_t unique;
 	uint32_t req_off;
 	bool kernel_answers;	/* IORING_SPLICE_BUF_COMPLETE */
+	bool write;		/* IORING_OP_WRITE_SPLICE_BUF: the pages to @fd */
 };
 
 /*
@@ -297,17 +335,26 @@ static inline void fzc_add(_Atomic uint64_t *ctr, uint64_t v)
  * The IORING_OP_READ_SPLICE_BUF SQE: read @len bytes of @fd at @off into the
  * data pages of the in-flight FUSE request @unique of /dev/fuse @fuse_fd
  * (@fuse_fd is a registered file index when @fixed).  Every other field 0.
+ * With @op IORING_OP_WRITE_SPLICE_BUF: write those pages to @fd at @off.
  */
-static inline void fzc_prep_lend(struct io_uring_sqe *sqe, int fd, uint64_t off,
-				 unsigned int len, int fuse_fd, bool fixed,
-				 uint64_t unique)
+static inline void fzc_prep_lend_op(struct io_uring_sqe *sqe, int op, int fd,
+				    uint64_t off, unsigned int len, int fuse_fd,
+				    bool fixed, uint64_t unique)
 {
 	memset(sqe, 0, sizeof(*sqe));
-	io_uring_prep_rw(FUSEZC_IORING_OP_READ_SPLICE_BUF, sqe, fd, NULL, len, off);
+	io_uring_prep_rw(op, sqe, fd, NULL, len, off);
 	sqe->splice_fd_in = fuse_fd;
 	sqe->splice_off_in = fusezc_lend_pos(unique, 0);
 	sqe->splice_flags = fixed ? FUSEZC_SPLICE_F_FD_IN_FIXED : 0;
 	sqe->user_data = unique;
+}
+
+static inline void fzc_prep_lend(struct io_uring_sqe *sqe, int fd, uint64_t off,
+				 unsigned int len, int fuse_fd, bool fixed,
+				 uint64_t unique)
+{
+	fzc_prep_lend_op(sqe, FUSEZC_IORING_OP_READ_SPLICE_BUF, fd, off, len, fuse_fd,
+			 fixed, unique);
 }
 
 #endif /* FUSE_ZC_INT_H */

@@ -90,8 +90,9 @@ static int real_ring_lend(struct fusezc_worker *w, const struct fzc_lending *l,
 
 	if (sqe == NULL)	/* cannot happen: the ring is idle between lendings */
 		return -EBUSY;
-	fzc_prep_lend(sqe, l->fd, l->off, l->len, fixed ? 0 : l->devfd, fixed,
-		      l->unique);
+	fzc_prep_lend_op(sqe, l->write ? FUSEZC_IORING_OP_WRITE_SPLICE_BUF :
+			 FUSEZC_IORING_OP_READ_SPLICE_BUF, l->fd, l->off, l->len,
+			 fixed ? 0 : l->devfd, fixed, l->unique);
 	sqe->splice_off_in = fusezc_lend_pos(l->unique, l->req_off);
 	if (l->kernel_answers)
 		sqe->ioprio = FUSEZC_SPLICE_BUF_COMPLETE;
@@ -184,7 +185,7 @@ static uint64_t now_ns(void)
 }
 
 /* Drop a failed ring; a new one is tried after a growing back-off. */
-static void ring_failed(struct fusezc_worker *w, int err)
+void fzc_ring_failed(struct fusezc_worker *w, int err)
 {
 	if (w->ring_ready)
 		fzc_kops->ring_exit(w);
@@ -201,7 +202,7 @@ static void ring_failed(struct fusezc_worker *w, int err)
 			strerror(-err));
 }
 
-static int ring_get(struct fusezc_worker *w)
+int fzc_ring_get(struct fusezc_worker *w)
 {
 	int res;
 
@@ -211,7 +212,7 @@ static int ring_get(struct fusezc_worker *w)
 		return w->ring_err ? w->ring_err : -EAGAIN;
 	res = fzc_kops->ring_setup(w);
 	if (res < 0) {
-		ring_failed(w, res);
+		fzc_ring_failed(w, res);
 		return res;
 	}
 	w->ring_ready = true;
@@ -286,7 +287,7 @@ static enum lend_outcome lend_all(struct fusezc_worker *w, int devfd, uint64_t u
 	struct fusezc_session *zs = w->zs;
 
 	*placed = 0;
-	*err = ring_get(w);
+	*err = fzc_ring_get(w);
 	if (*err < 0)
 		return LEND_REFUSED;
 	while (*placed < size) {
@@ -304,7 +305,7 @@ static enum lend_outcome lend_all(struct fusezc_worker *w, int devfd, uint64_t u
 
 		*err = fzc_kops->ring_lend(w, &l, &res, &answered);
 		if (*err < 0) {
-			ring_failed(w, *err);
+			fzc_ring_failed(w, *err);
 			return LEND_REFUSED;
 		}
 		if (res == -EINVAL && l.kernel_answers) {
@@ -342,7 +343,7 @@ static enum lend_outcome lend_all(struct fusezc_worker *w, int devfd, uint64_t u
 	return LEND_PLACED;
 }
 
-static int dev_write(int devfd, const struct iovec *iov, int count)
+int fzc_dev_write(int devfd, const struct iovec *iov, int count)
 {
 	ssize_t res;
 
@@ -352,14 +353,14 @@ static int dev_write(int devfd, const struct iovec *iov, int count)
 	return res < 0 ? -errno : 0;
 }
 
-static int reply_error(int devfd, uint64_t unique, int err)
+int fzc_reply_error(int devfd, uint64_t unique, int err)
 {
 	struct fuse_out_header out = {
 		.len = sizeof(out), .error = err, .unique = unique,
 	};
 	struct iovec iov = { &out, sizeof(out) };
 
-	return dev_write(devfd, &iov, 1);
+	return fzc_dev_write(devfd, &iov, 1);
 }
 
 /* A copy reply; if the kernel refuses even that, an error reply.  @w's
@@ -375,13 +376,13 @@ static int reply_copy_raw(struct fusezc_worker *w, int devfd, uint64_t unique,
 
 	n = buf ? fzc_pread_full(fd, buf, size, off) : -ENOMEM;
 	if (n < 0)
-		return reply_error(devfd, unique, (int)n);
+		return fzc_reply_error(devfd, unique, (int)n);
 	out.len = (uint32_t)(sizeof(out) + (size_t)n);
 	iov[0].iov_base = &out;
 	iov[0].iov_len = sizeof(out);
 	iov[1].iov_base = buf;
 	iov[1].iov_len = (size_t)n;
-	res = dev_write(devfd, iov, 2);
+	res = fzc_dev_write(devfd, iov, 2);
 	if (res == 0) {
 		fzc_add(&w->zs->copy_bytes, (uint64_t)n);
 		fzc_add(&w->zs->copy_requests, 1);
@@ -389,7 +390,7 @@ static int reply_copy_raw(struct fusezc_worker *w, int devfd, uint64_t unique,
 	}
 	if (res == -ENOENT)	/* the request is gone (interrupted, aborted) */
 		return res;
-	return reply_error(devfd, unique, -EIO);
+	return fzc_reply_error(devfd, unique, -EIO);
 }
 
 int fzc_answer_read(struct fusezc_worker *w, int devfd, uint64_t unique,
@@ -427,7 +428,7 @@ int fzc_answer_read(struct fusezc_worker *w, int devfd, uint64_t unique,
 		return 0;
 	}
 	if (how == LEND_IO_ERROR)
-		return reply_error(devfd, unique, err);
+		return fzc_reply_error(devfd, unique, err);
 	if (how == LEND_PLACED && placed == 0)	/* at or past the end of file */
 		return reply_copy_raw(w, devfd, unique, rr->fd, rr->off, size);
 	if (how == LEND_PLACED) {
@@ -440,7 +441,7 @@ int fzc_answer_read(struct fusezc_worker *w, int devfd, uint64_t unique,
 		iov[0].iov_len = sizeof(out);
 		iov[1].iov_base = &ro;
 		iov[1].iov_len = sizeof(ro);
-		res = dev_write(devfd, iov, 2);
+		res = fzc_dev_write(devfd, iov, 2);
 		if (res == 0) {
 			fzc_add(&zs->zc_bytes, placed);
 			fzc_add(&zs->zc_requests, 1);
@@ -489,7 +490,7 @@ static void async_complete(struct fusezc_worker *w, struct fusezc_worker *cw,
 			fzc_log(zs, FUSE_LOG_WARNING,
 				"backing file read failed (%s); replied to the reader",
 				strerror(-res));
-		reply_error(p->devfd, p->unique, res);
+		fzc_reply_error(p->devfd, p->unique, res);
 		return;
 	} else if (res < 0 && fzc_note_once(zs, FZC_NOTE_LEND, res)) {
 		fzc_log(zs, FUSE_LOG_WARNING,
@@ -554,7 +555,7 @@ bool fzc_lend_async(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
 	int err;
 
 	if (zs->opts.sync_lending || !atomic_load(&zs->kernel_answers) || size == 0 ||
-	    fzc_kops->ring_submit_lend == NULL || ring_get(w) < 0)
+	    fzc_kops->ring_submit_lend == NULL || fzc_ring_get(w) < 0)
 		return false;
 	pthread_mutex_lock(&w->lend_lock);
 	fzc_reap_locked(w, w, false);

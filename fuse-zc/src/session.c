@@ -243,6 +243,26 @@ bool fzc_reads_take(struct fusezc_session *zs, uint64_t unique, struct fzc_read_
 	return true;
 }
 
+bool fzc_reads_peek(struct fusezc_session *zs, uint64_t unique, struct fzc_read_in *r)
+{
+	struct fzc_read_table *t = &zs->reads;
+	bool found = false;
+	size_t i;
+
+	pthread_mutex_lock(&t->lock);
+	if (t->used != 0) {
+		i = read_slot(t, unique);
+		while (t->slots[i].unique != 0 && t->slots[i].unique != unique)
+			i = (i + 1) & (t->cap - 1);
+		if (t->slots[i].unique == unique) {
+			*r = t->slots[i];
+			found = true;
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+	return found;
+}
+
 void fzc_reads_free(struct fusezc_session *zs)
 {
 	free(zs->reads.slots);
@@ -364,6 +384,14 @@ static bool rewrite_init_reply(struct fusezc_session *zs, unsigned char *msg,
 		atomic_store(&zs->zc_status, "");
 		atomic_store(&zs->zc_active, true);
 		fzc_log(zs, FUSE_LOG_INFO, "zero-copy reads active");
+		if (zs->opts.zerocopy_writes && (offered & FUSEZC_INIT_ZC_WRITE)) {
+			flags2 |= (uint32_t)(FUSEZC_INIT_ZC_WRITE >> 32);
+			atomic_store(&zs->zcw_active, true);
+			fzc_log(zs, FUSE_LOG_INFO, "zero-copy writes active");
+		} else if (zs->opts.zerocopy_writes) {
+			fzc_log(zs, FUSE_LOG_INFO,
+				"zero-copy writes unavailable: the kernel does not offer FUSE_ZERO_COPY_WRITE; writes are copied");
+		}
 	} else if (want_zc) {
 		atomic_store(&zs->zc_status, status_not_offered);
 		if (zs->opts.zerocopy_required)
@@ -431,6 +459,9 @@ static void worker_free(void *data)
 	free(w->copybuf);
 	w->copybuf = NULL;
 	w->copybuf_size = 0;
+	if (w->memfd >= 0)
+		close(w->memfd);
+	w->memfd = -1;
 	/* The reaper may still hold an event for it: kept for reuse. */
 	pthread_mutex_lock(&zs->reaper_lock);
 	w->next_retired = zs->retired;
@@ -460,8 +491,10 @@ static struct fusezc_worker *worker_new(struct fusezc_session *zs)
 		return w;
 	}
 	w = calloc(1, sizeof(*w));
-	if (w != NULL)
+	if (w != NULL) {
 		pthread_mutex_init(&w->lend_lock, NULL);
+		w->memfd = -1;
+	}
 	return w;
 }
 
@@ -552,6 +585,23 @@ static void init_missed(struct fusezc_session *zs)
 	}
 }
 
+/*
+ * A reply that was not fusezc_reply_read()'s or fusezc_reply_write()'s:
+ * the request leaves the table.  A zero-copy write answered so is counted
+ * (its writer gets EIO, or the error the reply carries).
+ */
+static void fzc_forget_request(struct fusezc_session *zs, uint64_t unique)
+{
+	struct fzc_read_in r;
+
+	if (fzc_reads_take(zs, unique, &r) && r.write) {
+		fzc_add(&zs->zcw_unanswered, 1);
+		if (!atomic_exchange(&zs->noted_misuse, true))
+			fzc_log(zs, FUSE_LOG_WARNING,
+				"a FUSE_WRITE sent without its data was answered without fusezc_reply_write()");
+	}
+}
+
 ssize_t fzc_io_read(int fd, void *buf, size_t len, void *userdata)
 {
 	const struct fuse_in_header *in = buf;
@@ -574,8 +624,12 @@ ssize_t fzc_io_read(int fd, void *buf, size_t len, void *userdata)
 	if (res < (ssize_t)sizeof(*in))
 		return res;
 	w = worker_for_fd(fd);
-	if (w == NULL)
+	if (w == NULL) {
+		/* never let libfuse take a data-less write for a full one */
+		if (in->opcode == FUSE_WRITE)
+			fzc_note_zc_write(NULL, buf, (size_t)res);
 		return res;
+	}
 	zs = w->zs;
 	/* A new request on this thread: the INIT/OPEN rewrites key on it. */
 	memcpy(&w->in, in, sizeof(w->in));
@@ -585,6 +639,8 @@ ssize_t fzc_io_read(int fd, void *buf, size_t len, void *userdata)
 		note_init_request(zs, buf, (size_t)res);
 	} else if (!atomic_load(&zs->init_seen)) {
 		init_missed(zs);
+	} else if (in->opcode == FUSE_WRITE) {
+		fzc_note_zc_write(zs, buf, (size_t)res);
 	} else if (in->opcode == FUSE_READ && atomic_load(&zs->zc_active) &&
 		   (size_t)res >= sizeof(*in) + sizeof(struct fuse_read_in)) {
 		const struct fuse_read_in *ri = (const void *)(in + 1);
@@ -639,9 +695,20 @@ ssize_t fzc_io_writev(int fd, struct iovec *iov, int count, void *userdata)
 		/* A reply from a thread of the file system: forget the request. */
 		struct fusezc_session *zs = fzc_session_by_fd(fd);
 
-		if (zs != NULL && atomic_load(&zs->zc_active))
-			fzc_reads_take(zs, hdr->unique, NULL);
+		if (zs != NULL && fzc_table_active(zs))
+			fzc_forget_request(zs, hdr->unique);
 		return writev(fd, iov, count);
+	}
+	if (fzc_tls_write_reply != NULL && !fzc_tls_write_reply->answered &&
+	    hdr->error == 0) {
+		/* fusezc_reply_write(): answer the request this reply is for. */
+		fzc_tls_write_reply->answered = true;
+		res = fzc_answer_write(w, fd, hdr->unique, fzc_tls_write_reply);
+		if (res < 0) {
+			errno = (int)-res;
+			return -1;
+		}
+		return (ssize_t)total;
 	}
 	if (fzc_tls_read_reply != NULL && !fzc_tls_read_reply->answered &&
 	    hdr->error == 0) {
@@ -654,8 +721,8 @@ ssize_t fzc_io_writev(int fd, struct iovec *iov, int count, void *userdata)
 		}
 		return (ssize_t)total;
 	}
-	if (atomic_load(&w->zs->zc_active))
-		fzc_reads_take(w->zs, hdr->unique, NULL);
+	if (fzc_table_active(w->zs))
+		fzc_forget_request(w->zs, hdr->unique);
 	w->written_bytes = hdr->error ? -1 : (ssize_t)(total - sizeof(*hdr));
 	if (!w->in_valid || hdr->unique != w->in.unique)
 		return writev(fd, iov, count);
@@ -858,6 +925,28 @@ bool fusezc_passthrough_active(const struct fusezc_session *zs)
 const char *fusezc_zerocopy_status(const struct fusezc_session *zs)
 {
 	return zs != NULL ? atomic_load(&zs->zc_status) : "no fuse-zc session";
+}
+
+bool fusezc_zerocopy_writes_active(const struct fusezc_session *zs)
+{
+	return zs != NULL && atomic_load(&((struct fusezc_session *)zs)->zcw_active);
+}
+
+void fusezc_get_write_stats(const struct fusezc_session *zs, struct fusezc_write_stats *st)
+{
+	struct fusezc_session *s = (struct fusezc_session *)zs;
+
+	memset(st, 0, sizeof(*st));
+	if (s == NULL)
+		return;
+	st->zc_bytes = atomic_load(&s->zcw_bytes);
+	st->zc_requests = atomic_load(&s->zcw_requests);
+	st->zc_kernel_answered = atomic_load(&s->zcw_kernel_answered);
+	st->memfd_bytes = atomic_load(&s->memfdw_bytes);
+	st->memfd_requests = atomic_load(&s->memfdw_requests);
+	st->copy_bytes = atomic_load(&s->copyw_bytes);
+	st->copy_requests = atomic_load(&s->copyw_requests);
+	st->unanswered_zc = atomic_load(&s->zcw_unanswered);
 }
 
 void fusezc_get_stats(const struct fusezc_session *zs, struct fusezc_stats *st)

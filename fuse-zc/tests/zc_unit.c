@@ -131,7 +131,10 @@ static struct fusezc_session *mk_session(enum fusezc_read_mode mode, bool requir
 	zs.opts.zerocopy_required = required;
 	zs.opts.passthrough = passthrough;
 	atomic_init(&zs.zc_status, "unset");
+	if (worker.memfd > 0)
+		close(worker.memfd);
 	memset(&worker, 0, sizeof(worker));
+	worker.memfd = -1;
 	worker.zs = &zs;
 	worker.devfd = pfd[0];	/* the file its read hook reads */
 	fzc_tls_worker = &worker;
@@ -404,6 +407,13 @@ static void scripted_cqe(int i, int *res, bool *answered)
 	lend_placed[i] = *res;
 }
 
+/*
+ * The writer's data of the zero-copy write being served: the pattern as at
+ * file offset write_data_pos.  A write lending that succeeds puts it where
+ * the lending says.
+ */
+static uint64_t write_data_pos;
+
 static int fake_ring_lend(struct fusezc_worker *w, const struct fzc_lending *l, int *res,
 			  bool *answered)
 {
@@ -412,6 +422,13 @@ static int fake_ring_lend(struct fusezc_worker *w, const struct fzc_lending *l, 
 		return -EIO;
 	lendings[nlendings] = *l;
 	scripted_cqe(nlendings++, res, answered);
+	if (l->write && *res > 0) {
+		static unsigned char data[1 << 16];
+
+		zc_pattern_fill(data, write_data_pos + l->req_off, (size_t)*res);
+		if (pwrite(l->fd, data, (size_t)*res, (off_t)l->off) != *res)
+			return -EIO;
+	}
 	return 0;
 }
 
@@ -513,7 +530,26 @@ static void unit_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	fusezc_reply_read(req, content_fd, off, size);
 }
 
-static const struct fuse_lowlevel_ops unit_ops = { .read = unit_read };
+/* Zero-copy writes: the handler answers with fusezc_reply_write() to
+ * write_target_fd, or, "unaware" of zero copy, with fuse_reply_write(). */
+static int write_target_fd = -1;
+static bool write_unaware;
+static size_t write_size_seen, write_size_given;
+
+static void unit_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
+		       off_t off, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	write_size_given = size;	/* what libfuse passes */
+	write_size_seen = fusezc_write_size(req, size);
+	if (write_unaware)
+		fuse_reply_write(req, 4096);
+	else
+		fusezc_reply_write(req, write_target_fd, off, buf, size);
+}
+
+static const struct fuse_lowlevel_ops unit_ops = { .read = unit_read, .write = unit_write };
 
 static const struct fuse_custom_io unit_io = {
 	.read = fzc_io_read, .writev = fzc_io_writev,
@@ -550,13 +586,17 @@ static void process_read(uint64_t unique, off_t off, uint32_t size)
 	process(FUSE_READ, unique, &ri, sizeof(ri));
 }
 
+/* zc_session(): the kernel offers, and the session asks for, zero-copy writes */
+static bool want_zc_writes;
+
 /* A zero-copy session of proc_se after a real INIT through libfuse. */
 static struct fusezc_session *zc_session(void)
 {
 	struct fuse_init_in ii = {
 		.major = 7, .minor = 38, .max_readahead = 131072,
 		.flags = FUSE_INIT_EXT | FUSE_ASYNC_READ,
-		.flags2 = (uint32_t)(FUSEZC_INIT_ZC_READ >> 32),
+		.flags2 = (uint32_t)(FUSEZC_INIT_ZC_READ >> 32) |
+			  (want_zc_writes ? (uint32_t)(FUSEZC_INIT_ZC_WRITE >> 32) : 0),
 	};
 	struct fusezc_session *zs;
 	unsigned char out[512];
@@ -573,6 +613,7 @@ static struct fusezc_session *zc_session(void)
 	}
 	CHECK(proc_se != NULL);
 	zs = mk_session(FUSEZC_READ_ZEROCOPY, false, false);
+	zs->opts.zerocopy_writes = want_zc_writes;
 	zs->se = proc_se;
 	zs->fuse_fd = dup(pfd[1]);
 	CHECK(fuse_session_custom_io(proc_se, &unit_io, zs->fuse_fd) == 0);
@@ -659,6 +700,170 @@ static bool lendings_match(uint64_t unique, off_t off)
 		    lendings[i].off != (uint64_t)off + lendings[i].req_off)
 			return false;
 	return true;
+}
+
+static void process_write(uint64_t unique, off_t off, uint32_t size, bool zc)
+{
+	struct {
+		struct fuse_write_in wi;
+		unsigned char data[256];
+	} arg = { .wi = { .fh = 1, .offset = (uint64_t)off, .size = size,
+			  .write_flags = zc ? FUSEZC_WRITE_ZERO_COPY : 0 } };
+
+	if (zc) {
+		write_data_pos = (uint64_t)off;
+		process(FUSE_WRITE, unique, &arg.wi, sizeof(arg.wi));
+		return;
+	}
+	CHECK(size <= sizeof(arg.data));
+	zc_pattern_fill(arg.data, (uint64_t)off, size);
+	process(FUSE_WRITE, unique, &arg, sizeof(arg.wi) + size);
+}
+
+/* The reply to WRITE @unique says @size bytes were written. */
+static bool wrote(const struct reply *r, uint64_t unique, uint32_t size)
+{
+	struct fuse_write_out wo;
+
+	if (r->hdr.unique != unique || r->hdr.error != 0 || r->data_len != sizeof(wo))
+		return false;
+	memcpy(&wo, r->data, sizeof(wo));
+	return wo.size == size;
+}
+
+/* @fd holds the pattern of [@off, @off + @len). */
+static bool holds_pattern(int fd, off_t off, size_t len)
+{
+	static unsigned char want[1 << 16], got[1 << 16];
+
+	if (len > sizeof(got) || pread(fd, got, len, off) != (ssize_t)len)
+		return false;
+	zc_pattern_fill(want, (uint64_t)off, len);
+	return memcmp(got, want, len) == 0;
+}
+
+/*
+ * Zero-copy writes: a FUSE_WRITE without its data is written by lending
+ * (to the handler's fd, or through a memfd when that is refused), answered
+ * with what was written, never by what the handler was given; one with its
+ * data is a pwrite().
+ */
+static void test_zc_writes(void)
+{
+	struct fusezc_write_stats ws;
+	struct fusezc_session *zs;
+	struct reply r;
+
+	write_target_fd = memfd_create("zc_unit_write_target", MFD_CLOEXEC);
+	CHECK(write_target_fd >= 0);
+	want_zc_writes = true;
+	zs = zc_session();
+	want_zc_writes = false;
+	CHECK(fusezc_zerocopy_writes_active(zs));
+	atomic_store(&zs->kernel_answers, false);
+
+	/* the handler sees size 0 from libfuse (never bytes the kernel did not
+	 * send), the real size from the library */
+	process_write(300, 4096, 8192, true);
+	CHECK(write_size_given == 0 && write_size_seen == 8192);
+	next_reply(&r);
+	CHECK(wrote(&r, 300, 8192));
+	CHECK(nlendings == 1 && lendings[0].write && lendings[0].unique == 300 &&
+	      lendings[0].fd == write_target_fd && lendings[0].off == 4096 &&
+	      lendings[0].len == 8192 && lendings[0].req_off == 0);
+	CHECK(holds_pattern(write_target_fd, 4096, 8192));
+
+	/* short, then the rest at the next offset of the request */
+	nlendings = 0;
+	lend_results[0] = 1000;
+	process_write(302, 20000, 3000, true);
+	next_reply(&r);
+	CHECK(wrote(&r, 302, 3000));
+	CHECK(nlendings == 2 && lendings[1].req_off == 1000 && lendings[1].off == 21000 &&
+	      lendings[1].len == 2000);
+	CHECK(holds_pattern(write_target_fd, 20000, 3000));
+
+	/* short, then the file fails: the short count is the answer */
+	nlendings = 0;
+	memset(lend_results, 0, sizeof(lend_results));
+	lend_results[0] = 1000;
+	lend_results[1] = -ENOSPC;
+	process_write(304, 30000, 3000, true);
+	next_reply(&r);
+	CHECK(wrote(&r, 304, 1000));
+
+	/* the file fails at once: its error */
+	nlendings = 0;
+	memset(lend_results, 0, sizeof(lend_results));
+	lend_results[0] = -ENOSPC;
+	process_write(306, 0, 4096, true);
+	next_reply(&r);
+	CHECK(r.hdr.unique == 306 && r.hdr.error == -ENOSPC);
+
+	/* refused for this file (EXDEV): borrowed into a memfd, then written */
+	nlendings = 0;
+	memset(lend_results, 0, sizeof(lend_results));
+	lend_results[0] = -EXDEV;
+	process_write(308, 40960, 5000, true);
+	next_reply(&r);
+	CHECK(wrote(&r, 308, 5000));
+	CHECK(nlendings == 2 && lendings[1].write && lendings[1].fd != write_target_fd &&
+	      lendings[1].off == 0 && !lendings[1].kernel_answers);
+	CHECK(holds_pattern(write_target_fd, 40960, 5000));
+
+	/* the kernel answers a write whose lending wrote it all */
+	nlendings = 0;
+	memset(lend_results, 0, sizeof(lend_results));
+	atomic_store(&zs->kernel_answers, true);
+	lend_answers[0] = true;
+	process_write(310, 0, 4096, true);
+	CHECK(nlendings == 1 && lendings[0].kernel_answers && pipe_empty());
+	memset(lend_answers, 0, sizeof(lend_answers));
+
+	/* a write that came with its data: written as it came, nothing lent */
+	nlendings = 0;
+	process_write(312, 50000, 200, false);
+	CHECK(write_size_seen == 200);
+	next_reply(&r);
+	CHECK(wrote(&r, 312, 200) && nlendings == 0);
+	CHECK(holds_pattern(write_target_fd, 50000, 200));
+
+	/* a handler unaware of zero copy: its reply passes (the kernel refuses
+	 * it and fails the write), and is counted */
+	write_unaware = true;
+	process_write(314, 0, 4096, true);
+	write_unaware = false;
+	next_reply(&r);
+	CHECK(r.hdr.unique == 314 && nlendings == 0);
+
+	fusezc_get_write_stats(zs, &ws);
+	CHECK(ws.zc_requests == 3 && ws.zc_kernel_answered == 1);
+	CHECK(ws.zc_bytes == 8192 + 3000 + 1000 + 4096);
+	CHECK(ws.memfd_requests == 1 && ws.memfd_bytes == 5000);
+	CHECK(ws.copy_requests == 1 && ws.copy_bytes == 200 && ws.unanswered_zc == 1);
+	CHECK(zs->reads.used == 0 && pipe_empty());
+	close(write_target_fd);
+	write_target_fd = -1;
+}
+
+/* Not offered, or not asked for: INIT leaves the capability out. */
+static void test_zc_writes_negotiation(void)
+{
+	const uint32_t zcw2 = (uint32_t)(FUSEZC_INIT_ZC_WRITE >> 32);
+	struct fuse_out_header hdr;
+	struct fuse_init_out io;
+	struct fusezc_session *zs;
+
+	for (int asked = 0; asked < 2; asked++) {
+		for (int offered = 0; offered < 2; offered++) {
+			zs = mk_session(FUSEZC_READ_ZEROCOPY, false, false);
+			zs->opts.zerocopy_writes = asked;
+			do_init(zs, FUSEZC_INIT_ZC_READ | (offered ? FUSEZC_INIT_ZC_WRITE : 0),
+				0, &hdr, &io);
+			CHECK(!!(io.flags2 & zcw2) == (asked && offered));
+			CHECK(fusezc_zerocopy_writes_active(zs) == (asked && offered));
+		}
+	}
 }
 
 /* Item 6: a deferred READ B answered while the worker serves READ A. */
@@ -1157,6 +1362,8 @@ int main(void)
 		{ "lend_through_request_fd", test_lend_through_request_fd },
 		{ "events", test_events },
 		{ "versioned_options", test_versioned_options },
+		{ "zc_writes", test_zc_writes },
+		{ "zc_writes_negotiation", test_zc_writes_negotiation },
 	};
 	static const struct fuse_lowlevel_ops no_ops;
 	char *argv[] = { "zc_unit", NULL };

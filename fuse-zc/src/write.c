@@ -1,0 +1,288 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/*
+ * fusezc_reply_write(): answer a FUSE_WRITE from the writer's own pages.
+ *
+ * With FUSE_ZERO_COPY_WRITE the kernel sends a FUSE_WRITE whose data is in
+ * pages as its headers only (FUSEZC_WRITE_ZERO_COPY in write_flags).  libfuse
+ * 3.14 would take the bytes after the headers for the data, so the read hook
+ * records the write (unique, size) and gives libfuse a write of size 0.
+ * The file system's handler calls fusezc_reply_write(), which, as
+ * fusezc_reply_read() does, only arms a thread-local reply and lets libfuse
+ * send the reply of @req: the writev hook learns the request's unique id
+ * from it and answers exactly that request here:
+ *
+ *  - recorded as a zero-copy write: IORING_OP_WRITE_SPLICE_BUF of its data
+ *    to the file, then a fuse_write_out with the bytes written (or none:
+ *    the kernel answers a write whose lending wrote everything);
+ *  - the kernel refused that for the file (EXDEV, EOPNOTSUPP, an O_DIRECT
+ *    misalignment: EINVAL): the data is borrowed into a memfd with the same
+ *    opcode, read back and written with pwrite();
+ *  - any other write came with its data: pwrite() of what libfuse had.
+ *
+ * Every path ends in exactly one reply.  The kernel holds a zero-copy
+ * write's reply to what the lendings wrote out, so a lie cannot reach the
+ * writer; a short write is reported as short.
+ */
+#include "fuse_zc_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+__thread struct fzc_write_reply *fzc_tls_write_reply;
+
+void fzc_note_zc_write(struct fusezc_session *zs, void *buf, size_t len)
+{
+	struct fuse_in_header *in = buf;
+	struct fuse_write_in *wi = (struct fuse_write_in *)(in + 1);
+	struct fzc_read_in r;
+
+	if (len < sizeof(*in) + sizeof(*wi) || !(wi->write_flags & FUSEZC_WRITE_ZERO_COPY))
+		return;
+	r.unique = in->unique;
+	r.offset = wi->offset;
+	r.size = wi->size;
+	r.write = true;
+	/* libfuse checks the data it was given against size: none, 0 */
+	wi->size = 0;
+	if (zs != NULL)
+		fzc_reads_add(zs, &r);
+}
+
+static ssize_t pwrite_full(int fd, const void *buf, size_t size, off_t off)
+{
+	size_t done = 0;
+
+	while (done < size) {
+		ssize_t n = pwrite(fd, (const char *)buf + done, size - done, off + (off_t)done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return done ? (ssize_t)done : -errno;
+		if (n == 0)
+			break;
+		done += (size_t)n;
+	}
+	return (ssize_t)done;
+}
+
+static int reply_written(int devfd, uint64_t unique, size_t written)
+{
+	struct fuse_out_header out = { .unique = unique };
+	struct fuse_write_out wo = { .size = (uint32_t)written };
+	struct iovec iov[2] = {
+		{ &out, sizeof(out) },
+		{ &wo, sizeof(wo) },
+	};
+
+	out.len = sizeof(out) + sizeof(wo);
+	return fzc_dev_write(devfd, iov, 2);
+}
+
+/* The answer to a write that wrote @n bytes (or failed with -errno @n). */
+static int reply_result(int devfd, uint64_t unique, ssize_t n)
+{
+	if (n < 0)
+		return fzc_reply_error(devfd, unique, (int)n);
+	return reply_written(devfd, unique, (size_t)n);
+}
+
+enum write_outcome {
+	WRITE_DONE,		/* *written bytes went to the file */
+	WRITE_ANSWERED,		/* ... all of them, and the kernel answered */
+	WRITE_REFUSED,		/* the kernel would not lend for this file */
+	WRITE_FAILED,		/* the file's write failed: *err */
+};
+
+static bool write_lend_refused(int err)
+{
+	switch (-err) {
+	case EOPNOTSUPP:	/* the target is no regular file or block device */
+	case EXDEV:		/* on FUSE or a stacked file system */
+	case EINVAL:		/* O_DIRECT alignment, among others */
+	case E2BIG:
+	case ECANCELED:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/*
+ * Write @size bytes of request @unique's data to @fd at @off with
+ * IORING_OP_WRITE_SPLICE_BUF, continuing after a short write until it all
+ * went or the file fails.  @kernel_answers: the last lending may let the
+ * kernel answer the write.
+ */
+static enum write_outcome lend_out_all(struct fusezc_worker *w, int devfd, uint64_t unique,
+				       int fd, off_t off, size_t size, bool kernel_answers,
+				       size_t *written, int *err)
+{
+	*written = 0;
+	*err = fzc_ring_get(w);
+	if (*err < 0)
+		return WRITE_REFUSED;
+	while (*written < size) {
+		struct fzc_lending l = {
+			.devfd = devfd,
+			.fd = fd,
+			.off = (uint64_t)off + *written,
+			.len = (unsigned int)(size - *written),
+			.unique = unique,
+			.req_off = (uint32_t)*written,
+			.kernel_answers = kernel_answers,
+			.write = true,
+		};
+		bool answered = false;
+		int res;
+
+		*err = fzc_kops->ring_lend(w, &l, &res, &answered);
+		if (*err < 0) {
+			fzc_ring_failed(w, *err);
+			return *written ? WRITE_FAILED : WRITE_REFUSED;
+		}
+		if (res == -EINVAL && l.kernel_answers) {
+			/* a series kernel before IORING_SPLICE_BUF_COMPLETE */
+			atomic_store(&w->zs->kernel_answers, false);
+			kernel_answers = false;
+			continue;
+		}
+		if (res > 0 && (unsigned int)res > l.len)
+			res = -EIO;	/* a kernel bug: trust nothing */
+		if (answered && res > 0) {
+			*written += (size_t)res;
+			return WRITE_ANSWERED;
+		}
+		if (res < 0) {
+			*err = res;
+			if (*written == 0 && write_lend_refused(res))
+				return WRITE_REFUSED;
+			return WRITE_FAILED;
+		}
+		if (res == 0) {
+			*err = -EIO;
+			return WRITE_FAILED;
+		}
+		*written += (size_t)res;
+	}
+	return WRITE_DONE;
+}
+
+/*
+ * The kernel would not write the pages to @fd: borrow them into the
+ * worker's memfd (a tmpfs file, always a valid target) and write them from
+ * there.  Two copies, as a copying server makes.
+ */
+static ssize_t write_via_memfd(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
+			       off_t off, size_t size)
+{
+	size_t got;
+	void *buf;
+	ssize_t n;
+	int err;
+
+	if (w->memfd < 0) {
+		w->memfd = memfd_create("fuse-zc-write", MFD_CLOEXEC);
+		if (w->memfd < 0)
+			return -errno;
+	}
+	if (lend_out_all(w, devfd, unique, w->memfd, 0, size, false, &got, &err) != WRITE_DONE)
+		return err < 0 ? err : -EIO;
+	buf = fzc_copybuf(w, size);
+	if (buf == NULL)
+		return -ENOMEM;
+	n = fzc_pread_full(w->memfd, buf, size, 0);
+	if (n >= 0 && (size_t)n != size)
+		n = -EIO;
+	if (n < 0)
+		return n;
+	return pwrite_full(fd, buf, size, off);
+}
+
+int fzc_answer_write(struct fusezc_worker *w, int devfd, uint64_t unique,
+		     const struct fzc_write_reply *wr)
+{
+	struct fusezc_session *zs = w->zs;
+	enum write_outcome how;
+	struct fzc_read_in ri;
+	size_t written;
+	ssize_t n;
+	int err;
+
+	if (!fzc_reads_take(zs, unique, &ri) || !ri.write) {
+		/* A write that came with its data. */
+		n = pwrite_full(wr->fd, wr->buf, wr->size, wr->off);
+		if (n > 0) {
+			fzc_add(&zs->copyw_bytes, (uint64_t)n);
+			fzc_add(&zs->copyw_requests, 1);
+		}
+		return reply_result(devfd, unique, n);
+	}
+
+	if (ri.size == 0)
+		return reply_written(devfd, unique, 0);
+	how = lend_out_all(w, devfd, unique, wr->fd, wr->off, ri.size,
+			   atomic_load(&zs->kernel_answers), &written, &err);
+	switch (how) {
+	case WRITE_ANSWERED:
+		fzc_add(&zs->zcw_kernel_answered, 1);
+		/* fall through */
+	case WRITE_DONE:
+		fzc_add(&zs->zcw_bytes, written);
+		fzc_add(&zs->zcw_requests, 1);
+		return how == WRITE_ANSWERED ? 0 : reply_written(devfd, unique, written);
+	case WRITE_FAILED:
+		/* short: what went is the answer; nothing: the error */
+		if (written)
+			fzc_add(&zs->zcw_bytes, written);
+		return reply_result(devfd, unique, written ? (ssize_t)written : err);
+	case WRITE_REFUSED:
+		break;
+	}
+	if (fzc_note_once(zs, FZC_NOTE_LEND, err))
+		fzc_log(zs, FUSE_LOG_WARNING,
+			"zero-copy write refused by the kernel (%s); writing through a memfd",
+			strerror(-err));
+	n = write_via_memfd(w, devfd, unique, wr->fd, wr->off, ri.size);
+	if (n > 0) {
+		fzc_add(&zs->memfdw_bytes, (uint64_t)n);
+		fzc_add(&zs->memfdw_requests, 1);
+	}
+	return reply_result(devfd, unique, n);
+}
+
+size_t fusezc_write_size(fuse_req_t req, size_t size)
+{
+	struct fusezc_worker *w = fzc_tls_worker;
+	struct fzc_read_in ri;
+
+	(void)req;
+	if (w == NULL || !w->in_valid || w->in.opcode != FUSE_WRITE || size != 0 ||
+	    !fzc_reads_peek(w->zs, w->in.unique, &ri) || !ri.write)
+		return size;
+	return ri.size;
+}
+
+void fusezc_reply_write(fuse_req_t req, int fd, off_t off, const void *buf, size_t size)
+{
+	struct fzc_write_reply wr = { .fd = fd, .off = off, .buf = buf, .size = size };
+	ssize_t n;
+
+	if (fzc_tls_worker == NULL) {
+		/* not on a fusezc worker: the data is what libfuse had */
+		n = pwrite_full(fd, buf, size, off);
+		if (n < 0)
+			fuse_reply_err(req, (int)-n);
+		else
+			fuse_reply_write(req, (size_t)n);
+		return;
+	}
+	fzc_tls_write_reply = &wr;
+	fuse_reply_write(req, size);
+	fzc_tls_write_reply = NULL;
+	if (!wr.answered)	/* libfuse sent nothing: nothing more we can do */
+		fzc_log(fzc_tls_worker->zs, FUSE_LOG_ERR, "libfuse did not send a write reply");
+}
