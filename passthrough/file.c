@@ -333,6 +333,20 @@ static void pzc_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in
 	ssize_t res;
 
 	(void)ino;
+	if (size == 0 && fusezc_zerocopy_writes_active(fs->zs)) {
+		/*
+		 * Sent without its data: fuse-zc writes it from the writer's
+		 * pages.  Aligned, through the O_DIRECT twin, so that the
+		 * device reads those pages by DMA.
+		 */
+		size_t len = fusezc_write_size(req, size);
+		int fd = fh->fd;
+
+		if (fh->dio_fd >= 0 && len && pzc_dio_aligned(fs, off, len))
+			fd = fh->dio_fd;
+		fusezc_reply_write(req, fd, off, NULL, 0);
+		return;
+	}
 	if (fh->direct_writes && fh->dio_fd >= 0 && pzc_dio_aligned(fs, off, size)) {
 		res = pzc_write_direct(fs, fh, in_buf, size, off);
 	} else {

@@ -45,6 +45,8 @@ static const struct fuse_opt pzc_opts[] = {
 	PZC_OPT("no_direct_source", direct_source, 0),
 	PZC_OPT("server_replies", server_replies, 1),
 	PZC_OPT("sync_lending", sync_lending, 1),
+	PZC_OPT("zerocopy_write", zerocopy_write, 1),
+	PZC_OPT("no_zerocopy_write", zerocopy_write, 0),
 	PZC_OPT("noatime", noatime, 1),
 	FUSE_OPT_KEY("noatime", FUSE_OPT_KEY_KEEP),	/* also a mount option */
 	PZC_OPT("max_read=%u", max_read, 0),
@@ -84,6 +86,7 @@ static const struct pzc_option_doc {
 	{ "[no_]direct_source", "O_DIRECT reads of the source (default: on a block device)" },
 	{ "server_replies", "zerocopy: the server writes each reply, not the kernel" },
 	{ "sync_lending", "zerocopy: wait for each lending before the next request" },
+	{ "[no_]zerocopy_write", "zerocopy: writes from the writer's pages too (default: on)" },
 	{ "noatime", "do not update access times (source opened O_NOATIME)" },
 	{ "max_read=N", "largest READ request (bytes)" },
 	{ "max_readahead=N", "read-ahead (bytes; default 1 MiB as root, else 128 KiB)" },
@@ -137,6 +140,7 @@ int pzc_parse_options(struct fuse_args *args, struct pzc_cmdline *cl)
 	cl->cfg.flock = 1;
 	cl->cfg.xattr = 1;
 	cl->cfg.direct_source = -1;
+	cl->cfg.zerocopy_write = -1;
 	if (fuse_opt_parse(args, cl, pzc_opts, pzc_opt_proc) == -1)
 		return -EINVAL;
 	if (cl->too_many) {

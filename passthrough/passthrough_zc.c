@@ -70,6 +70,7 @@ static void pzc_print_report(struct pzc_fs *fs)
 {
 	const char *reason = fusezc_zerocopy_status(fs->zs);
 	const char *fb = fs->cfg.mode == PZC_MODE_COPY ? "copy" : "splice";
+	struct fusezc_write_stats wst;
 	struct fusezc_stats st;
 	struct rusage ru;
 
@@ -82,12 +83,17 @@ static void pzc_print_report(struct pzc_fs *fs)
 		fprintf(stderr, "passthrough_zc: read mode zerocopy unavailable "
 			"(%s), falling back to %s\n", reason && *reason ? reason :
 			"not offered by the kernel", fb);
+	if (fusezc_zerocopy_active(fs->zs) && fs->cfg.zerocopy_write != 0)
+		fprintf(stderr, "passthrough_zc: zero-copy writes %s\n",
+			fusezc_zerocopy_writes_active(fs->zs) ? "active" :
+			"not offered by the kernel, writes are copied");
 	if (fs->cfg.passthrough)
 		fprintf(stderr, "passthrough_zc: passthrough %s\n",
 			fusezc_passthrough_active(fs->zs) ? "active" :
 			"unavailable, using the read mode");
 
 	fusezc_get_stats(fs->zs, &st);
+	fusezc_get_write_stats(fs->zs, &wst);
 	/* All threads, io-wq workers and exited ones included: the bench's
 	 * context switches per request. */
 	if (getrusage(RUSAGE_SELF, &ru))
@@ -100,6 +106,9 @@ static void pzc_print_report(struct pzc_fs *fs)
 		" fallback_eopnotsupp=%" PRIu64 " fallback_eperm=%" PRIu64
 		" fallback_enoent_einval=%" PRIu64 " fallback_other=%" PRIu64
 		" zerocopy_active=%d passthrough_active=%d"
+		" zc_write_bytes=%" PRIu64 " zc_write_requests=%" PRIu64
+		" zc_write_kernel_answered=%" PRIu64 " memfd_write_bytes=%" PRIu64
+		" copy_write_bytes=%" PRIu64 " zerocopy_writes_active=%d"
 		" voluntary_ctxsw=%ld involuntary_ctxsw=%ld\n",
 		st.zc_bytes, st.zc_requests, st.zc_kernel_answered,
 		st.splice_bytes, st.splice_requests,
@@ -107,6 +116,8 @@ static void pzc_print_report(struct pzc_fs *fs)
 		st.fallback_errno_counts[0], st.fallback_errno_counts[1],
 		st.fallback_errno_counts[2], st.fallback_errno_counts[3],
 		fusezc_zerocopy_active(fs->zs), fusezc_passthrough_active(fs->zs),
+		wst.zc_bytes, wst.zc_requests, wst.zc_kernel_answered, wst.memfd_bytes,
+		wst.copy_bytes, fusezc_zerocopy_writes_active(fs->zs),
 		ru.ru_nvcsw, ru.ru_nivcsw);
 }
 
@@ -164,6 +175,7 @@ static void pzc_zc_options(const struct pzc_fs *fs,
 	zopts->passthrough = fs->cfg.passthrough;
 	zopts->server_replies = fs->cfg.server_replies;
 	zopts->sync_lending = fs->cfg.sync_lending;
+	zopts->zerocopy_writes = fs->cfg.zerocopy_write != 0;
 	/*
 	 * Node ids are inode pointers, valid only while the kernel holds a
 	 * lookup: a file handle could not be opened again after the inode left

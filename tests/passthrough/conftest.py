@@ -76,6 +76,10 @@ def check_mode_log(mode, log, stats):
     elif mode.startswith("zerocopy") or mode == "default":
         if expect_zc():
             assert stats["zerocopy_active"] == 1, log
+            # every write from a process is in pages: none comes with data
+            if "no_zerocopy_write" not in log:
+                assert stats["zerocopy_writes_active"] == 1, log
+                assert stats["copy_write_bytes"] == 0, log
         else:
             # the stock kernel: mount fine, fall back, and say so
             assert stats["zerocopy_active"] == 0, log

@@ -178,6 +178,64 @@ def test_zerocopy_connection_stats(fs):
     assert stats["zc_bytes"] >= zc, (stats, zc)
 
 
+@pytest.mark.skipif(not expect_zc(), reason="FUSEZC_EXPECT_ZC=1 not set (stock kernel)")
+@pytest.mark.parametrize("options", [[], ["-o", "direct_source"], ["-o", "writeback"]],
+                         ids=lambda o: "".join(o) or "plain")
+def test_zerocopy_write_stats(mount_with, mode, options):
+    """Inside the patched kernel: FUSE_WRITE data goes from the writer's
+    pages to the source, none through the daemon, every byte where it
+    belongs: buffered, unaligned, O_DIRECT (aligned and not), mmap, append."""
+    if not mode.startswith("zerocopy") and mode != "default":
+        pytest.skip("zero-copy writes apply to the zerocopy modes")
+    m = mount_with(mode, options)
+    size = 8 << 20
+    want = bytearray(pattern(size, 3))
+    write_file(m.s("w"), bytes(want))
+    before = util.zc_conn_stats(m.mnt)
+    written = 0
+    with open(m.m("w"), "r+b") as f:
+        for off, n, seed in ((0, 1 << 20, 4), (4097, 5000, 5), (3 << 20, 3 * 4096 + 7, 6),
+                             ((2 << 20) - 100, 200, 7)):
+            data = pattern(n, seed)
+            assert os.pwrite(f.fileno(), data, off) == n
+            want[off:off + n] = data
+            written += n
+        os.fsync(f.fileno())
+    fd = os.open(m.m("w"), os.O_RDWR | os.O_DIRECT)
+    try:
+        buf = mmap.mmap(-1, 1 << 20)
+        buf[:] = pattern(1 << 20, 8)
+        assert os.pwritev(fd, [buf], 4 << 20) == 1 << 20
+        want[4 << 20:5 << 20] = buf[:]
+        # a buffer that is not page-aligned: still the writer's own pages
+        assert os.pwritev(fd, [memoryview(buf)[512:512 + 8192]], 6 << 20) == 8192
+        want[6 << 20:(6 << 20) + 8192] = buf[512:512 + 8192]
+        written += (1 << 20) + 8192
+        buf.close()
+    finally:
+        os.close(fd)
+    with open(m.m("w"), "r+b") as f:
+        mm = mmap.mmap(f.fileno(), size)
+        mm[7 << 20:(7 << 20) + 10000] = pattern(10000, 9)
+        want[7 << 20:(7 << 20) + 10000] = pattern(10000, 9)
+        mm.flush()
+        mm.close()
+        written += 10000
+    with open(m.m("w"), "ab") as f:
+        f.write(pattern(3000, 10))
+        want += pattern(3000, 10)
+        written += 3000
+    after = util.zc_conn_stats(m.mnt)
+    stats = m.unmount()
+    assert read_file(m.s("w")) == bytes(want)
+    zc = after["zc_write_bytes"] - before["zc_write_bytes"]
+    copied = after["copy_write_bytes"] - before["copy_write_bytes"]
+    assert copied == 0, (copied, after)
+    assert zc >= written, (zc, written, after)
+    assert stats["zc_write_bytes"] + stats["memfd_write_bytes"] >= zc, (stats, zc)
+    assert after["zc_lent_pages"] == 0, after
+
+
 # --- options: caching, writeback, direct_io, single thread, sizes --------
 
 OPTION_SETS = [
