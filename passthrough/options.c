@@ -71,7 +71,7 @@ static const struct pzc_option_doc {
 	const char *help;
 } pzc_option_docs[] = {
 	{ "source=DIR", "directory to mirror (instead of SOURCE)" },
-	{ "zerocopy", "zero-copy reads, falling back to splice (default)" },
+	{ "zerocopy", "zero-copy reads and writes, falling back to splice/copy (default)" },
 	{ "zerocopy=required", "refuse to run unless the kernel offers zero copy" },
 	{ "splice", "splice reads into /dev/fuse" },
 	{ "copy", "read into a buffer and copy" },
