@@ -1752,7 +1752,7 @@ static void mf_do_write(struct mf_worker *w, struct fuse_in_header *h,
 	if (w->lender_completed) {
 		if ((uint32_t)res != wi->size)
 			mf_auto_forbidden(sh, "a short write");
-		__sync_fetch_and_add(&sh->auto_completed, 1);
+		__sync_fetch_and_add(&sh->zc_writes_answered, 1);
 		return;
 	}
 	if (sh->write_mode == MF_WRITE_OVERCLAIM)

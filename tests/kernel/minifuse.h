@@ -125,6 +125,7 @@ struct mf_shared {
 	volatile enum mf_write_mode write_mode;
 	volatile int zc_write_accepted;
 	volatile uint64_t writes, zc_writes, copy_writes, zc_write_bytes;
+	volatile uint64_t zc_writes_answered;	/* of zc_writes: answered by the kernel */
 	volatile uint64_t write_failures;	/* a lending that wrote less than asked */
 	volatile int write_error;		/* its result */
 	volatile uint64_t write_flags_seen;	/* OR of every FUSE_WRITE's write_flags */

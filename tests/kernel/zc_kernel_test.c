@@ -2818,10 +2818,10 @@ static int run_writes(bool zc, bool writeback, const char *label)
 	if (zc && auto_complete) {
 		/* -a: the kernel answers a write whose lending wrote it all */
 		say("  %s: %llu writes answered by the kernel\n", label,
-		    (unsigned long long)srv.sh->auto_completed);
-		CHECK(srv.sh->auto_completed == srv.sh->zc_writes,
+		    (unsigned long long)srv.sh->zc_writes_answered);
+		CHECK(srv.sh->zc_writes_answered == srv.sh->zc_writes,
 		      "-a: the kernel answered %llu of %llu complete writes",
-		      (unsigned long long)srv.sh->auto_completed,
+		      (unsigned long long)srv.sh->zc_writes_answered,
 		      (unsigned long long)srv.sh->zc_writes);
 	}
 	if (zc) {
