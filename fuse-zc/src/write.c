@@ -224,6 +224,13 @@ int fzc_answer_write(struct fusezc_worker *w, int devfd, uint64_t unique,
 
 	if (ri.size == 0)
 		return reply_written(devfd, unique, 0);
+	/*
+	 * The lending waits for its own CQE: none of the worker's
+	 * asynchronous read lendings may be in flight on the ring (their CQEs
+	 * would come first, and the reaper may be watching it).
+	 */
+	if (w->inflight > 0)
+		fzc_worker_drain(w);
 	how = lend_out_all(w, devfd, unique, wr->fd, wr->off, ri.size,
 			   atomic_load(&zs->kernel_answers), &written, &err);
 	switch (how) {

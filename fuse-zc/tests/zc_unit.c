@@ -413,11 +413,18 @@ static void scripted_cqe(int i, int *res, bool *answered)
  * the lending says.
  */
 static uint64_t write_data_pos;
+/*
+ * Synchronous lendings submitted while asynchronous ones were in flight on
+ * the same ring: the real kernel would hand the waiting worker another
+ * lending's CQE, and the reaper could take its own (a hang).
+ */
+static int sync_lend_while_inflight;
 
 static int fake_ring_lend(struct fusezc_worker *w, const struct fzc_lending *l, int *res,
 			  bool *answered)
 {
-	(void)w;
+	if (w->inflight > 0)
+		sync_lend_while_inflight++;
 	if (nlendings >= MAX_LENDINGS)
 		return -EIO;
 	lendings[nlendings] = *l;
@@ -842,6 +849,44 @@ static void test_zc_writes(void)
 	CHECK(ws.memfd_requests == 1 && ws.memfd_bytes == 5000);
 	CHECK(ws.copy_requests == 1 && ws.copy_bytes == 200 && ws.unanswered_zc == 1);
 	CHECK(zs->reads.used == 0 && pipe_empty());
+	close(write_target_fd);
+	write_target_fd = -1;
+}
+
+/*
+ * A zero-copy write on a worker with asynchronous read lendings in flight:
+ * the write's synchronous lending must not share the ring with them (their
+ * CQEs are answered first).  Before the fix the worker waited for a CQE
+ * the reaper took, and fsstress hung in the VM.
+ */
+static struct fusezc_session *async_session(void);
+
+static void test_zc_write_after_async_reads(void)
+{
+	struct fusezc_session *zs;
+	struct reply r;
+
+	write_target_fd = memfd_create("zc_unit_write_target", MFD_CLOEXEC);
+	CHECK(write_target_fd >= 0);
+	want_zc_writes = true;
+	zs = async_session();
+	want_zc_writes = false;
+	sync_lend_while_inflight = 0;
+	lend_answers[0] = lend_answers[1] = true;
+	process_read(40, 0, 8192);
+	process_read(41, 8192, 8192);
+	CHECK(worker.inflight == 2 && pipe_empty());
+	/* their CQEs not there yet: still in flight when the write comes */
+	process_write(42, 4096, 4096, true);
+	CHECK(sync_lend_while_inflight == 0);
+	if (sync_lend_while_inflight)
+		fprintf(stderr, "zc_write_after_async_reads: the write lent with %d asynchronous "
+			"lendings in flight\n", worker.inflight + 0);
+	CHECK(worker.inflight == 0);
+	next_reply(&r);
+	CHECK(wrote(&r, 42, 4096));
+	CHECK(holds_pattern(write_target_fd, 4096, 4096));
+	CHECK(pipe_empty() && zs->reads.used == 0);
 	close(write_target_fd);
 	write_target_fd = -1;
 }
@@ -1364,6 +1409,7 @@ int main(void)
 		{ "versioned_options", test_versioned_options },
 		{ "zc_writes", test_zc_writes },
 		{ "zc_writes_negotiation", test_zc_writes_negotiation },
+		{ "zc_write_after_async_reads", test_zc_write_after_async_reads },
 	};
 	static const struct fuse_lowlevel_ops no_ops;
 	char *argv[] = { "zc_unit", NULL };
