@@ -10,6 +10,7 @@
  * copy; a failure instead when FUSEZC_REQUIRE_ZC=1 or CI=true).
  * Needs root (mounts, drop_caches, fusectl).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/loop.h>
@@ -3138,6 +3139,101 @@ static const struct {
 	{ "stress", t_stress, true },		/* everything at once, -d SECONDS */
 };
 
+/*
+ * The watchdog: a subtest that has not finished in its time fails with a
+ * picture of every task that sleeps in the guest (name, state, wait
+ * channel, kernel stack) and of each FUSE connection, instead of hanging
+ * until the VM's timeout with nothing to show.
+ */
+static const char *watched_subtest;
+static volatile double watchdog_deadline;
+
+static void dump_file(const char *path, const char *prefix)
+{
+	char line[256];
+	FILE *f = fopen(path, "r");
+
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f))
+		say("%s%s", prefix, line);
+	fclose(f);
+}
+
+static void watchdog_dump(void)
+{
+	char path[600], comm[64], state[64];
+	DIR *procs = opendir("/proc"), *tasks;
+	struct dirent *p, *t;
+
+	while (procs && (p = readdir(procs))) {
+		if (p->d_name[0] < '0' || p->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/task", p->d_name);
+		tasks = opendir(path);
+		while (tasks && (t = readdir(tasks))) {
+			FILE *f;
+
+			if (t->d_name[0] == '.')
+				continue;
+			snprintf(path, sizeof(path), "/proc/%s/task/%s/status", p->d_name, t->d_name);
+			f = fopen(path, "r");
+			comm[0] = state[0] = 0;
+			while (f && fgets(state, sizeof(state), f) && strncmp(state, "State:", 6))
+				if (!strncmp(state, "Name:", 5))
+					snprintf(comm, sizeof(comm), "%s", state + 6);
+			if (f)
+				fclose(f);
+			/* kernel threads say little unless they are stuck */
+			snprintf(path, sizeof(path), "/proc/%s/cmdline", p->d_name);
+			f = fopen(path, "r");
+			if (!strchr(state, 'D') && (!f || fgetc(f) == EOF)) {
+				if (f)
+					fclose(f);
+				continue;
+			}
+			if (f)
+				fclose(f);
+			say("  task %s/%s %.*s %s", p->d_name, t->d_name,
+			    (int)strcspn(comm, "\n"), comm, state[0] ? state + 7 : "?\n");
+			snprintf(path, sizeof(path), "/proc/%s/task/%s/stack", p->d_name, t->d_name);
+			dump_file(path, "      ");
+		}
+		if (tasks)
+			closedir(tasks);
+	}
+	if (procs)
+		closedir(procs);
+	procs = opendir("/sys/fs/fuse/connections");
+	while (procs && (p = readdir(procs))) {
+		if (p->d_name[0] == '.')
+			continue;
+		say("  fuse connection %s:\n", p->d_name);
+		snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%s/waiting", p->d_name);
+		dump_file(path, "    waiting ");
+		snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%s/zerocopy_stats", p->d_name);
+		dump_file(path, "    ");
+	}
+	if (procs)
+		closedir(procs);
+}
+
+static void *watchdog_main(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		sleep_ms(1000);
+		if (watchdog_deadline && now() > watchdog_deadline) {
+			say("  FAIL: WATCHDOG: %s still running after its time; sleeping tasks:\n",
+			    watched_subtest);
+			watchdog_dump();
+			say("%d passed, 1 failed (hung), 0 skipped\n", 0);
+			_exit(T_FAIL);
+		}
+	}
+	return NULL;
+}
+
 static void cleanup(void)
 {
 	char cmd[600];
@@ -3217,6 +3313,12 @@ int main(int argc, char **argv)
 		return T_FAIL;
 	}
 	atexit(cleanup);
+	{
+		pthread_t wd;
+
+		if (pthread_create(&wd, NULL, watchdog_main, NULL) == 0)
+			pthread_detach(wd);
+	}
 	all = !strcmp(argv[optind], "all");
 
 	for (i = 0; i < (int)(sizeof(subtests) / sizeof(subtests[0])); i++) {
@@ -3241,7 +3343,13 @@ int main(int argc, char **argv)
 			unsigned long long forbidden = auto_forbidden;
 			double t = now();
 
+			/* generous: the loops run -r rounds, the stress -d seconds */
+			watched_subtest = subtests[i].name;
+			watchdog_deadline = t + (getenv("FUSEZC_WATCHDOG_S") ?
+						 atof(getenv("FUSEZC_WATCHDOG_S")) :
+						 600 + 3.0 * rounds + stress_seconds);
 			ret = subtests[i].fn();
+			watchdog_deadline = 0;
 			if (auto_forbidden != forbidden && ret == T_PASS)
 				ret = T_FAIL;
 			say("  %s (%.1f s)\n", ret == T_PASS ? "ok" : "FAILED", now() - t);
