@@ -1092,6 +1092,56 @@ static int open_io_file(void)
  * I/O is in flight asynchronously (an O_DIRECT bio, or a folio being read
  * with the lending waiting for it), for as long as the loop device takes.
  */
+/* The fault loops' strike: wait (bounded) until a loan is out; whether one is. */
+static bool fault_wait_lent(const char *dir)
+{
+	struct zc_stats s = { 0 };
+
+	for (int i = 0; i < 200; i++) {
+		if (!read_stats_dir(dir, &s) && s.zc_lent_pages > 0)
+			return true;
+		sleep_ms(2);
+	}
+	return false;
+}
+
+/* kill -9 the server of @srv, or abort its connection (fusectl @dir). */
+static int fault_strike(struct server *srv, const char *dir, bool abort_conn, int r)
+{
+	char f[256];
+
+	if (!abort_conn) {
+		kill(srv->pid, SIGKILL);
+		return T_PASS;
+	}
+	snprintf(f, sizeof(f), "%s/abort", dir);
+	CHECK(!write_file(f, "1"), "round %d: abort: %s", r, strerror(errno));
+	return T_PASS;
+}
+
+/* After the strike: every loan comes back, nothing stays lent; the server goes. */
+static int fault_settle(struct server *srv, const char *dir, bool abort_conn, int r)
+{
+	struct zc_stats s = { 0 };
+	int i, status;
+
+	for (i = 0; i < 500; i++) {
+		if (read_stats_dir(dir, &s) || s.zc_lent_pages == 0)
+			break;
+		sleep_ms(10);
+	}
+	CHECK(s.zc_lent_pages == 0, "round %d: %lld pages still lent", r, s.zc_lent_pages);
+	if (abort_conn) {
+		server_stop(srv);
+	} else {
+		waitpid(srv->pid, &status, 0);
+		srv->pid = -1;
+		umount2(mnt, MNT_DETACH);
+	}
+	srv->pid = 0;
+	return T_PASS;
+}
+
 static int fault_loop(bool abort_conn, enum mf_read_mode mode)
 {
 	const char *what = abort_conn ? "abort" : "kill -9";
@@ -1109,8 +1159,7 @@ static int fault_loop(bool abort_conn, enum mf_read_mode mode)
 		struct reader_arg args[4];
 		pthread_t tids[4];
 		volatile int stop = 0;
-		struct zc_stats s;
-		int i, status;
+		int i;
 
 		ret = server_start(&srv, mnt, backing, mode);
 		CHECK(!ret, "round %d: server: %s", r, strerror(-ret));
@@ -1122,41 +1171,17 @@ static int fault_loop(bool abort_conn, enum mf_read_mode mode)
 			pthread_create(&tids[i], NULL, reader_main, &args[i]);
 		}
 		/* wait until a loan is out, then strike */
-		for (i = 0; i < 200; i++) {
-			if (!read_stats_dir(dir, &s) && s.zc_lent_pages > 0)
-				break;
-			sleep_ms(2);
-		}
-		in_flight += s.zc_lent_pages > 0;
+		in_flight += fault_wait_lent(dir);
 		sleep_ms(rand() % 20);
-		if (abort_conn) {
-			char f[256];
-
-			snprintf(f, sizeof(f), "%s/abort", dir);
-			CHECK(!write_file(f, "1"), "round %d: abort: %s", r, strerror(errno));
-		} else {
-			kill(srv.pid, SIGKILL);
-		}
+		if (fault_strike(&srv, dir, abort_conn, r))
+			return T_FAIL;
 		stop = 1;
 		for (i = 0; i < 4; i++) {
 			pthread_join(tids[i], NULL);
 			CHECK(args[i].result == T_PASS, "round %d: a reader saw wrong bytes", r);
 		}
-		/* every loan comes back, and nothing stays lent */
-		for (i = 0; i < 500; i++) {
-			if (read_stats_dir(dir, &s) || s.zc_lent_pages == 0)
-				break;
-			sleep_ms(10);
-		}
-		CHECK(s.zc_lent_pages == 0, "round %d: %lld pages still lent", r, s.zc_lent_pages);
-		if (abort_conn) {
-			server_stop(&srv);
-		} else {
-			waitpid(srv.pid, &status, 0);
-			srv.pid = -1;
-			umount2(mnt, MNT_DETACH);
-		}
-		srv.pid = 0;
+		if (fault_settle(&srv, dir, abort_conn, r))
+			return T_FAIL;
 		if (verbose)
 			say("  round %d done\n", r);
 	}
@@ -2980,8 +3005,7 @@ static int write_fault_loop(bool abort_conn)
 		struct writer_arg args[4];
 		pthread_t tids[4];
 		volatile int stop = 0;
-		struct zc_stats s;
-		int i, status;
+		int i;
 
 		ret = server_start(&srv, mnt, wbacking, MF_READ_ZC);
 		CHECK(!ret, "round %d: server: %s", r, strerror(-ret));
@@ -2996,38 +3020,15 @@ static int write_fault_loop(bool abort_conn)
 		/* some writes acknowledged first (each is parked 30 ms), then
 		 * strike while a loan is out */
 		sleep_ms(50 + rand() % 150);
-		for (i = 0; i < 200; i++) {
-			if (!read_stats_dir(dir, &s) && s.zc_lent_pages > 0)
-				break;
-			sleep_ms(2);
-		}
-		in_flight += s.zc_lent_pages > 0;
-		if (abort_conn) {
-			char f[256];
-
-			snprintf(f, sizeof(f), "%s/abort", dir);
-			CHECK(!write_file(f, "1"), "round %d: abort: %s", r, strerror(errno));
-		} else {
-			kill(srv.pid, SIGKILL);
-		}
+		in_flight += fault_wait_lent(dir);
+		if (fault_strike(&srv, dir, abort_conn, r))
+			return T_FAIL;
 		stop = 1;
 		for (i = 0; i < 4; i++)
 			pthread_join(tids[i], NULL);
-		for (i = 0; i < 500; i++) {
-			if (read_stats_dir(dir, &s) || s.zc_lent_pages == 0)
-				break;
-			sleep_ms(10);
-		}
-		CHECK(s.zc_lent_pages == 0, "round %d: %lld pages still lent", r, s.zc_lent_pages);
+		if (fault_settle(&srv, dir, abort_conn, r))
+			return T_FAIL;
 		parks += srv.sh->parks;
-		if (abort_conn) {
-			server_stop(&srv);
-		} else {
-			waitpid(srv.pid, &status, 0);
-			srv.pid = -1;
-			umount2(mnt, MNT_DETACH);
-		}
-		srv.pid = 0;
 		/* the server is gone: no write of it can land any more */
 		if (check_acked(loop_node, args, 4, r) != T_PASS)
 			return T_FAIL;
