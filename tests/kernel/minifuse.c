@@ -47,6 +47,7 @@ enum { MF_UD_BLOCKER = 1, MF_UD_PARKED, MF_UD_CANCEL, MF_UD_NR };
 /* user_data of the NOPs queued in io-wq ahead of a parked lending */
 #define MF_UD_FILLER		100
 #define MF_UD_FILLER_CANCEL	101
+#define MF_UD_GATE_CANCEL	102	/* mf_park_force_open() */
 #define MF_PARK_FILLERS		1024
 #define MF_PARK_CQ_ENTRIES	2048
 
@@ -422,15 +423,49 @@ fail:
 	return ret;
 }
 
-/* Wait for the park ring's CQEs named in @mask (1 << MF_UD_*); res[ud]. */
+/*
+ * The gate stayed shut: count it (the test fails on it) and cancel the
+ * blocked open, which interrupts it, so that the parked op runs and
+ * nothing waits for ever.
+ */
+static void mf_park_force_open(struct mf_worker *w, int error)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->park);
+
+	__sync_fetch_and_add(&w->in->sh->park_release_failures, 1);
+	w->in->sh->park_release_error = error;
+	fprintf(stderr, "minifuse: a park's gate did not open (%s): cancelling its blocker\n",
+		strerror(-error));
+	if (!sqe) {
+		io_uring_submit(&w->park);
+		sqe = io_uring_get_sqe(&w->park);
+	}
+	if (sqe) {
+		io_uring_prep_cancel64(sqe, MF_UD_BLOCKER, 0);
+		sqe->user_data = MF_UD_GATE_CANCEL;
+		io_uring_submit(&w->park);
+	}
+}
+
+/*
+ * Wait for the park ring's CQEs named in @mask (1 << MF_UD_*); res[ud].
+ * Bounded: a gate that does not open within 60 s is forced open, and
+ * after another 60 s without a CQE the wait fails.
+ */
 static int mf_park_reap(struct mf_worker *w, unsigned int mask, int res[MF_UD_NR])
 {
 	struct __kernel_timespec ts = { .tv_sec = 60 };
+	bool forced = false;
 
 	while (mask) {
 		struct io_uring_cqe *cqe;
 		int ret = io_uring_wait_cqe_timeout(&w->park, &cqe, &ts);
 
+		if (ret == -ETIME && !forced && (mask & 1u << MF_UD_BLOCKER)) {
+			mf_park_force_open(w, ret);
+			forced = true;
+			continue;
+		}
 		if (ret < 0)
 			return ret;
 		if (cqe->user_data < MF_UD_NR) {
@@ -467,16 +502,31 @@ static void mf_park_drain_fillers(struct mf_worker *w)
 	}
 }
 
+int mf_gate_release(const char *fifo)
+{
+	/*
+	 * A writer lets an open(2) for reading through, the one waiting now
+	 * and any that starts while the fd is held.  O_RDWR, because a
+	 * non-blocking O_WRONLY open fails with ENXIO while no reader has
+	 * the FIFO open: a release that came before the opener reached
+	 * fifo_open() (a loaded machine) would then never happen.  An
+	 * O_RDWR open of a FIFO never waits.
+	 */
+	int fd = open(fifo, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+
+	return fd < 0 ? -errno : fd;
+}
+
 /* Let the blocker finish (the parked op then runs); reap @mask + blocker. */
 static int mf_park_unblock(struct mf_worker *w, unsigned int mask, int res[MF_UD_NR])
 {
-	/* a writer: the blocked open of the FIFO for reading returns */
-	int ret, wfd = open(w->fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+	int ret, wfd = mf_gate_release(w->fifo);
 
 	if (wfd < 0)
-		return -errno;
+		mf_park_force_open(w, wfd);
 	ret = mf_park_reap(w, mask | 1u << MF_UD_BLOCKER, res);
-	close(wfd);
+	if (wfd >= 0)
+		close(wfd);
 	if (res[MF_UD_BLOCKER] >= 0)
 		close(res[MF_UD_BLOCKER]);
 	return ret;

@@ -108,6 +108,9 @@ struct mf_shared {
 	volatile uint64_t parks, park_failures;
 	volatile uint64_t parked_unlent;	/* parked, but zc_lent_pages was 0 */
 	volatile int park_error;	/* why the last park failed */
+	/* a park's gate that its release did not open (cancelled after a bound) */
+	volatile uint64_t park_release_failures;
+	volatile int park_release_error;
 	/* MF_READ_CANCEL */
 	volatile uint64_t cancels, cancel_ebusy, cancel_bad_res;
 	volatile int cancel_last_res;	/* cqe->res of the cancelled lending */
@@ -185,6 +188,15 @@ struct mf_config {
 	/* also serve a second connection here (copy mode), for a probe */
 	const char *second_mountpoint;
 };
+
+/*
+ * The gate that parks a loan: an io-wq worker held in open(2) of a FIFO for
+ * reading, with the lending queued behind it.  mf_gate_release() lets the
+ * opener through whether its open(2) is already waiting or has not started
+ * yet: it returns an fd that holds both ends of the FIFO (keep it open
+ * until the opener's CQE is reaped), or -errno.
+ */
+int mf_gate_release(const char *fifo);
 
 /* Fork a server process; returns its pid after the mount is up, or -errno. */
 pid_t mf_start(const struct mf_config *cfg, struct mf_shared *shared);

@@ -53,6 +53,8 @@ static int rounds = 100;
 static bool auto_complete;
 /* reads the kernel answered although the contract left them to the server */
 static unsigned long long auto_forbidden;
+/* parks whose gate did not open on release: the run fails, never hangs */
+static unsigned long long park_release_failures;
 static char workdir[] = "/tmp/zc-kernel-test-XXXXXX";
 static char backing[128], mnt[128], mnt2[128], slow_backing[160], slow_mnt[128];
 static char resend_mnt[128], io_path[128], loop_backing[128], loop_node[128];
@@ -450,6 +452,12 @@ static int server_stop(struct server *srv)
 		    (unsigned long long)srv->sh->auto_forbidden, srv->sh->auto_forbidden_what);
 		auto_forbidden += srv->sh->auto_forbidden;
 	}
+	if (srv->sh->park_release_failures) {
+		say("  FAIL: %llu parked loan(s) not released by their gate (%s): forced open\n",
+		    (unsigned long long)srv->sh->park_release_failures,
+		    strerror(-srv->sh->park_release_error));
+		park_release_failures += srv->sh->park_release_failures;
+	}
 	if (umount2(srv->mountpoint, 0) && umount2(srv->mountpoint, MNT_DETACH))
 		perror("umount");
 	if (srv->cfg.second_mountpoint)
@@ -717,6 +725,99 @@ static int t_capability(void)
 	else
 		CHECK(!srv.sh->zc_offered, "a stock kernel must not look zero-copy capable");
 	return T_PASS;
+}
+
+/*
+ * The park machinery's gate (minifuse.c): a loan is parked behind an io-wq
+ * worker blocked in open(2) of a FIFO.  On a loaded machine the worker may
+ * not have reached that open(2) when the test releases the gate; the
+ * release must let it through all the same, or the parked lending waits
+ * for ever.  Gate B's opener is queued behind gate A's (one io-wq worker),
+ * so B is released before its open(2) has started, every time.
+ */
+static int t_park_gate(void)
+{
+	unsigned int limits[2] = { 1, 1 };	/* bound, unbound io-wq workers */
+	struct __kernel_timespec ts = { .tv_sec = 10 };
+	char fifo[2][64];
+	int hold[2] = { -1, -1 }, opened[2] = { -1, -1 }, seen = 0, ret, i;
+	struct io_uring ring;
+	int status = T_FAIL;
+
+	ret = io_uring_queue_init(8, &ring, 0);
+	CHECK(!ret, "io_uring_queue_init: %s", strerror(-ret));
+	ret = io_uring_register_iowq_max_workers(&ring, limits);
+	if (ret) {
+		say("  FAIL io_uring_register_iowq_max_workers: %s\n", strerror(-ret));
+		io_uring_queue_exit(&ring);
+		return T_FAIL;
+	}
+	for (i = 0; i < 2; i++) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+
+		snprintf(fifo[i], sizeof(fifo[i]), "/tmp/zc-park-gate-%d-%c", getpid(), 'A' + i);
+		unlink(fifo[i]);
+		if (mkfifo(fifo[i], 0600)) {
+			say("  FAIL mkfifo %s: %s\n", fifo[i], strerror(errno));
+			goto out;
+		}
+		io_uring_prep_openat(sqe, AT_FDCWD, fifo[i], O_RDONLY | O_CLOEXEC, 0);
+		sqe->flags |= IOSQE_ASYNC;
+		sqe->user_data = i;
+	}
+	ret = io_uring_submit(&ring);
+	if (ret != 2) {
+		say("  FAIL submit: %d\n", ret);
+		goto out;
+	}
+	sleep_ms(200);	/* A's opener blocks in fifo_open(); B's waits in the queue */
+	hold[1] = mf_gate_release(fifo[1]);
+	if (hold[1] < 0) {
+		say("  FAIL releasing a gate whose opener has not started: %s\n",
+		    strerror(-hold[1]));
+		goto out;
+	}
+	hold[0] = mf_gate_release(fifo[0]);
+	if (hold[0] < 0) {
+		say("  FAIL releasing a gate whose opener waits: %s\n", strerror(-hold[0]));
+		goto out;
+	}
+	while (seen != 3) {
+		struct io_uring_cqe *cqe;
+
+		ret = io_uring_wait_cqe_timeout(&ring, &cqe, &ts);
+		if (ret) {
+			say("  FAIL gate %s not passed within %lld s\n",
+			    seen & 1 ? "B" : "A", (long long)ts.tv_sec);
+			goto out;
+		}
+		if (cqe->user_data < 2) {
+			opened[cqe->user_data] = cqe->res;
+			seen |= 1 << cqe->user_data;
+		}
+		io_uring_cqe_seen(&ring, cqe);
+	}
+	if (opened[0] < 0 || opened[1] < 0) {
+		say("  FAIL the gates' opens: %d, %d\n", opened[0], opened[1]);
+		goto out;
+	}
+	say("  both gates passed, B released before its open(2) started\n");
+	status = T_PASS;
+out:
+	/* a gate left shut: cancel its opener, so that the ring can go */
+	if (seen != 3) {
+		io_uring_prep_cancel64(io_uring_get_sqe(&ring), 0, IORING_ASYNC_CANCEL_ANY);
+		io_uring_submit(&ring);
+	}
+	for (i = 0; i < 2; i++) {
+		if (hold[i] >= 0)
+			close(hold[i]);
+		if (opened[i] >= 0)
+			close(opened[i]);
+		unlink(fifo[i]);
+	}
+	io_uring_queue_exit(&ring);
+	return status;
 }
 
 static bool zc_available(void)
@@ -3105,6 +3206,7 @@ static const struct {
 	bool needs_zc;
 } subtests[] = {
 	{ "capability", t_capability, false },
+	{ "park_gate", t_park_gate, false },
 	{ "correctness", t_correctness, true },
 	{ "auto_complete", t_auto_complete, true },
 	{ "skip_success", t_skip_success, true },
@@ -3342,6 +3444,7 @@ int main(int argc, char **argv)
 			}
 		} else {
 			unsigned long long forbidden = auto_forbidden;
+			unsigned long long unreleased = park_release_failures;
 			double t = now();
 
 			/* generous: the loops run -r rounds, the stress -d seconds */
@@ -3351,7 +3454,8 @@ int main(int argc, char **argv)
 						 600 + 3.0 * rounds + stress_seconds);
 			ret = subtests[i].fn();
 			watchdog_deadline = 0;
-			if (auto_forbidden != forbidden && ret == T_PASS)
+			if ((auto_forbidden != forbidden ||
+			     park_release_failures != unreleased) && ret == T_PASS)
 				ret = T_FAIL;
 			say("  %s (%.1f s)\n", ret == T_PASS ? "ok" : "FAILED", now() - t);
 		}
