@@ -17,6 +17,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* The kernel takes a max_write below 4096 as 4096 (fuse_init's clamp) and
+ * sends WRITEs of that size. */
+#define PZC_MIN_MAX_WRITE 4096
+
 #define PZC_OPT(t, m, v) { t, offsetof(struct pzc_cmdline, cfg.m), v }
 
 static const struct fuse_opt pzc_opts[] = {
@@ -53,6 +57,7 @@ static const struct fuse_opt pzc_opts[] = {
 	FUSE_OPT_KEY("max_read=", FUSE_OPT_KEY_KEEP),	/* also a mount option */
 	PZC_OPT("max_readahead=%u", max_readahead, 0),
 	PZC_OPT("max_write=%u", max_write, 0),
+	PZC_OPT("max_write=", max_write_set, 1),
 	PZC_OPT("threads=%u", threads, 0),
 	PZC_OPT("stats", stats, 1),
 	{ "fsname=", offsetof(struct pzc_cmdline, has_fsname), 1 },
@@ -266,6 +271,14 @@ static int pzc_check_combinations(const struct pzc_config *cfg)
 		fprintf(stderr, "passthrough_zc: negative timeout\n");
 		return -EINVAL;
 	}
+	/* The kernel sends a page per WRITE at least: libfuse's buffer would
+	 * be too small for the first one, and the loop would end. */
+	if (cfg->max_write_set && cfg->max_write < PZC_MIN_MAX_WRITE) {
+		fprintf(stderr, "passthrough_zc: -o max_write=%u is below %u bytes "
+			"(the kernel's smallest WRITE)\n", cfg->max_write,
+			PZC_MIN_MAX_WRITE);
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -291,7 +304,17 @@ int pzc_validate(struct pzc_config *cfg, int *root_fd)
 			err == ENOTDIR ? "not a directory" : strerror(err));
 		return -err;
 	}
-	if (fstat(fd, &st) == -1 || !S_ISDIR(st.st_mode)) {
+	/* Opening by path needs no permission on the last component: another
+	 * user's FUSE mount (no allow_other) opens, and then refuses fstat. */
+	if (fstat(fd, &st) == -1) {
+		err = errno;
+		fprintf(stderr, "passthrough_zc: source %s: cannot stat it: %s%s\n",
+			cfg->source, strerror(err), err == EACCES ?
+			" (another user's FUSE mount?)" : "");
+		close(fd);
+		return -err;
+	}
+	if (!S_ISDIR(st.st_mode)) {
 		fprintf(stderr, "passthrough_zc: source %s: not a directory\n",
 			cfg->source);
 		close(fd);

@@ -68,6 +68,7 @@ struct pzc_config {
 	unsigned int max_read;
 	unsigned int max_readahead;	/* 0: PZC_DEFAULT_READAHEAD as root */
 	unsigned int max_write;
+	int max_write_set;
 	unsigned int threads;
 	int stats;
 	/* from fuse_parse_cmdline */

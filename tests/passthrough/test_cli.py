@@ -122,6 +122,31 @@ def test_no_dev_fuse(dirs):
     assert_refused(res, mnt, src, before, words=("/dev/fuse",))
 
 
+@pytest.mark.parametrize("value", ["1", "4095", "0"])
+def test_max_write_below_a_page_refused(dirs, value):
+    """The kernel never sends less than a page per WRITE: a smaller buffer
+    made the loop fail on the first one and the mount vanish (issue 25
+    item 10).  Refused before mounting."""
+    src, mnt = dirs
+    before = snapshot(src)
+    res = run("-f", "-o", f"max_write={value}", src, mnt)
+    assert_refused(res, mnt, src, before, words=("max_write", "4096"))
+
+
+def test_max_write_of_a_page_serves(dirs, tmp_path):
+    src, mnt = dirs
+    d = util.Daemon(src, mnt, ["-o", "max_write=4096"], str(tmp_path / "w.log"))
+    try:
+        data = os.urandom(3 * 4096 + 17)
+        with open(os.path.join(mnt, "w"), "wb") as f:
+            f.write(data)
+        with open(os.path.join(src, "w"), "rb") as f:
+            assert f.read() == data
+    finally:
+        rc, log = d.unmount()
+    assert rc == 0, log
+
+
 def test_passthrough_with_writeback_refused(dirs):
     src, mnt = dirs
     assert_refused(run("-f", "-o", "passthrough,writeback", src, mnt), mnt)

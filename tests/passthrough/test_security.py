@@ -14,6 +14,7 @@ Most tests need root and a second user (created if missing): without root
 they skip, except under CI, where they fail.
 """
 
+import ctypes
 import errno
 import grp
 import os
@@ -660,3 +661,42 @@ def test_listing_survives_concurrent_rm(mounted):
         churn.wait(TIMEOUT)
     assert churn.returncode == 0
     assert listings >= 3
+
+
+# --- 5. a SOURCE root cannot stat (issue 25 item 10) -----------------------
+
+def test_source_another_users_fuse_mount(base, user):
+    """Another user's FUSE mount (no allow_other) opens by path but refuses
+    fstat even to root: reported as what happened, not as "not a
+    directory".  The user's mount is made as mount.fuse3 -o
+    drop_privileges makes one (/dev/fuse need not be open to users here)."""
+    uid, gid, sgid = user
+    theirs_src, theirs_mnt, mnt = base / "tsrc", base / "tmnt", base / "mnt"
+    for d in (theirs_src, theirs_mnt, mnt):
+        d.mkdir()
+        os.chown(d, uid, gid)
+    fd = os.open("/dev/fuse", os.O_RDWR)
+    opts = f"fd={fd},rootmode=40000,user_id={uid},group_id={gid}"
+    if util.libc.mount(os.fsencode(str(theirs_src)), os.fsencode(str(theirs_mnt)),
+                       b"fuse.passthrough_zc", ctypes.c_ulong(6),	# nosuid, nodev
+                       opts.encode()) == -1:
+        err = ctypes.get_errno()
+        os.close(fd)
+        raise OSError(err, os.strerror(err))
+    with open(base / "theirs.log", "w") as log:
+        proc = subprocess.Popen([BIN, "-f", str(theirs_src), f"/dev/fd/{fd}"],
+                                pass_fds=(fd,), user=uid, group=gid,
+                                stdout=log, stderr=subprocess.STDOUT)
+    os.close(fd)
+    try:
+        res = subprocess.run([BIN, "-f", str(theirs_mnt), str(mnt)],
+                             capture_output=True, text=True, timeout=TIMEOUT)
+        _refused(res, str(mnt), words=("cannot stat", "Permission denied"))
+        assert "not a directory" not in res.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(theirs_mnt)], capture_output=True)
+        try:
+            proc.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
