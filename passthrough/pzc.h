@@ -91,6 +91,19 @@ struct pzc_inode {
 	unsigned int backing_refs;
 };
 
+/* flock() waits that block (lock.c). */
+struct pzc_locks {
+	pthread_mutex_t lock;		/* everything here, each wait's state */
+	pthread_cond_t left;		/* a wait left waits, or a thread ended */
+	pthread_cond_t poll;		/* wake the poller */
+	struct pzc_lock_wait *waits;
+	unsigned int nthreads;		/* wait threads */
+	unsigned int nqueued;		/* waits for the poller */
+	bool poller_started;
+	bool stopping;
+	pthread_t poller;
+};
+
 struct pzc_fs {
 	struct pzc_config cfg;
 	pthread_mutex_t lock;		/* inode table, nlookup, nopen */
@@ -112,9 +125,7 @@ struct pzc_fs {
 	bool as_caller;			/* root: create with the caller's creds */
 	gid_t *server_groups;		/* restored after acting as a caller */
 	int nserver_groups;
-	pthread_mutex_t lock_waits_lock; /* lock_waits, each wait's state */
-	pthread_cond_t lock_waits_cond;	/* a wait left lock_waits */
-	struct pzc_lock_wait *lock_waits; /* blocked flock()s (lock.c) */
+	struct pzc_locks locks;		/* blocked flock()s (lock.c) */
 };
 
 /* An open regular file.  fd is a normal (buffered) descriptor; dio_fd is
