@@ -89,6 +89,30 @@ static bool pzc_direct_source(struct pzc_fs *fs, const struct pzc_inode *inode,
 }
 
 /*
+ * The kernel refused @err to make an open file a passthrough backing file.
+ * EPERM (no CAP_SYS_ADMIN), EOPNOTSUPP, ENOTTY and EINVAL hold for every
+ * file: the read mode serves all from now on.  Anything else holds for
+ * this file (ELOOP: it lives on a stacked file system such as overlayfs or
+ * FUSE; ENOMEM, ENOSPC: no id now), which the read mode serves; one line
+ * for the first.
+ */
+static void pzc_passthrough_refused(struct pzc_fs *fs, int err)
+{
+	static atomic_bool noted;
+
+	if (err == EPERM || err == EOPNOTSUPP || err == ENOTTY || err == EINVAL) {
+		if (atomic_exchange(&fs->passthrough_ok, false))
+			fuse_log(FUSE_LOG_ERR, "passthrough_zc: passthrough "
+				 "refused (%s), the read mode serves files "
+				 "from now on\n", strerror(err));
+	} else if (!atomic_exchange(&noted, true)) {
+		fuse_log(FUSE_LOG_ERR, "passthrough_zc: passthrough refused for "
+			 "some files (%s): the read mode serves them\n",
+			 strerror(err));
+	}
+}
+
+/*
  * Finish an open whose @fh->fd is open: the O_DIRECT twin, the passthrough
  * backing id (shared by all opens of the inode), the caching flags, nopen.
  */
@@ -115,13 +139,10 @@ static void pzc_open_finish(fuse_req_t req, struct pzc_inode *inode,
 		if (!inode->backing_id) {
 			int id = fusezc_backing_open(fs->zs, fh->fd);
 
-			if (id > 0) {
+			if (id > 0)
 				inode->backing_id = id;
-			} else if (atomic_exchange(&fs->passthrough_ok, false)) {
-				fuse_log(FUSE_LOG_ERR, "passthrough_zc: passthrough "
-					 "refused (%s), the read mode serves files "
-					 "from now on\n", strerror(-id));
-			}
+			else
+				pzc_passthrough_refused(fs, -id);
 		}
 		if (inode->backing_id) {
 			inode->backing_refs++;

@@ -29,7 +29,8 @@
  * error is kept for main's one-line message.
  */
 static bool pzc_verbose;
-static char pzc_lib_error[256];
+static pthread_mutex_t pzc_lib_error_lock = PTHREAD_MUTEX_INITIALIZER;
+static char pzc_lib_error[256];	/* pzc_lib_error_lock: workers log */
 
 static void pzc_log(enum fuse_log_level level, const char *fmt, va_list ap)
 {
@@ -43,8 +44,11 @@ static void pzc_lib_log(enum fuse_log_level level, const char *msg, void *data)
 	(void)data;
 	if (pzc_verbose)
 		fprintf(stderr, "fuse-zc: %s\n", msg);
-	else if (level <= FUSE_LOG_ERR)
+	else if (level <= FUSE_LOG_ERR) {
+		pthread_mutex_lock(&pzc_lib_error_lock);
 		snprintf(pzc_lib_error, sizeof(pzc_lib_error), "%s", msg);
+		pthread_mutex_unlock(&pzc_lib_error_lock);
+	}
 }
 
 /* fusezc_options.init_done: on a worker, once. */
@@ -57,12 +61,16 @@ static void pzc_lib_init_done(struct fusezc_session *zs, int error, void *data)
 
 static void pzc_report_error(int err)
 {
-	size_t n = strlen(pzc_lib_error);
+	char msg[sizeof(pzc_lib_error)];
+	size_t n;
 
-	if (n && pzc_lib_error[n - 1] == '\n')
-		pzc_lib_error[n - 1] = '\0';
-	fprintf(stderr, "passthrough_zc: %s\n", *pzc_lib_error ? pzc_lib_error :
-		strerror(-err));
+	pthread_mutex_lock(&pzc_lib_error_lock);
+	memcpy(msg, pzc_lib_error, sizeof(msg));
+	pthread_mutex_unlock(&pzc_lib_error_lock);
+	n = strlen(msg);
+	if (n && msg[n - 1] == '\n')
+		msg[n - 1] = '\0';
+	fprintf(stderr, "passthrough_zc: %s\n", *msg ? msg : strerror(-err));
 }
 
 /* -d or -o stats, at exit: the read mode in use and the statistics. */
