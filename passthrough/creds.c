@@ -1,25 +1,40 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
- * passthrough_zc: creating objects as the caller.
+ * passthrough_zc: acting as the caller.
  *
- * A root server mounted with allow_other acts for every local user.  If it
- * created files as root and then handed them over with chown, the source
- * would apply root's rights: a symlink planted in SOURCE behind the
- * kernel's negative dentry is followed to a file anywhere, set-id bits are
- * lost in the chown, set-gid inheritance is guessed.  Instead, the worker
- * thread takes the caller's fs uid, fs gid and supplementary groups for the
- * duration of create, mknod, mkdir, symlink and link, so the source file
- * system decides ownership, inheritance, set-id bits and permission exactly
- * as for the caller working on it directly (as virtiofsd does).
+ * A root server mounted with allow_other acts for every local user.  The
+ * kernel checks what it can model (default_permissions: the mode, and
+ * POSIX ACLs with FUSE_POSIX_ACL) against attributes it caches for up to
+ * the timeout; a server acting as root would then let everything past
+ * that the source would refuse: a permission changed on the source since,
+ * an ACL the kernel does not know (NFSv4, richacls), the sticky bit of a
+ * directory whose entries changed owner.  (Security modules see the
+ * server's security context either way.)  And it would
+ * create as root: a symlink planted in SOURCE behind the kernel's negative
+ * dentry is followed to a file anywhere, set-id bits are lost in a chown,
+ * set-gid inheritance is guessed.
+ *
+ * Instead, the worker thread takes the caller's fs uid, fs gid and
+ * supplementary groups for the duration of every operation the source
+ * checks: creating (create, mknod, mkdir, symlink, link: PZC_CREATING),
+ * and opening, listing, removing, renaming, setting attributes and
+ * extended attributes (PZC_CHECKING), so the source file system decides
+ * ownership, inheritance, set-id bits and permission exactly as for the
+ * caller working on it directly (as virtiofsd does).  A root caller needs
+ * no switch to be checked as itself (the server's rights are root's), only
+ * to create with its own fs gid.
  *
  * All three are per thread in the kernel, but glibc's setgroups() changes
  * every thread of the process: the raw system call is used instead.
  * Taking a non-zero fs uid drops the file-system capabilities
  * (CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, CAP_CHOWN, ...) from the
- * thread's effective set; going back to fs uid 0 raises them again.
+ * thread's effective set; going back to fs uid 0 raises them again.  The
+ * thread keeps its other capabilities (CAP_SYS_ADMIN for trusted.* and
+ * security.* xattrs): the kernel checks those against the caller before a
+ * request is sent.
  *
- * An unprivileged server cannot switch and creates everything as itself,
- * which is what such a mount (without allow_other) is for.
+ * An unprivileged server cannot switch and acts as itself, which is what
+ * such a mount (without allow_other) is for.
  */
 #include "pzc.h"
 
@@ -104,14 +119,14 @@ static void pzc_creds_restore(struct pzc_fs *fs)
 	}
 }
 
-int pzc_creds_enter(fuse_req_t req, struct pzc_creds *saved)
+int pzc_creds_enter(fuse_req_t req, struct pzc_creds *saved, enum pzc_act act)
 {
 	struct pzc_fs *fs = fuse_req_userdata(req);
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	int err;
 
 	saved->switched = false;
-	if (!fs->as_caller)
+	if (!fs->as_caller || (act == PZC_CHECKING && ctx->uid == 0))
 		return 0;
 	err = pzc_take_caller_groups(req);
 	if (err)

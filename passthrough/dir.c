@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
- * passthrough_zc directories: opendir, readdir and readdirplus (an entry
+ * passthrough_zc directories: opendir (as the caller), readdir and readdirplus (an entry
  * removed between readdir() and its lookup is left out, not an error),
  * releasedir, fsyncdir.
  */
@@ -15,13 +15,27 @@
 static void pzc_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct pzc_fs *fs = pzc_fs(req);
+	char path[PZC_PROCFD_LEN];
+	struct pzc_creds creds;
 	struct pzc_dir *d;
 	int fd, err;
 
 	d = calloc(1, sizeof(*d));
 	if (!d)
 		return (void)fuse_reply_err(req, ENOMEM);
-	fd = pzc_openat(fs, pzc_fd(req, ino), ".", O_RDONLY | O_DIRECTORY, 0);
+	/* As the caller, who needs read permission (the source checks it);
+	 * through /proc/self/fd, not ".", which would need search permission
+	 * too. */
+	pzc_procfd(path, pzc_fd(req, ino));
+	err = pzc_creds_enter(req, &creds, PZC_CHECKING);
+	if (err) {
+		free(d);
+		return (void)fuse_reply_err(req, -err);
+	}
+	fd = pzc_openat(fs, AT_FDCWD, path, O_RDONLY | O_DIRECTORY, 0);
+	err = errno;
+	pzc_creds_leave(req, &creds);
+	errno = err;
 	if (fd == -1)
 		goto out_errno;
 	d->dp = fdopendir(fd);

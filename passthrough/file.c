@@ -187,14 +187,55 @@ static void pzc_file_close(struct pzc_fs *fs, struct pzc_inode *inode,
 	pzc_inode_close(fs, inode);
 }
 
+/*
+ * Open @name (relative to @dirfd) for the user's open flags @uflags, plus
+ * @extra, as the caller (@act): the source checks the caller's permission,
+ * O_TRUNC included.  The writeback cache reads what it caches, so a write-only
+ * open is made read-write: when the caller may write but not read, the
+ * file is opened as the caller asked (the check), then read-write as the
+ * server through it.  An fd or -errno.
+ */
+static int pzc_open_as_caller(fuse_req_t req, int dirfd, const char *name,
+			      int uflags, int extra, mode_t mode, enum pzc_act act)
+{
+	struct pzc_fs *fs = pzc_fs(req);
+	int flags = pzc_open_flags(fs, uflags) | extra;
+	char path[PZC_PROCFD_LEN];
+	struct pzc_creds creds;
+	bool as_asked = false;
+	int fd, err;
+
+	err = act == PZC_CREATING ? pzc_caller_begin(req, &creds) :
+	      pzc_creds_enter(req, &creds, act);
+	if (err)
+		return err;
+	fd = pzc_openat(fs, dirfd, name, flags, mode);
+	if (fd == -1 && errno == EACCES && (flags & O_ACCMODE) != (uflags & O_ACCMODE)) {
+		fd = pzc_openat(fs, dirfd, name, (flags & ~O_ACCMODE) | O_WRONLY, mode);
+		as_asked = fd != -1;
+	}
+	err = fd == -1 ? -errno : 0;
+	if (act == PZC_CREATING)
+		pzc_caller_end(req, &creds);
+	else
+		pzc_creds_leave(req, &creds);
+	if (err || !as_asked)
+		return err ? err : fd;
+	pzc_procfd(path, fd);
+	err = pzc_openat(fs, AT_FDCWD, path,
+			 flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOFOLLOW), 0);
+	if (err == -1)
+		err = -errno;
+	close(fd);
+	return err;
+}
+
 static void pzc_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		       mode_t mode, struct fuse_file_info *fi)
 {
 	struct pzc_fs *fs = pzc_fs(req);
-	int dfd = pzc_fd(req, parent);
 	struct fuse_entry_param e;
 	struct pzc_inode *inode;
-	struct pzc_creds creds;
 	struct pzc_file *fh;
 	int err;
 
@@ -202,19 +243,13 @@ static void pzc_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if (!fh)
 		return (void)fuse_reply_err(req, ENOMEM);
 	fh->dio_fd = -1;
-	err = pzc_caller_begin(req, &creds);
-	if (err) {
-		free(fh);
-		return (void)fuse_reply_err(req, -err);
-	}
 	/* The kernel sends CREATE for a name it believes absent; whatever was
 	 * put there since (a symlink to a file outside SOURCE) is not
 	 * followed: O_NOFOLLOW fails it with ELOOP. */
-	fh->fd = pzc_openat(fs, dfd, name, pzc_open_flags(fs, fi->flags) |
-			    O_CREAT | O_NOFOLLOW, mode);
-	err = fh->fd == -1 ? -errno : 0;
-	pzc_caller_end(req, &creds);
-	if (err) {
+	fh->fd = pzc_open_as_caller(req, pzc_fd(req, parent), name, fi->flags,
+				    O_CREAT | O_NOFOLLOW, mode, PZC_CREATING);
+	if (fh->fd < 0) {
+		err = fh->fd;
 		free(fh);
 		return (void)fuse_reply_err(req, -err);
 	}
@@ -249,10 +284,10 @@ static void pzc_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return (void)fuse_reply_err(req, ENOMEM);
 	fh->dio_fd = -1;
 	pzc_procfd(path, inode->fd);
-	fh->fd = pzc_openat(fs, AT_FDCWD, path,
-			    pzc_open_flags(fs, fi->flags) & ~O_CREAT, 0);
-	if (fh->fd == -1) {
-		err = -errno;
+	fh->fd = pzc_open_as_caller(req, AT_FDCWD, path, fi->flags & ~O_CREAT, 0, 0,
+				    PZC_CHECKING);
+	if (fh->fd < 0) {
+		err = fh->fd;
 		free(fh);
 		return (void)fuse_reply_err(req, -err);
 	}

@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 _Static_assert(sizeof(fuse_ino_t) >= sizeof(uintptr_t),
@@ -82,13 +83,15 @@ static void pzc_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want &= ~FUSE_CAP_FLOCK_LOCKS;
 	/* splice (and the zerocopy fallback) need FUSE_CAP_SPLICE_WRITE */
 	fusezc_conn_init(fs->zs, conn);
-	if (fs->cfg.posix_acl) {
+	/* By default with xattrs: the kernel's permission checks (the path
+	 * walk, exec, access) then see the ACLs the source applies. */
+	if (fs->cfg.posix_acl > 0 || (fs->cfg.posix_acl < 0 && fs->cfg.xattr)) {
 		const unsigned int acl = FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
 
 		if ((conn->capable & acl) == acl) {
 			conn->want |= acl;
 			fs->acl_on = true;
-		} else {
+		} else if (fs->cfg.posix_acl > 0) {
 			fuse_log(FUSE_LOG_ERR, "passthrough_zc: the kernel does not "
 				 "offer POSIX ACLs; -o posix_acl ignored\n");
 		}
@@ -198,21 +201,77 @@ static void pzc_setattr_times(const struct stat *attr, int valid,
 		tv[1] = attr->st_mtim;
 }
 
-/* Each attribute through the open file when the kernel names one (@fi),
- * else through the inode's O_PATH fd (or its /proc/self/fd link). */
-static void pzc_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
-			int valid, struct fuse_file_info *fi)
+/*
+ * With the writeback cache the kernel keeps mtime itself and sends touch(1)
+ * (utimensat with no times) as "atime now, mtime = its clock": an explicit
+ * time, which only the owner may set, where the caller asked for "now",
+ * which anyone who may write can.  Such a request (mtime within a second
+ * of now) is taken for "now" when the explicit one is refused.
+ */
+static bool pzc_writeback_touch(fuse_req_t req, int valid, const struct timespec tv[2])
 {
-	struct pzc_file *fh = fi ? pzc_file(fi) : NULL;
-	int ifd = pzc_fd(req, ino);
-	char path[PZC_PROCFD_LEN];
-	struct timespec tv[2];
+	struct timespec now;
+
+	if (!pzc_fs(req)->writeback_on || tv[0].tv_nsec != UTIME_NOW ||
+	    !(valid & FUSE_SET_ATTR_MTIME) || (valid & FUSE_SET_ATTR_MTIME_NOW))
+		return false;
+	clock_gettime(CLOCK_REALTIME, &now);
+	return tv[1].tv_sec >= now.tv_sec - 1 && tv[1].tv_sec <= now.tv_sec + 1;
+}
+
+/*
+ * Whether @mode differs from the source's mode of @ifd only in set-id bits
+ * it drops: what the kernel asks for after a write or truncate by someone
+ * who may write but does not own the file (FUSE_CAP_HANDLE_KILLPRIV is
+ * off), and what the source would do itself for that writer.
+ */
+static bool pzc_drops_setid_only(int ifd, mode_t mode)
+{
+	const mode_t setid = S_ISUID | S_ISGID;
 	struct stat st;
-	int res = 0;
+
+	if (fstatat(ifd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == -1)
+		return false;
+	return (st.st_mode & 07777 & ~setid) == (mode & 07777 & ~setid) &&
+	       !(mode & setid & ~st.st_mode) && (st.st_mode & setid & ~mode);
+}
+
+/*
+ * Each attribute through the open file when the kernel names one (@fi),
+ * else through the inode's O_PATH fd (or its /proc/self/fd link), as the
+ * caller: the source decides who may chmod, chown, truncate and set times.
+ * Two requests come from the kernel itself rather than from a caller's
+ * choice, and get the server's rights when the caller's fall short: the
+ * set-id bits a write drops (pzc_drops_setid_only), and the times of an
+ * open file (only ftruncate and the writeback of times name one; futimens
+ * does not).  0 or -errno.
+ */
+static int pzc_do_setattr(fuse_req_t req, int ifd, struct pzc_file *fh,
+			  const struct stat *attr, int valid)
+{
+	char path[PZC_PROCFD_LEN];
+	struct pzc_creds creds;
+	struct timespec tv[2];
+	int res = 0, err;
 
 	pzc_procfd(path, ifd);
-	if (valid & FUSE_SET_ATTR_MODE)
+	pzc_setattr_times(attr, valid, tv);
+	err = pzc_creds_enter(req, &creds, PZC_CHECKING);
+	if (err)
+		return err;
+	if (valid & FUSE_SET_ATTR_MODE) {
 		res = fh ? fchmod(fh->fd, attr->st_mode) : chmod(path, attr->st_mode);
+		if (res == -1 && errno == EPERM && creds.switched &&
+		    pzc_drops_setid_only(ifd, attr->st_mode)) {
+			pzc_creds_leave(req, &creds);
+			res = chmod(path, attr->st_mode);
+			err = res == -1 ? -errno : 0;
+			if (!err)
+				err = pzc_creds_enter(req, &creds, PZC_CHECKING);
+			if (err)
+				return err;
+		}
+	}
 	if (!res && (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)))
 		res = fchownat(ifd, "",
 			       (valid & FUSE_SET_ATTR_UID) ? attr->st_uid : (uid_t)-1,
@@ -220,13 +279,33 @@ static void pzc_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 			       AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
 	if (!res && (valid & FUSE_SET_ATTR_SIZE))
 		res = fh ? ftruncate(fh->fd, attr->st_size) : truncate(path, attr->st_size);
-	if (!res && (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME))) {
-		pzc_setattr_times(attr, valid, tv);
-		res = pzc_utimens(ifd, path, fh, tv);
+	if (!res && !fh && (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME))) {
+		res = pzc_utimens(ifd, path, NULL, tv);
+		if (res == -1 && errno == EPERM && pzc_writeback_touch(req, valid, tv)) {
+			tv[1].tv_sec = 0;
+			tv[1].tv_nsec = UTIME_NOW;
+			res = pzc_utimens(ifd, path, NULL, tv);
+		}
 	}
-	if (!res)
-		res = fstatat(ifd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
-	if (res == -1)
+	err = res == -1 ? -errno : 0;
+	pzc_creds_leave(req, &creds);
+	if (!err && fh && (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) &&
+	    pzc_utimens(ifd, path, fh, tv) == -1)
+		err = -errno;
+	return err;
+}
+
+static void pzc_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+			int valid, struct fuse_file_info *fi)
+{
+	int ifd = pzc_fd(req, ino);
+	struct stat st;
+	int err;
+
+	err = pzc_do_setattr(req, ifd, fi ? pzc_file(fi) : NULL, attr, valid);
+	if (err)
+		return (void)fuse_reply_err(req, -err);
+	if (fstatat(ifd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == -1)
 		return (void)fuse_reply_err(req, errno);
 	pzc_stat_ino(pzc_fs(req), &st);
 	fuse_reply_attr(req, &st, pzc_fs(req)->cfg.timeout);
@@ -285,7 +364,7 @@ int pzc_caller_begin(fuse_req_t req, struct pzc_creds *creds)
 
 	if (err)
 		return err;
-	err = pzc_creds_enter(req, creds);
+	err = pzc_creds_enter(req, creds, PZC_CREATING);
 	if (err)
 		pzc_umask_end(req);
 	return err;
@@ -355,7 +434,7 @@ static void pzc_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent,
 	int res, err;
 
 	pzc_entry_init(fs, &e);
-	err = pzc_creds_enter(req, &creds);
+	err = pzc_creds_enter(req, &creds, PZC_CREATING);
 	if (err)
 		return (void)fuse_reply_err(req, -err);
 	/* AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH, which a caller usually
@@ -380,30 +459,46 @@ static void pzc_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent,
 	fuse_reply_entry(req, &e);
 }
 
+/* unlink, rmdir: as the caller (write and search on the parent, the
+ * sticky bit).  0 or -errno. */
+static int pzc_remove(fuse_req_t req, fuse_ino_t parent, const char *name, int flags)
+{
+	struct pzc_creds creds;
+	int err;
+
+	err = pzc_creds_enter(req, &creds, PZC_CHECKING);
+	if (err)
+		return err;
+	err = unlinkat(pzc_fd(req, parent), name, flags) == -1 ? -errno : 0;
+	pzc_creds_leave(req, &creds);
+	return err;
+}
+
 static void pzc_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	int res = unlinkat(pzc_fd(req, parent), name, 0);
-
-	fuse_reply_err(req, res == -1 ? errno : 0);
+	fuse_reply_err(req, -pzc_remove(req, parent, name, 0));
 }
 
 static void pzc_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	int res = unlinkat(pzc_fd(req, parent), name, AT_REMOVEDIR);
-
-	fuse_reply_err(req, res == -1 ? errno : 0);
+	fuse_reply_err(req, -pzc_remove(req, parent, name, AT_REMOVEDIR));
 }
 
 static void pzc_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		       fuse_ino_t newparent, const char *newname, unsigned int flags)
 {
-	int res;
+	struct pzc_creds creds;
+	int err;
 
 	if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT))
 		return (void)fuse_reply_err(req, EINVAL);
-	res = renameat2(pzc_fd(req, parent), name, pzc_fd(req, newparent),
-			newname, flags);
-	fuse_reply_err(req, res == -1 ? errno : 0);
+	err = pzc_creds_enter(req, &creds, PZC_CHECKING);
+	if (err)
+		return (void)fuse_reply_err(req, -err);
+	err = renameat2(pzc_fd(req, parent), name, pzc_fd(req, newparent),
+			newname, flags) == -1 ? errno : 0;
+	pzc_creds_leave(req, &creds);
+	fuse_reply_err(req, err);
 }
 
 static void pzc_statfs(fuse_req_t req, fuse_ino_t ino)
@@ -428,17 +523,33 @@ static void pzc_access(fuse_req_t req, fuse_ino_t ino, int mask)
 /* --- extended attributes, through /proc/self/fd as O_PATH cannot --- */
 
 /*
- * getxattr (@name) and listxattr (@name NULL): the size when @size is 0,
- * else the value or list.
+ * With FUSE_POSIX_ACL the kernel asks for the ACLs of every inode it
+ * checks, and takes any error but "none" for a failed check: a source
+ * without ACLs (EOPNOTSUPP) has none.
+ */
+static bool pzc_no_acls(struct pzc_fs *fs, const char *name, int err)
+{
+	return fs->acl_on && err == EOPNOTSUPP &&
+	       (!strcmp(name, "system.posix_acl_access") ||
+		!strcmp(name, "system.posix_acl_default"));
+}
+
+/*
+ * getxattr (@name) and listxattr (@name NULL), as the caller (reading
+ * user.* needs read permission): the size when @size is 0, else the value
+ * or list.
  */
 static void pzc_reply_xattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			    size_t size)
 {
+	struct pzc_fs *fs = pzc_fs(req);
 	char path[PZC_PROCFD_LEN];
+	struct pzc_creds creds;
 	char *value = NULL;
 	ssize_t res;
+	int err;
 
-	if (!pzc_fs(req)->cfg.xattr)
+	if (!fs->cfg.xattr)
 		return (void)fuse_reply_err(req, ENOTSUP);
 	if (size) {
 		value = malloc(size);
@@ -446,9 +557,18 @@ static void pzc_reply_xattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			return (void)fuse_reply_err(req, ENOMEM);
 	}
 	pzc_procfd(path, pzc_fd(req, ino));
+	err = pzc_creds_enter(req, &creds, PZC_CHECKING);
+	if (err) {
+		free(value);
+		return (void)fuse_reply_err(req, -err);
+	}
 	res = name ? getxattr(path, name, value, size) : listxattr(path, value, size);
-	if (res == -1)
-		fuse_reply_err(req, errno);
+	err = res == -1 ? errno : 0;
+	pzc_creds_leave(req, &creds);
+	if (err && name && pzc_no_acls(fs, name, err))
+		err = ENODATA;
+	if (err)
+		fuse_reply_err(req, err);
 	else if (!size)
 		fuse_reply_xattr(req, res);
 	else
@@ -467,29 +587,36 @@ static void pzc_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	pzc_reply_xattr(req, ino, NULL, size);
 }
 
-static void pzc_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
-			 const char *value, size_t size, int flags)
+/* setxattr (@value) and removexattr, as the caller. */
+static void pzc_change_xattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			     const char *value, size_t size, int flags)
 {
 	char path[PZC_PROCFD_LEN];
-	int res;
+	struct pzc_creds creds;
+	int res, err;
 
 	if (!pzc_fs(req)->cfg.xattr)
 		return (void)fuse_reply_err(req, ENOTSUP);
 	pzc_procfd(path, pzc_fd(req, ino));
-	res = setxattr(path, name, value, size, flags);
-	fuse_reply_err(req, res == -1 ? errno : 0);
+	err = pzc_creds_enter(req, &creds, PZC_CHECKING);
+	if (err)
+		return (void)fuse_reply_err(req, -err);
+	res = value ? setxattr(path, name, value, size, flags) : removexattr(path, name);
+	err = res == -1 ? errno : 0;
+	pzc_creds_leave(req, &creds);
+	fuse_reply_err(req, err);
+}
+
+static void pzc_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			 const char *value, size_t size, int flags)
+{
+	/* an empty value still names a buffer */
+	pzc_change_xattr(req, ino, name, value ? value : "", size, flags);
 }
 
 static void pzc_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
-	char path[PZC_PROCFD_LEN];
-	int res;
-
-	if (!pzc_fs(req)->cfg.xattr)
-		return (void)fuse_reply_err(req, ENOTSUP);
-	pzc_procfd(path, pzc_fd(req, ino));
-	res = removexattr(path, name);
-	fuse_reply_err(req, res == -1 ? errno : 0);
+	pzc_change_xattr(req, ino, name, NULL, 0, 0);
 }
 
 static void pzc_destroy(void *userdata)

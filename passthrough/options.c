@@ -87,7 +87,7 @@ static const struct pzc_option_doc {
 	{ "[no_]writeback", "writeback cache (not with passthrough)" },
 	{ "[no_]flock", "flock() on the source (default) or in the kernel only" },
 	{ "[no_]xattr", "extended attributes (default: on)" },
-	{ "[no_]posix_acl", "POSIX ACLs (default ACLs inherit; implies default_permissions)" },
+	{ "[no_]posix_acl", "POSIX ACLs checked by the kernel too (default: on with xattr)" },
 	{ "[no_]direct_source", "O_DIRECT reads of the source (default: on a block device)" },
 	{ "server_replies", "zerocopy: the server writes each reply, not the kernel" },
 	{ "sync_lending", "zerocopy: wait for each lending before the next request" },
@@ -146,6 +146,7 @@ int pzc_parse_options(struct fuse_args *args, struct pzc_cmdline *cl)
 	cl->cfg.xattr = 1;
 	cl->cfg.direct_source = -1;
 	cl->cfg.zerocopy_write = -1;
+	cl->cfg.posix_acl = -1;
 	if (fuse_opt_parse(args, cl, pzc_opts, pzc_opt_proc) == -1)
 		return -EINVAL;
 	if (cl->too_many) {
@@ -256,7 +257,7 @@ static int pzc_check_mountpoint(const struct pzc_config *cfg)
 /* The options that cannot go together; 0 or one line and -EINVAL. */
 static int pzc_check_combinations(const struct pzc_config *cfg)
 {
-	if (cfg->posix_acl && !cfg->xattr) {
+	if (cfg->posix_acl > 0 && !cfg->xattr) {
 		fprintf(stderr, "passthrough_zc: -o posix_acl needs extended "
 			"attributes (drop -o no_xattr)\n");
 		return -EINVAL;

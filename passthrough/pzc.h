@@ -64,7 +64,7 @@ struct pzc_config {
 	int server_replies;	/* no IORING_SPLICE_BUF_COMPLETE: reply ourselves */
 	int sync_lending;	/* one lending in flight a worker, waited for */
 	int zerocopy_write;	/* zerocopy: writes from the writer's pages: 1, 0, -1 default */
-	int posix_acl;		/* kernel POSIX ACLs, caller's umask on the source */
+	int posix_acl;		/* kernel POSIX ACLs, caller's umask on the source: 1, 0, -1 default */
 	unsigned int max_read;
 	unsigned int max_readahead;	/* 0: PZC_DEFAULT_READAHEAD as root */
 	unsigned int max_write;
@@ -148,6 +148,12 @@ struct pzc_dir {
 /* Whether a worker thread took a caller's credentials (creds.c). */
 struct pzc_creds {
 	bool switched;
+};
+
+/* What a worker acts as the caller for (creds.c). */
+enum pzc_act {
+	PZC_CREATING,		/* new objects: the caller's ids, even root's */
+	PZC_CHECKING,		/* the source checks the caller's permission */
 };
 
 /* Command-line state that is not configuration (options.c). */
@@ -247,7 +253,7 @@ void pzc_raise_readahead(struct pzc_fs *fs);
 /* creds.c */
 int pzc_creds_init(struct pzc_fs *fs);
 void pzc_creds_destroy(struct pzc_fs *fs);
-int pzc_creds_enter(fuse_req_t req, struct pzc_creds *saved);
+int pzc_creds_enter(fuse_req_t req, struct pzc_creds *saved, enum pzc_act act);
 void pzc_creds_leave(fuse_req_t req, struct pzc_creds *saved);
 
 /* lock.c */
