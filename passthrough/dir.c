@@ -26,18 +26,23 @@ static void pzc_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 	/* As the caller, who needs read permission (the source checks it);
 	 * through /proc/self/fd, not ".", which would need search permission
 	 * too. */
-	pzc_procfd(path, pzc_fd(req, ino));
+	fd = pzc_ifd(req, ino);
+	if (fd < 0) {
+		free(d);
+		return (void)fuse_reply_err(req, -fd);
+	}
+	pzc_procfd(path, fd);
 	err = pzc_creds_enter(req, &creds, PZC_CHECKING);
+	if (!err) {
+		fd = pzc_openat(fs, AT_FDCWD, path, O_RDONLY | O_DIRECTORY, 0);
+		err = fd == -1 ? -errno : 0;
+		pzc_creds_leave(req, &creds);
+	}
+	pzc_ifd_put(req, ino);
 	if (err) {
 		free(d);
 		return (void)fuse_reply_err(req, -err);
 	}
-	fd = pzc_openat(fs, AT_FDCWD, path, O_RDONLY | O_DIRECTORY, 0);
-	err = errno;
-	pzc_creds_leave(req, &creds);
-	errno = err;
-	if (fd == -1)
-		goto out_errno;
 	d->dp = fdopendir(fd);
 	if (!d->dp) {
 		err = errno;
@@ -54,12 +59,6 @@ static void pzc_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 		closedir(d->dp);
 		free(d);
 	}
-	return;
-
-out_errno:
-	err = errno;
-	free(d);
-	fuse_reply_err(req, err);
 }
 
 static bool pzc_is_dot(const char *name)
@@ -108,7 +107,9 @@ static void pzc_do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 				e.attr.st_ino = ent->d_ino;
 				e.attr.st_mode = DTTOIF(ent->d_type);
 			} else {
-				err = pzc_do_lookup(req, ino, ent->d_name, &e);
+				/* relative to the open directory: no inode
+				 * fd needed */
+				err = pzc_lookup_at(req, dirfd(d->dp), ent->d_name, &e);
 				if (err == -ENOENT) {
 					/* removed since readdir() saw it */
 					err = 0;

@@ -237,23 +237,28 @@ static void pzc_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct fuse_entry_param e;
 	struct pzc_inode *inode;
 	struct pzc_file *fh;
-	int err;
+	int dfd, err;
 
 	fh = calloc(1, sizeof(*fh));
 	if (!fh)
 		return (void)fuse_reply_err(req, ENOMEM);
 	fh->dio_fd = -1;
+	dfd = pzc_ifd(req, parent);
+	if (dfd < 0) {
+		free(fh);
+		return (void)fuse_reply_err(req, -dfd);
+	}
 	/* The kernel sends CREATE for a name it believes absent; whatever was
 	 * put there since (a symlink to a file outside SOURCE) is not
 	 * followed: O_NOFOLLOW fails it with ELOOP. */
-	fh->fd = pzc_open_as_caller(req, pzc_fd(req, parent), name, fi->flags,
-				    O_CREAT | O_NOFOLLOW, mode, PZC_CREATING);
+	fh->fd = pzc_open_as_caller(req, dfd, name, fi->flags, O_CREAT | O_NOFOLLOW,
+				    mode, PZC_CREATING);
+	err = fh->fd < 0 ? fh->fd : pzc_lookup_at(req, dfd, name, &e);
+	pzc_ifd_put(req, parent);
 	if (fh->fd < 0) {
-		err = fh->fd;
 		free(fh);
 		return (void)fuse_reply_err(req, -err);
 	}
-	err = pzc_do_lookup(req, parent, name, &e);
 	if (err) {
 		pzc_file_free(fh);
 		return (void)fuse_reply_err(req, -err);
@@ -277,15 +282,21 @@ static void pzc_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct pzc_inode *inode = pzc_inode(req, ino);
 	char path[PZC_PROCFD_LEN];
 	struct pzc_file *fh;
-	int err;
+	int ifd, err;
 
 	fh = calloc(1, sizeof(*fh));
 	if (!fh)
 		return (void)fuse_reply_err(req, ENOMEM);
 	fh->dio_fd = -1;
-	pzc_procfd(path, inode->fd);
+	ifd = pzc_ifd(req, ino);
+	if (ifd < 0) {
+		free(fh);
+		return (void)fuse_reply_err(req, -ifd);
+	}
+	pzc_procfd(path, ifd);
 	fh->fd = pzc_open_as_caller(req, AT_FDCWD, path, fi->flags & ~O_CREAT, 0, 0,
 				    PZC_CHECKING);
+	pzc_ifd_put(req, ino);
 	if (fh->fd < 0) {
 		err = fh->fd;
 		free(fh);
@@ -320,12 +331,16 @@ static void pzc_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 
 static void pzc_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	int res;
+	int dup, err = 0;
 
 	(void)ino;
-	/* what close() would report (e.g. NFS write-back errors) */
-	res = close(fcntl(pzc_file(fi)->fd, F_DUPFD_CLOEXEC, 0));
-	fuse_reply_err(req, res == -1 ? errno : 0);
+	/* What close() would report (e.g. NFS write-back errors), through a
+	 * duplicate.  With no fd to spare (EMFILE) there is nothing to ask:
+	 * the writes' own errors were replied. */
+	dup = fcntl(pzc_file(fi)->fd, F_DUPFD_CLOEXEC, 0);
+	if (dup >= 0 && close(dup) == -1)
+		err = errno;
+	fuse_reply_err(req, err);
 }
 
 static void pzc_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,

@@ -34,17 +34,18 @@ void pzc_entry_init(struct pzc_fs *fs, struct fuse_entry_param *e)
 	e->entry_timeout = fs->cfg.timeout;
 }
 
-/* Look @name up in @parent, taking one lookup reference.  0 or -errno. */
-int pzc_do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name,
+/* Look @name up in the directory @dirfd, taking one lookup reference.
+ * 0 or -errno. */
+int pzc_lookup_at(fuse_req_t req, int dirfd, const char *name,
 		  struct fuse_entry_param *e)
 {
 	struct pzc_fs *fs = pzc_fs(req);
+	struct file_handle *handle;
 	struct pzc_inode *inode;
-	bool created;
-	int fd, err;
+	int fd, err, mount_id;
 
 	pzc_entry_init(fs, e);
-	fd = openat(pzc_fd(req, parent), name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	if (fd == -1)
 		return -errno;
 	if (fstatat(fd, "", &e->attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == -1) {
@@ -52,20 +53,33 @@ int pzc_do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name,
 		close(fd);
 		return err;
 	}
-	inode = pzc_inode_get(fs, fd, &e->attr, &created);
-	if (!inode) {
-		close(fd);
+	handle = pzc_handle_of(fs, fd, &mount_id);
+	if (handle && S_ISDIR(e->attr.st_mode))
+		pzc_note_mount(fs, mount_id, fd);
+	inode = pzc_inode_get(fs, fd, &e->attr, handle, mount_id);
+	if (!inode)
 		return -ENOMEM;
-	}
-	if (!created)
-		close(fd);
 	pzc_stat_ino(fs, &e->attr);
 	e->ino = pzc_ino(fs, inode);
 	e->generation = inode->generation;
 	if (pzc_debug(req))
-		fuse_log(FUSE_LOG_DEBUG, "  %" PRIu64 "/%s -> %" PRIu64 "\n",
-			 (uint64_t)parent, name, (uint64_t)e->ino);
+		fuse_log(FUSE_LOG_DEBUG, "  %d/%s -> %" PRIu64 "\n", dirfd, name,
+			 (uint64_t)e->ino);
 	return 0;
+}
+
+/* Look @name up in @parent, taking one lookup reference.  0 or -errno. */
+int pzc_do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name,
+		  struct fuse_entry_param *e)
+{
+	int dfd = pzc_ifd(req, parent);
+	int err;
+
+	if (dfd < 0)
+		return dfd;
+	err = pzc_lookup_at(req, dfd, name, e);
+	pzc_ifd_put(req, parent);
+	return err;
 }
 
 static void pzc_init(void *userdata, struct fuse_conn_info *conn)
@@ -162,10 +176,16 @@ static void pzc_forget_multi(fuse_req_t req, size_t count,
 
 static void pzc_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	int ifd = pzc_ifd(req, ino);
 	struct stat st;
+	int res;
 
 	(void)fi;
-	if (fstatat(pzc_fd(req, ino), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == -1)
+	if (ifd < 0)
+		return (void)fuse_reply_err(req, -ifd);
+	res = fstatat(ifd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+	pzc_ifd_put(req, ino);
+	if (res == -1)
 		return (void)fuse_reply_err(req, errno);
 	pzc_stat_ino(pzc_fs(req), &st);
 	fuse_reply_attr(req, &st, pzc_fs(req)->cfg.timeout);
@@ -298,27 +318,36 @@ static int pzc_do_setattr(fuse_req_t req, int ifd, struct pzc_file *fh,
 static void pzc_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 			int valid, struct fuse_file_info *fi)
 {
-	int ifd = pzc_fd(req, ino);
+	int ifd = pzc_ifd(req, ino);
 	struct stat st;
 	int err;
 
+	if (ifd < 0)
+		return (void)fuse_reply_err(req, -ifd);
 	err = pzc_do_setattr(req, ifd, fi ? pzc_file(fi) : NULL, attr, valid);
+	if (!err && fstatat(ifd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == -1)
+		err = -errno;
+	pzc_ifd_put(req, ino);
 	if (err)
 		return (void)fuse_reply_err(req, -err);
-	if (fstatat(ifd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == -1)
-		return (void)fuse_reply_err(req, errno);
 	pzc_stat_ino(pzc_fs(req), &st);
 	fuse_reply_attr(req, &st, pzc_fs(req)->cfg.timeout);
 }
 
 static void pzc_readlink(fuse_req_t req, fuse_ino_t ino)
 {
+	int ifd = pzc_ifd(req, ino);
 	char buf[PATH_MAX + 1];
 	ssize_t res;
 
-	res = readlinkat(pzc_fd(req, ino), "", buf, sizeof(buf));
+	if (ifd < 0)
+		return (void)fuse_reply_err(req, -ifd);
+	res = readlinkat(ifd, "", buf, sizeof(buf));
 	if (res == -1)
-		return (void)fuse_reply_err(req, errno);
+		res = -errno;
+	pzc_ifd_put(req, ino);
+	if (res < 0)
+		return (void)fuse_reply_err(req, -res);
 	if (res == sizeof(buf))
 		return (void)fuse_reply_err(req, ENAMETOOLONG);
 	buf[res] = '\0';
@@ -381,14 +410,16 @@ void pzc_caller_end(fuse_req_t req, struct pzc_creds *creds)
 static void pzc_make_node(fuse_req_t req, fuse_ino_t parent, const char *name,
 			  mode_t mode, dev_t rdev, const char *link)
 {
-	int dfd = pzc_fd(req, parent);
+	int dfd = pzc_ifd(req, parent);
 	struct fuse_entry_param e;
 	struct pzc_creds creds;
 	int res, err;
 
+	if (dfd < 0)
+		return (void)fuse_reply_err(req, -dfd);
 	err = pzc_caller_begin(req, &creds);
 	if (err)
-		return (void)fuse_reply_err(req, -err);
+		goto out;
 	if (link)
 		res = symlinkat(link, dfd, name);
 	else if (S_ISDIR(mode))
@@ -397,9 +428,10 @@ static void pzc_make_node(fuse_req_t req, fuse_ino_t parent, const char *name,
 		res = mknodat(dfd, name, mode, rdev);
 	err = res == -1 ? -errno : 0;
 	pzc_caller_end(req, &creds);
-	if (err)
-		return (void)fuse_reply_err(req, -err);
-	err = pzc_do_lookup(req, parent, name, &e);
+	if (!err)
+		err = pzc_lookup_at(req, dfd, name, &e);
+out:
+	pzc_ifd_put(req, parent);
 	if (err)
 		return (void)fuse_reply_err(req, -err);
 	fuse_reply_entry(req, &e);
@@ -431,27 +463,37 @@ static void pzc_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent,
 	char path[PZC_PROCFD_LEN];
 	struct fuse_entry_param e;
 	struct pzc_creds creds;
-	int res, err;
+	int ifd, dfd, res, err;
 
 	pzc_entry_init(fs, &e);
+	ifd = pzc_ifd(req, ino);
+	if (ifd < 0)
+		return (void)fuse_reply_err(req, -ifd);
+	dfd = pzc_ifd(req, parent);
+	if (dfd < 0) {
+		pzc_ifd_put(req, ino);
+		return (void)fuse_reply_err(req, -dfd);
+	}
 	err = pzc_creds_enter(req, &creds, PZC_CREATING);
 	if (err)
-		return (void)fuse_reply_err(req, -err);
+		goto out;
 	/* AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH, which a caller usually
 	 * lacks; the /proc/self/fd link names the same inode (the source's
 	 * protected_hardlinks rules then apply to the caller). */
-	res = linkat(inode->fd, "", pzc_fd(req, parent), name, AT_EMPTY_PATH);
+	res = linkat(ifd, "", dfd, name, AT_EMPTY_PATH);
 	if (res == -1 && (errno == ENOENT || errno == EINVAL || errno == EPERM)) {
-		pzc_procfd(path, inode->fd);
-		res = linkat(AT_FDCWD, path, pzc_fd(req, parent), name,
-			     AT_SYMLINK_FOLLOW);
+		pzc_procfd(path, ifd);
+		res = linkat(AT_FDCWD, path, dfd, name, AT_SYMLINK_FOLLOW);
 	}
 	err = res == -1 ? -errno : 0;
 	pzc_creds_leave(req, &creds);
+	if (!err && fstatat(ifd, "", &e.attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == -1)
+		err = -errno;
+out:
+	pzc_ifd_put(req, parent);
+	pzc_ifd_put(req, ino);
 	if (err)
 		return (void)fuse_reply_err(req, -err);
-	if (fstatat(inode->fd, "", &e.attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == -1)
-		return (void)fuse_reply_err(req, errno);
 	pzc_stat_ino(fs, &e.attr);
 	pzc_inode_ref(fs, inode);
 	e.ino = pzc_ino(fs, inode);
@@ -463,14 +505,18 @@ static void pzc_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent,
  * sticky bit).  0 or -errno. */
 static int pzc_remove(fuse_req_t req, fuse_ino_t parent, const char *name, int flags)
 {
+	int dfd = pzc_ifd(req, parent);
 	struct pzc_creds creds;
 	int err;
 
+	if (dfd < 0)
+		return dfd;
 	err = pzc_creds_enter(req, &creds, PZC_CHECKING);
-	if (err)
-		return err;
-	err = unlinkat(pzc_fd(req, parent), name, flags) == -1 ? -errno : 0;
-	pzc_creds_leave(req, &creds);
+	if (!err) {
+		err = unlinkat(dfd, name, flags) == -1 ? -errno : 0;
+		pzc_creds_leave(req, &creds);
+	}
+	pzc_ifd_put(req, parent);
 	return err;
 }
 
@@ -488,36 +534,55 @@ static void pzc_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		       fuse_ino_t newparent, const char *newname, unsigned int flags)
 {
 	struct pzc_creds creds;
-	int err;
+	int dfd, newdfd, err;
 
 	if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT))
 		return (void)fuse_reply_err(req, EINVAL);
+	dfd = pzc_ifd(req, parent);
+	if (dfd < 0)
+		return (void)fuse_reply_err(req, -dfd);
+	newdfd = pzc_ifd(req, newparent);
+	if (newdfd < 0) {
+		pzc_ifd_put(req, parent);
+		return (void)fuse_reply_err(req, -newdfd);
+	}
 	err = pzc_creds_enter(req, &creds, PZC_CHECKING);
-	if (err)
-		return (void)fuse_reply_err(req, -err);
-	err = renameat2(pzc_fd(req, parent), name, pzc_fd(req, newparent),
-			newname, flags) == -1 ? errno : 0;
-	pzc_creds_leave(req, &creds);
-	fuse_reply_err(req, err);
+	if (!err) {
+		err = renameat2(dfd, name, newdfd, newname, flags) == -1 ? -errno : 0;
+		pzc_creds_leave(req, &creds);
+	}
+	pzc_ifd_put(req, newparent);
+	pzc_ifd_put(req, parent);
+	fuse_reply_err(req, -err);
 }
 
 static void pzc_statfs(fuse_req_t req, fuse_ino_t ino)
 {
+	int ifd = pzc_ifd(req, ino);
 	struct statvfs sv;
+	int res;
 
-	if (fstatvfs(pzc_fd(req, ino), &sv) == -1)
+	if (ifd < 0)
+		return (void)fuse_reply_err(req, -ifd);
+	res = fstatvfs(ifd, &sv);
+	pzc_ifd_put(req, ino);
+	if (res == -1)
 		return (void)fuse_reply_err(req, errno);
 	fuse_reply_statfs(req, &sv);
 }
 
 static void pzc_access(fuse_req_t req, fuse_ino_t ino, int mask)
 {
+	int ifd = pzc_ifd(req, ino);
 	char path[PZC_PROCFD_LEN];
-	int res;
+	int err;
 
-	pzc_procfd(path, pzc_fd(req, ino));
-	res = faccessat(AT_FDCWD, path, mask, 0);
-	fuse_reply_err(req, res == -1 ? errno : 0);
+	if (ifd < 0)
+		return (void)fuse_reply_err(req, -ifd);
+	pzc_procfd(path, ifd);
+	err = faccessat(AT_FDCWD, path, mask, 0) == -1 ? errno : 0;
+	pzc_ifd_put(req, ino);
+	fuse_reply_err(req, err);
 }
 
 /* --- extended attributes, through /proc/self/fd as O_PATH cannot --- */
@@ -546,8 +611,8 @@ static void pzc_reply_xattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	char path[PZC_PROCFD_LEN];
 	struct pzc_creds creds;
 	char *value = NULL;
-	ssize_t res;
-	int err;
+	ssize_t res = -1;
+	int ifd, err;
 
 	if (!fs->cfg.xattr)
 		return (void)fuse_reply_err(req, ENOTSUP);
@@ -556,15 +621,20 @@ static void pzc_reply_xattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		if (!value)
 			return (void)fuse_reply_err(req, ENOMEM);
 	}
-	pzc_procfd(path, pzc_fd(req, ino));
-	err = pzc_creds_enter(req, &creds, PZC_CHECKING);
-	if (err) {
+	ifd = pzc_ifd(req, ino);
+	if (ifd < 0) {
 		free(value);
-		return (void)fuse_reply_err(req, -err);
+		return (void)fuse_reply_err(req, -ifd);
 	}
-	res = name ? getxattr(path, name, value, size) : listxattr(path, value, size);
-	err = res == -1 ? errno : 0;
-	pzc_creds_leave(req, &creds);
+	pzc_procfd(path, ifd);
+	err = -pzc_creds_enter(req, &creds, PZC_CHECKING);
+	if (!err) {
+		res = name ? getxattr(path, name, value, size) :
+		      listxattr(path, value, size);
+		err = res == -1 ? errno : 0;
+		pzc_creds_leave(req, &creds);
+	}
+	pzc_ifd_put(req, ino);
 	if (err && name && pzc_no_acls(fs, name, err))
 		err = ENODATA;
 	if (err)
@@ -593,17 +663,22 @@ static void pzc_change_xattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 {
 	char path[PZC_PROCFD_LEN];
 	struct pzc_creds creds;
-	int res, err;
+	int ifd, res, err;
 
 	if (!pzc_fs(req)->cfg.xattr)
 		return (void)fuse_reply_err(req, ENOTSUP);
-	pzc_procfd(path, pzc_fd(req, ino));
-	err = pzc_creds_enter(req, &creds, PZC_CHECKING);
-	if (err)
-		return (void)fuse_reply_err(req, -err);
-	res = value ? setxattr(path, name, value, size, flags) : removexattr(path, name);
-	err = res == -1 ? errno : 0;
-	pzc_creds_leave(req, &creds);
+	ifd = pzc_ifd(req, ino);
+	if (ifd < 0)
+		return (void)fuse_reply_err(req, -ifd);
+	pzc_procfd(path, ifd);
+	err = -pzc_creds_enter(req, &creds, PZC_CHECKING);
+	if (!err) {
+		res = value ? setxattr(path, name, value, size, flags) :
+		      removexattr(path, name);
+		err = res == -1 ? errno : 0;
+		pzc_creds_leave(req, &creds);
+	}
+	pzc_ifd_put(req, ino);
 	fuse_reply_err(req, err);
 }
 

@@ -130,8 +130,9 @@ static void pzc_print_report(struct pzc_fs *fs)
 }
 
 /*
- * Every inode the kernel knows holds an O_PATH fd, so the default soft limit
- * of 1024 would turn a big tree into EMFILE: take the hard limit.
+ * Every open file holds a fd of the source, and inodes without a file handle
+ * an O_PATH fd each (inode.c): the default soft limit of 1024 would turn a
+ * big tree into EMFILE.  Take the hard limit.
  */
 static void pzc_raise_fd_limit(void)
 {

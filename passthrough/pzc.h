@@ -79,10 +79,16 @@ struct pzc_config {
 };
 
 struct pzc_inode {
-	struct pzc_inode *hnext;	/* hash chain; pzc_fs.lock */
+	struct pzc_inode *hnext;	/* hash chain or stale list; pzc_fs.lock */
+	struct pzc_inode *lru_prev;	/* fd cache (inode.c); pzc_fs.lock */
+	struct pzc_inode *lru_next;
 	dev_t dev;			/* key, immutable */
 	ino_t ino;			/* key, immutable */
-	int fd;				/* O_PATH, immutable while hashed */
+	struct file_handle *handle;	/* immutable; NULL: fd always open */
+	int mount_fd;			/* for open_by_handle_at, with handle */
+	int fd;				/* O_PATH or -1: pzc_inode_fd(); pzc_fs.lock */
+	unsigned int fd_users;		/* pins on fd; pzc_fs.lock */
+	bool hashed;			/* pzc_fs.lock */
 	uint64_t generation;		/* immutable */
 	uint64_t nlookup;		/* pzc_fs.lock */
 	uint64_t nopen;			/* pzc_fs.lock */
@@ -112,6 +118,14 @@ struct pzc_fs {
 	size_t ninodes;
 	uint64_t next_generation;
 	struct pzc_inode root;
+	struct pzc_inode *stale;	/* unhashed, still known to the kernel */
+	bool handles;			/* may reopen inodes by file handle */
+	struct pzc_inode *lru_head;	/* inode fds that may be closed (inode.c) */
+	struct pzc_inode *lru_tail;
+	size_t nfds_cached;
+	size_t fd_cap;
+	struct pzc_mount_fd *mounts;	/* open_by_handle_at's mount fds */
+	size_t nmounts;
 	dev_t *other_devs;		/* file systems under SOURCE; lock */
 	size_t nother_devs;
 	struct fuse_session *se;
@@ -165,6 +179,10 @@ struct pzc_cmdline {
 	int has_fsname;
 };
 
+/* inode.c, for the accessors below */
+int pzc_inode_fd(struct pzc_fs *fs, struct pzc_inode *inode);
+void pzc_inode_fd_put(struct pzc_fs *fs, struct pzc_inode *inode);
+
 /* --- accessors for handlers ---------------------------------------- */
 
 #define PZC_PROCFD_LEN 32
@@ -181,9 +199,16 @@ static inline struct pzc_inode *pzc_inode(fuse_req_t req, fuse_ino_t ino)
 	return (struct pzc_inode *)(uintptr_t)ino;
 }
 
-static inline int pzc_fd(fuse_req_t req, fuse_ino_t ino)
+/* The O_PATH fd of inode @ino, pinned until pzc_ifd_put(): >= 0 or
+ * -errno (inode.c).  Taken as the server, before acting as a caller. */
+static inline int pzc_ifd(fuse_req_t req, fuse_ino_t ino)
 {
-	return pzc_inode(req, ino)->fd;
+	return pzc_inode_fd(fuse_req_userdata(req), pzc_inode(req, ino));
+}
+
+static inline void pzc_ifd_put(fuse_req_t req, fuse_ino_t ino)
+{
+	pzc_inode_fd_put(fuse_req_userdata(req), pzc_inode(req, ino));
 }
 
 static inline fuse_ino_t pzc_ino(struct pzc_fs *fs, struct pzc_inode *inode)
@@ -221,6 +246,8 @@ static inline void pzc_procfd(char buf[PZC_PROCFD_LEN], int fd)
 /* ops.c: the operations table, nodes and attributes */
 void pzc_ops_init(struct fuse_lowlevel_ops *ops);
 void pzc_entry_init(struct pzc_fs *fs, struct fuse_entry_param *e);
+int pzc_lookup_at(fuse_req_t req, int dirfd, const char *name,
+		  struct fuse_entry_param *e);
 int pzc_do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name,
 		  struct fuse_entry_param *e);
 int pzc_caller_begin(fuse_req_t req, struct pzc_creds *creds);
@@ -264,8 +291,10 @@ void pzc_lock_shutdown(struct pzc_fs *fs);
 /* inode.c */
 int pzc_itable_init(struct pzc_fs *fs, int root_fd);
 void pzc_itable_destroy(struct pzc_fs *fs);
+struct file_handle *pzc_handle_of(struct pzc_fs *fs, int fd, int *mount_id);
+void pzc_note_mount(struct pzc_fs *fs, int mount_id, int fd);
 struct pzc_inode *pzc_inode_get(struct pzc_fs *fs, int fd, const struct stat *st,
-				bool *created);
+				struct file_handle *handle, int mount_id);
 void pzc_inode_ref(struct pzc_fs *fs, struct pzc_inode *inode);
 void pzc_inode_unref(struct pzc_fs *fs, struct pzc_inode *inode, uint64_t n);
 void pzc_inode_open(struct pzc_fs *fs, struct pzc_inode *inode);

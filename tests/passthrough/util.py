@@ -217,9 +217,9 @@ def fallocate(fd, mode, off, length):
 class Daemon:
     """A passthrough_zc run in the foreground (-f) with its stderr in a file."""
 
-    def __init__(self, src, mnt, options, logpath, extra_env=None):
+    def __init__(self, src, mnt, options, logpath, extra_env=None, wrapper=()):
         self.src, self.mnt, self.logpath = src, mnt, logpath
-        self.cmd = [binary(), "-f", "-o", "stats", *options, src, mnt]
+        self.cmd = [*wrapper, binary(), "-f", "-o", "stats", *options, src, mnt]
         env = dict(os.environ, **(extra_env or {}))
         self.logf = open(logpath, "w")
         self.proc = subprocess.Popen(self.cmd, stdout=self.logf, stderr=subprocess.STDOUT,
