@@ -112,6 +112,14 @@ static void pzc_unhash(struct pzc_fs *fs, struct pzc_inode *inode)
 	abort();
 }
 
+/* A count of @inode would go below zero: a bug the table cannot survive. */
+static void pzc_underflow(const char *count, const struct pzc_inode *inode)
+{
+	fprintf(stderr, "passthrough_zc: internal error: negative %s of inode %llu\n",
+		count, (unsigned long long)inode->ino);
+	abort();
+}
+
 /* --- the fd cache: inodes with a handle and an open fd, most recent first */
 
 static bool pzc_lru_linked(const struct pzc_fs *fs, const struct pzc_inode *inode)
@@ -486,11 +494,8 @@ int pzc_inode_fd(struct pzc_fs *fs, struct pzc_inode *inode)
 void pzc_inode_fd_put(struct pzc_fs *fs, struct pzc_inode *inode)
 {
 	pthread_mutex_lock(&fs->lock);
-	if (!inode->fd_users) {
-		fprintf(stderr, "passthrough_zc: internal error: unpinned fd of "
-			"inode %llu\n", (unsigned long long)inode->ino);
-		abort();
-	}
+	if (!inode->fd_users)
+		pzc_underflow("fd pin count", inode);
 	inode->fd_users--;
 	pthread_mutex_unlock(&fs->lock);
 }
@@ -522,11 +527,8 @@ static void pzc_put_locked(struct pzc_fs *fs, struct pzc_inode *inode)
 void pzc_inode_unref(struct pzc_fs *fs, struct pzc_inode *inode, uint64_t n)
 {
 	pthread_mutex_lock(&fs->lock);
-	if (n > inode->nlookup) {
-		fprintf(stderr, "passthrough_zc: internal error: negative lookup "
-			"count for inode %llu\n", (unsigned long long)inode->ino);
-		abort();
-	}
+	if (n > inode->nlookup)
+		pzc_underflow("lookup count", inode);
 	inode->nlookup -= n;
 	pzc_put_locked(fs, inode);
 }
@@ -541,11 +543,8 @@ void pzc_inode_open(struct pzc_fs *fs, struct pzc_inode *inode)
 void pzc_inode_close(struct pzc_fs *fs, struct pzc_inode *inode)
 {
 	pthread_mutex_lock(&fs->lock);
-	if (!inode->nopen) {
-		fprintf(stderr, "passthrough_zc: internal error: negative open "
-			"count for inode %llu\n", (unsigned long long)inode->ino);
-		abort();
-	}
+	if (!inode->nopen)
+		pzc_underflow("open count", inode);
 	inode->nopen--;
 	pzc_put_locked(fs, inode);
 }

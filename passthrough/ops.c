@@ -455,6 +455,27 @@ static void pzc_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
 	pzc_make_node(req, parent, name, S_IFLNK, 0, link);
 }
 
+/* Pin the fds of inodes @a and @b (which may be one): 0, or -errno with
+ * neither pinned. */
+static int pzc_ifd_pair(fuse_req_t req, fuse_ino_t a, fuse_ino_t b, int fds[2])
+{
+	fds[0] = pzc_ifd(req, a);
+	if (fds[0] < 0)
+		return fds[0];
+	fds[1] = pzc_ifd(req, b);
+	if (fds[1] < 0) {
+		pzc_ifd_put(req, a);
+		return fds[1];
+	}
+	return 0;
+}
+
+static void pzc_ifd_pair_put(fuse_req_t req, fuse_ino_t a, fuse_ino_t b)
+{
+	pzc_ifd_put(req, b);
+	pzc_ifd_put(req, a);
+}
+
 static void pzc_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent,
 		     const char *name)
 {
@@ -463,17 +484,14 @@ static void pzc_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent,
 	char path[PZC_PROCFD_LEN];
 	struct fuse_entry_param e;
 	struct pzc_creds creds;
-	int ifd, dfd, res, err;
+	int fds[2], ifd, dfd, res, err;
 
 	pzc_entry_init(fs, &e);
-	ifd = pzc_ifd(req, ino);
-	if (ifd < 0)
-		return (void)fuse_reply_err(req, -ifd);
-	dfd = pzc_ifd(req, parent);
-	if (dfd < 0) {
-		pzc_ifd_put(req, ino);
-		return (void)fuse_reply_err(req, -dfd);
-	}
+	err = pzc_ifd_pair(req, ino, parent, fds);
+	if (err)
+		return (void)fuse_reply_err(req, -err);
+	ifd = fds[0];
+	dfd = fds[1];
 	err = pzc_creds_enter(req, &creds, PZC_CREATING);
 	if (err)
 		goto out;
@@ -490,8 +508,7 @@ static void pzc_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent,
 	if (!err && fstatat(ifd, "", &e.attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == -1)
 		err = -errno;
 out:
-	pzc_ifd_put(req, parent);
-	pzc_ifd_put(req, ino);
+	pzc_ifd_pair_put(req, ino, parent);
 	if (err)
 		return (void)fuse_reply_err(req, -err);
 	pzc_stat_ino(fs, &e.attr);
@@ -534,25 +551,19 @@ static void pzc_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		       fuse_ino_t newparent, const char *newname, unsigned int flags)
 {
 	struct pzc_creds creds;
-	int dfd, newdfd, err;
+	int fds[2], err;
 
 	if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT))
 		return (void)fuse_reply_err(req, EINVAL);
-	dfd = pzc_ifd(req, parent);
-	if (dfd < 0)
-		return (void)fuse_reply_err(req, -dfd);
-	newdfd = pzc_ifd(req, newparent);
-	if (newdfd < 0) {
-		pzc_ifd_put(req, parent);
-		return (void)fuse_reply_err(req, -newdfd);
-	}
+	err = pzc_ifd_pair(req, parent, newparent, fds);
+	if (err)
+		return (void)fuse_reply_err(req, -err);
 	err = pzc_creds_enter(req, &creds, PZC_CHECKING);
 	if (!err) {
-		err = renameat2(dfd, name, newdfd, newname, flags) == -1 ? -errno : 0;
+		err = renameat2(fds[0], name, fds[1], newname, flags) == -1 ? -errno : 0;
 		pzc_creds_leave(req, &creds);
 	}
-	pzc_ifd_put(req, newparent);
-	pzc_ifd_put(req, parent);
+	pzc_ifd_pair_put(req, parent, newparent);
 	fuse_reply_err(req, -err);
 }
 

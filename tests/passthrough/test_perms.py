@@ -37,7 +37,8 @@ from typing import Callable, Optional
 import pytest
 
 from conftest import Mounted
-from suite_policy import _expected, under_ci, unexpected_lines
+from suite_policy import _expected, unexpected_lines
+from test_startup import need_root
 
 USERS = ("fzcp-alice", "fzcp-bob")
 GROUPS = ("fzcp-team", "fzcp-other")
@@ -50,14 +51,6 @@ CONFIGS = {
 }
 # Their entry and attribute timeouts (passthrough_zc's defaults).
 TIMEOUTS = {"default": 1.0, "cache=always": 86400.0, "writeback": 1.0}
-
-
-def need_root():
-    if os.geteuid() == 0:
-        return
-    if under_ci():
-        pytest.fail("needs root (CI=true: not skipping)")
-    pytest.skip("needs root")
 
 
 # --- users ------------------------------------------------------------------

@@ -433,6 +433,15 @@ def lockers():
             p.wait(TIMEOUT)
 
 
+def _unlock_and_close(holder):
+    """The holder unlocks and closes; it says so and exits."""
+    holder.stdin.write("\n")
+    holder.stdin.flush()
+    _read_line(holder, "unlocked")
+    _read_line(holder, "closed")
+    assert holder.wait(TIMEOUT) == 0
+
+
 def _waiters_then_unlock(fs, lockers, nwaiters):
     with open(fs.s("f"), "w") as f:
         f.write("lock me")
@@ -442,11 +451,7 @@ def _waiters_then_unlock(fs, lockers, nwaiters):
     waiters = [lockers(fs, LOCK_WAITER) for _ in range(nwaiters)]
     _poll(lambda: _waiting(fs) >= base_waiting + nwaiters, f"{nwaiters} waiting FLOCKs")
     _bounded(lockers, fs, STAT)
-    holder.stdin.write("\n")
-    holder.stdin.flush()
-    _read_line(holder, "unlocked")
-    _read_line(holder, "closed")
-    assert holder.wait(TIMEOUT) == 0
+    _unlock_and_close(holder)
     for w in waiters:
         assert w.wait(TIMEOUT) == 0
     _bounded(lockers, fs, STAT)
@@ -479,11 +484,7 @@ def test_posix_lock_waiters_single_thread(mounted, lockers):
     _read_line(holder, "locked")
     waiters = [lockers(fs, waiter_code) for _ in range(3)]
     _bounded(lockers, fs, STAT)
-    holder.stdin.write("\n")
-    holder.stdin.flush()
-    _read_line(holder, "unlocked")
-    _read_line(holder, "closed")
-    assert holder.wait(TIMEOUT) == 0
+    _unlock_and_close(holder)
     for w in waiters:
         assert w.wait(TIMEOUT) == 0
 
@@ -504,11 +505,7 @@ def test_flock_waiter_interrupted(mounted, lockers, opts):
     assert victim.wait(TIMEOUT) == -signal.SIGINT
     # the lock is still the holder's
     _bounded(lockers, fs, TRY_LOCK.replace('print("free")', 'sys.exit("free")'))
-    holder.stdin.write("\n")
-    holder.stdin.flush()
-    _read_line(holder, "unlocked")
-    _read_line(holder, "closed")
-    assert holder.wait(TIMEOUT) == 0
+    _unlock_and_close(holder)
     _bounded(lockers, fs, TRY_LOCK.replace('print("held")', 'sys.exit("held")'))
     _bounded(lockers, fs, STAT)
 
@@ -590,22 +587,14 @@ def test_flock_waiter_threads_are_capped(mounted, lockers):
         _poll(lambda: _waiting(fs) >= base_waiting + 32, "2 more waiting FLOCKs")
         victim.send_signal(signal.SIGINT)
         assert victim.wait(TIMEOUT) == -signal.SIGINT
-        g_holder.stdin.write("\n")
-        g_holder.stdin.flush()
-        _read_line(g_holder, "unlocked")
+        _unlock_and_close(g_holder)
         assert g_waiter.wait(TIMEOUT) == 0, "a queued wait for a free lock"
-        _read_line(g_holder, "closed")
-        assert g_holder.wait(TIMEOUT) == 0
     finally:
         for p in (g_holder, locals().get("g_waiter")):
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
-    holder.stdin.write("\n")
-    holder.stdin.flush()
-    _read_line(holder, "unlocked")
-    _read_line(holder, "closed")
-    assert holder.wait(TIMEOUT) == 0
+    _unlock_and_close(holder)
     for w in waiters:
         assert w.wait(TIMEOUT) == 0
     _bounded(lockers, fs, STAT)
