@@ -28,10 +28,12 @@
  * every thread of the process: the raw system call is used instead.
  * Taking a non-zero fs uid drops the file-system capabilities
  * (CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, CAP_CHOWN, ...) from the
- * thread's effective set; going back to fs uid 0 raises them again.  The
- * thread keeps its other capabilities (CAP_SYS_ADMIN for trusted.* and
- * security.* xattrs): the kernel checks those against the caller before a
- * request is sent.
+ * thread's effective set; going back to fs uid 0 raises them again.  For a
+ * caller other than root the thread also clears the rest of its effective
+ * set (capset(2) is per thread; the permitted set stays, to raise them
+ * again): otherwise the source would still see CAP_SYS_ADMIN, and list
+ * trusted.* xattrs, say, to a user who may not see them.  (The kernel
+ * checks the caller's own capabilities before it sends such requests.)
  *
  * An unprivileged server cannot switch and acts as itself, which is what
  * such a mount (without allow_other) is for.
@@ -39,6 +41,7 @@
 #include "pzc.h"
 
 #include <errno.h>
+#include <linux/capability.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/fsuid.h>
@@ -102,13 +105,32 @@ static int pzc_take_caller_groups(fuse_req_t req)
 	return err;
 }
 
+/* This thread's effective capabilities: none (@raise false), or all it
+ * is permitted (@raise true).  0 or -errno. */
+static int pzc_set_effective_caps(bool raise)
+{
+	struct __user_cap_header_struct hdr = {
+		.version = _LINUX_CAPABILITY_VERSION_3,
+	};
+	struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+	size_t i;
+
+	if (syscall(SYS_capget, &hdr, data) == -1)
+		return -errno;
+	for (i = 0; i < _LINUX_CAPABILITY_U32S_3; i++)
+		data[i].effective = raise ? data[i].permitted : 0;
+	return syscall(SYS_capset, &hdr, data) == -1 ? -errno : 0;
+}
+
 /* Back to the server's identity.  A thread that cannot return would serve
  * later requests with a user's rights (or root's with a user's groups). */
-static void pzc_creds_restore(struct pzc_fs *fs)
+static void pzc_creds_restore(struct pzc_fs *fs, bool caps_dropped)
 {
 	uid_t uid = geteuid();
 	gid_t gid = getegid();
 
+	if (caps_dropped && pzc_set_effective_caps(true))
+		uid = (uid_t)-1;	/* cannot go on: abort below */
 	setfsuid(uid);
 	setfsgid(gid);
 	if ((uid_t)setfsuid(-1) != uid || (gid_t)setfsgid(-1) != gid ||
@@ -126,6 +148,7 @@ int pzc_creds_enter(fuse_req_t req, struct pzc_creds *saved, enum pzc_act act)
 	int err;
 
 	saved->switched = false;
+	saved->caps_dropped = false;
 	if (!fs->as_caller || (act == PZC_CHECKING && ctx->uid == 0))
 		return 0;
 	err = pzc_take_caller_groups(req);
@@ -140,6 +163,15 @@ int pzc_creds_enter(fuse_req_t req, struct pzc_creds *saved, enum pzc_act act)
 		pzc_creds_leave(req, saved);
 		return -EPERM;
 	}
+	/* last: the switches above need CAP_SETUID and CAP_SETGID */
+	if (ctx->uid != 0) {
+		err = pzc_set_effective_caps(false);
+		saved->caps_dropped = true;
+		if (err) {
+			pzc_creds_leave(req, saved);
+			return err;
+		}
+	}
 	return 0;
 }
 
@@ -147,6 +179,7 @@ void pzc_creds_leave(fuse_req_t req, struct pzc_creds *saved)
 {
 	if (!saved->switched)
 		return;
-	pzc_creds_restore(fuse_req_userdata(req));
+	pzc_creds_restore(fuse_req_userdata(req), saved->caps_dropped);
 	saved->switched = false;
+	saved->caps_dropped = false;
 }

@@ -162,6 +162,7 @@ struct pzc_dir {
 /* Whether a worker thread took a caller's credentials (creds.c). */
 struct pzc_creds {
 	bool switched;
+	bool caps_dropped;		/* effective capabilities cleared */
 };
 
 /* What a worker acts as the caller for (creds.c). */

@@ -395,6 +395,10 @@ ATTACKS = [
             ("bob", "os.removexattr(p('f'), 'user.tag')")], ["EACCES", "EACCES"]),
     Attack("trusted-xattr", _bob_file(), [("bob", "os.setxattr(p('f'), 'trusted.x', b'1')")],
            ["EPERM"]),
+    Attack("trusted-xattr-names-hidden",
+           lambda d, i: (w(d / "f", "data", 0o644, i.bob, i.bob_gid),
+                         os.setxattr(d / "f", "trusted.fzc", b"root's")),
+           [("bob", "sorted(os.listxattr(p('f')))")], ["ok []"]),
     Attack("security-xattr", _bob_file(),
            [("bob", "os.setxattr(p('f'), 'security.fzc', b'1')")], ["EPERM"]),
     # supplementary groups

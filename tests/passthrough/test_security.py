@@ -334,6 +334,7 @@ LOCK_WAITER = r"""
 import fcntl, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_DFL)   # as Ctrl-C of flock(1)
 f = open(sys.argv[1], "r+")
+print("opened", flush=True)	# its next request is the FLOCK
 fcntl.flock(f, fcntl.LOCK_EX)
 fcntl.flock(f, fcntl.LOCK_UN)
 f.close()
@@ -513,6 +514,7 @@ def test_flock_waiter_interrupted(mounted, lockers, opts):
 WAITER_REPORTS = r"""
 import fcntl, sys
 f = open(sys.argv[1], "r+")
+print("opened", flush=True)
 try:
     fcntl.flock(f, fcntl.LOCK_EX)
     print("granted")
@@ -540,6 +542,8 @@ def test_sigterm_with_flock_waiters(base, lockers):
             waiters = [subprocess.Popen([sys.executable, "-c", WAITER_REPORTS, fs.m("f")],
                                         stdout=subprocess.PIPE, text=True)
                        for _ in range(10)]	# 8 threads, 2 queued
+            for w in waiters:		# each one's only request is its FLOCK
+                _read_line(w, "opened")
             _poll(lambda: _waiting(fs) >= base_waiting + 10, "10 waiting FLOCKs")
             fs.daemon.proc.terminate()
             assert fs.daemon.proc.wait(TIMEOUT) == 0, fs.daemon.log()
@@ -582,8 +586,11 @@ def test_flock_waiter_threads_are_capped(mounted, lockers):
                                 text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         _read_line(g_holder, "locked")
-        g_waiter = subprocess.Popen([sys.executable, "-c", LOCK_WAITER, fs.m("g")])
-        victim = lockers(fs, LOCK_WAITER)
+        g_waiter = subprocess.Popen([sys.executable, "-c", LOCK_WAITER, fs.m("g")],
+                                    text=True, stdout=subprocess.PIPE)
+        victim = lockers(fs, LOCK_WAITER, stdin=subprocess.DEVNULL)
+        _read_line(g_waiter, "opened")
+        _read_line(victim, "opened")
         _poll(lambda: _waiting(fs) >= base_waiting + 32, "2 more waiting FLOCKs")
         victim.send_signal(signal.SIGINT)
         assert victim.wait(TIMEOUT) == -signal.SIGINT
