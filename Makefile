@@ -6,7 +6,7 @@
 #   make check      deps + build + kernels + ctest (what CI runs)
 #   make demo       deps + build + zero-copy demo and short benchmark in a VM
 #                   (builds the release kernel first: minutes, first run only)
-#   make bench      deps + build + release kernel + the benchmarks
+#   make bench      deps + build + release kernel + the benchmarks (read/write, metadata)
 #   make deps       install missing Debian packages (needs root)
 # `make demo` and `make check` each work as the first command on a fresh
 # Debian 12, in either order: each installs what is missing first.
@@ -47,6 +47,7 @@ bench:
 	$(MAKE) all
 	kernel/build release
 	tests/bench/run
+	tests/bench/meta
 
 deps:
 	@missing=$$(for p in $(DEPS); do \

@@ -239,7 +239,7 @@ def main():
     r = sub.add_parser("run")
     r.add_argument("--server", required=True)
     r.add_argument("--out", required=True)
-    r.add_argument("--files", type=int, default=2000)
+    r.add_argument("--files", type=int, default=500)
     r.add_argument("--reps", type=int, default=3)
     r.add_argument("--workloads", help="comma-separated subset of: " + " ".join(WORKLOADS))
     r.add_argument("--configs", help="comma-separated subset of: " + " ".join(CONFIGS))
