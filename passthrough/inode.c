@@ -46,7 +46,8 @@
 #define PZC_MIN_FD_CAP	16
 #define PZC_MAX_FD_CAP	65536
 
-/* The file systems handles are opened on: one fd per mount id. */
+/* The file systems handles are opened on: one fd per mount id, -1 where
+ * handles do not reopen. */
 struct pzc_mount_fd {
 	int mount_id;
 	int fd;
@@ -226,42 +227,73 @@ static bool pzc_same_handle(const struct file_handle *a, const struct file_handl
 	       !memcmp(a->f_handle, b->f_handle, a->handle_bytes);
 }
 
-/* The fd open_by_handle_at() takes for @mount_id, or -1.  Called with
- * fs->lock held. */
-static int pzc_mount_fd(struct pzc_fs *fs, int mount_id)
+/* @mount_id's entry, or NULL.  Called with fs->lock held. */
+static struct pzc_mount_fd *pzc_mount(struct pzc_fs *fs, int mount_id)
 {
 	size_t i;
 
 	for (i = 0; i < fs->nmounts; i++)
 		if (fs->mounts[i].mount_id == mount_id)
-			return fs->mounts[i].fd;
-	return -1;
+			return &fs->mounts[i];
+	return NULL;
+}
+
+/* The fd open_by_handle_at() takes for @mount_id, or -1.  Called with
+ * fs->lock held. */
+static int pzc_mount_fd(struct pzc_fs *fs, int mount_id)
+{
+	struct pzc_mount_fd *m = pzc_mount(fs, mount_id);
+
+	return m ? m->fd : -1;
+}
+
+/* Whether @handle of directory @dirfd reopens it, through @dirfd. */
+static bool pzc_handle_reopens(int dirfd, struct file_handle *handle)
+{
+	struct stat a, b;
+	int fd;
+
+	fd = open_by_handle_at(dirfd, handle, O_PATH | O_CLOEXEC);
+	if (fd == -1)
+		return false;
+	if (fstat(fd, &a) == -1 || fstat(dirfd, &b) == -1)
+		a.st_ino = b.st_ino + 1;
+	close(fd);
+	return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
 /*
- * Directory @fd (O_PATH) is on @mount_id: keep a fd of it for opening
- * handles there if there is none yet.  open_by_handle_at() takes no O_PATH
- * fd, so it is reopened for reading, which only a directory allows without
- * side effects (a FIFO would block): files are reopened through the mount
- * fd of their directory, a file that is a mount point itself keeps its fd.
+ * Directory @fd (O_PATH, file handle @handle) is on @mount_id: the first
+ * time, keep a fd of it for opening handles there, if a handle reopens
+ * there (some file systems make handles they cannot open: their inodes
+ * keep their fds).  open_by_handle_at() takes no O_PATH fd, so it is
+ * reopened for reading, which only a directory allows without side
+ * effects (a FIFO would block): files are reopened through the mount fd
+ * of their directory; a file that is a mount point itself keeps its fd.
  */
-void pzc_note_mount(struct pzc_fs *fs, int mount_id, int fd)
+void pzc_note_mount(struct pzc_fs *fs, int mount_id, int fd,
+		    struct file_handle *handle)
 {
 	struct pzc_mount_fd *grown;
 	char path[PZC_PROCFD_LEN];
+	bool known;
 	int dirfd;
 
 	pthread_mutex_lock(&fs->lock);
-	dirfd = pzc_mount_fd(fs, mount_id);
+	known = pzc_mount(fs, mount_id);
 	pthread_mutex_unlock(&fs->lock);
-	if (dirfd >= 0)
+	if (known)
 		return;
 	pzc_procfd(path, fd);
 	dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dirfd == -1)
-		return;
+		return;		/* not recorded: tried again next time */
+	if (!pzc_handle_reopens(dirfd, handle)) {
+		close(dirfd);
+		dirfd = -1;
+	}
 	pthread_mutex_lock(&fs->lock);
-	grown = pzc_mount_fd(fs, mount_id) >= 0 ? NULL :
+	grown = pzc_mount(fs, mount_id) ? NULL :
 		realloc(fs->mounts, (fs->nmounts + 1) * sizeof(*grown));
 	if (grown) {
 		fs->mounts = grown;
@@ -314,7 +346,7 @@ int pzc_itable_init(struct pzc_fs *fs, int root_fd)
 		struct file_handle *h = pzc_handle_of(fs, root_fd, &mount_id);
 
 		if (h)
-			pzc_note_mount(fs, mount_id, root_fd);
+			pzc_note_mount(fs, mount_id, root_fd, h);
 		free(h);
 	}
 	return 0;
@@ -352,7 +384,8 @@ void pzc_itable_destroy(struct pzc_fs *fs)
 	free(fs->buckets);
 	fs->buckets = NULL;
 	for (i = 0; i < fs->nmounts; i++)
-		close(fs->mounts[i].fd);
+		if (fs->mounts[i].fd >= 0)
+			close(fs->mounts[i].fd);
 	free(fs->mounts);
 	fs->mounts = NULL;
 	free(fs->other_devs);

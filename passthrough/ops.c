@@ -55,7 +55,7 @@ int pzc_lookup_at(fuse_req_t req, int dirfd, const char *name,
 	}
 	handle = pzc_handle_of(fs, fd, &mount_id);
 	if (handle && S_ISDIR(e->attr.st_mode))
-		pzc_note_mount(fs, mount_id, fd);
+		pzc_note_mount(fs, mount_id, fd, handle);
 	inode = pzc_inode_get(fs, fd, &e->attr, handle, mount_id);
 	if (!inode)
 		return -ENOMEM;

@@ -293,7 +293,8 @@ void pzc_lock_shutdown(struct pzc_fs *fs);
 int pzc_itable_init(struct pzc_fs *fs, int root_fd);
 void pzc_itable_destroy(struct pzc_fs *fs);
 struct file_handle *pzc_handle_of(struct pzc_fs *fs, int fd, int *mount_id);
-void pzc_note_mount(struct pzc_fs *fs, int mount_id, int fd);
+void pzc_note_mount(struct pzc_fs *fs, int mount_id, int fd,
+		    struct file_handle *handle);
 struct pzc_inode *pzc_inode_get(struct pzc_fs *fs, int fd, const struct stat *st,
 				struct file_handle *handle, int mount_id);
 void pzc_inode_ref(struct pzc_fs *fs, struct pzc_inode *inode);
