@@ -135,21 +135,24 @@ static struct pzc_lock_wait *pzc_lock_oldest_queued(struct pzc_locks *locks)
 
 /*
  * Cancel @w with @err and wait until it has been answered (and left the
- * list), unless it is still being handed over: its thread or the poller
- * will see the cancel first thing.  Called with locks->lock held; @w may
- * be freed when this returns.
+ * list).  A wait still being handed over by its worker is only marked
+ * unless @wait_new (the interrupt callback may run in that very worker,
+ * from fuse_req_interrupt_func()): its thread or the poller sees the
+ * cancel first thing.  Called with locks->lock held; @w may be freed when
+ * this returns.
  */
-static void pzc_lock_cancel(struct pzc_locks *locks, struct pzc_lock_wait *w, int err)
+static void pzc_lock_cancel(struct pzc_locks *locks, struct pzc_lock_wait *w, int err,
+			    bool wait_new)
 {
 	fuse_req_t req = w->req;
 
 	w->cancel = err;
-	while ((w = pzc_lock_find(locks, req)) && w->state != PZC_WAIT_NEW) {
+	while ((w = pzc_lock_find(locks, req)) && (wait_new || w->state != PZC_WAIT_NEW)) {
 		struct timespec until;
 
 		if (w->state == PZC_WAIT_THREAD)
 			pthread_kill(w->thread, PZC_LOCK_WAKE);
-		else
+		else if (w->state == PZC_WAIT_QUEUED)
 			pthread_cond_signal(&locks->poll);
 		pzc_deadline(&until, PZC_LOCK_RESEND_NS);
 		pthread_cond_timedwait(&locks->left, &locks->lock, &until);
@@ -165,7 +168,7 @@ static void pzc_lock_interrupted(fuse_req_t req, void *data)
 	pthread_mutex_lock(&locks->lock);
 	w = pzc_lock_find(locks, req);
 	if (w)
-		pzc_lock_cancel(locks, w, EINTR);
+		pzc_lock_cancel(locks, w, EINTR, false);
 	pthread_mutex_unlock(&locks->lock);
 }
 
@@ -366,7 +369,7 @@ void pzc_lock_shutdown(struct pzc_fs *fs)
 	pthread_mutex_lock(&locks->lock);
 	locks->stopping = true;
 	while (locks->waits)
-		pzc_lock_cancel(locks, locks->waits, ENOLCK);
+		pzc_lock_cancel(locks, locks->waits, ENOLCK, true);
 	while (locks->nthreads)
 		pthread_cond_wait(&locks->left, &locks->lock);
 	poller = locks->poller_started;
