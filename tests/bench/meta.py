@@ -17,9 +17,9 @@ and a fresh mount (allow_other), side by side in one run:
   user-no_acl  the same with -o no_posix_acl: without the kernel's ACL
                checks (their GETXATTRs), on by default
 
-The report gives the median operations per second, the server's CPU time
-per operation, and the ratios user / root (the switch) and user / user-no_acl
-(the ACL checks).
+The report gives the median operations per second (min-max), the server's
+CPU time per operation, and the ratios user-no_acl / root (the switch alone),
+user / user-no_acl (the kernel's ACL checks) and user / root (both).
 """
 import argparse
 import csv
@@ -181,16 +181,18 @@ def run(args):
 
 
 def summarise(rows):
-    """{(workload, config): (median ops/s, median server CPU us per op)}."""
+    """{(workload, config): (median ops/s, median server CPU us per op,
+    min ops/s, max ops/s)}."""
     runs = {}
     for r in rows:
         runs.setdefault((r["workload"], r["config"]), []).append(r)
     out = {}
     for key, rs in runs.items():
-        rate = statistics.median(int(r["ops"]) / float(r["seconds"]) for r in rs)
+        rates = [int(r["ops"]) / float(r["seconds"]) for r in rs]
         cpu = [float(r["server_cpu_s"]) * 1e6 / int(r["ops"]) for r in rs
                if r["server_cpu_s"] not in ("", "-")]
-        out[key] = (rate, statistics.median(cpu) if cpu else None)
+        out[key] = (statistics.median(rates), statistics.median(cpu) if cpu else None,
+                    min(rates), max(rates))
     return out
 
 
@@ -203,18 +205,25 @@ def ratio(summary, workload, a, b):
 
 def table(summary):
     fmt = lambda v, d=2: "—" if v is None else f"{v:.{d}f}"  # noqa: E731
+
+    def rate(wl, c):
+        if (wl, c) not in summary:
+            return "—"
+        med, _, lo, hi = summary[(wl, c)]
+        return f"{med:.0f} ({lo:.0f}–{hi:.0f})"
     lines = ["| workload | " + " | ".join(f"{c} ops/s" for c in CONFIGS) +
-             " | server µs/op root / user | user ÷ root | user ÷ user-no_acl |",
-             "| --- |" + " ---: |" * (len(CONFIGS) + 3)]
+             " | server µs/op root / user | switch: user-no_acl ÷ root"
+             " | ACL checks: user ÷ user-no_acl | both: user ÷ root |",
+             "| --- |" + " ---: |" * (len(CONFIGS) + 4)]
     for wl in WORKLOADS:
         if not any((wl, c) in summary for c in CONFIGS):
             continue
-        rates = [fmt(summary[(wl, c)][0], 0) if (wl, c) in summary else "—" for c in CONFIGS]
         cpu = [summary.get((wl, c), (None, None))[1] for c in ("root", "user")]
-        lines.append(f"| {wl} | " + " | ".join(rates) +
+        lines.append(f"| {wl} | " + " | ".join(rate(wl, c) for c in CONFIGS) +
                      f" | {fmt(cpu[0], 0)} / {fmt(cpu[1], 0)}"
-                     f" | {fmt(ratio(summary, wl, 'user', 'root'))}"
-                     f" | {fmt(ratio(summary, wl, 'user', 'user-no_acl'))} |")
+                     f" | {fmt(ratio(summary, wl, 'user-no_acl', 'root'))}"
+                     f" | {fmt(ratio(summary, wl, 'user', 'user-no_acl'))}"
+                     f" | {fmt(ratio(summary, wl, 'user', 'root'))} |")
     return lines
 
 
@@ -222,10 +231,11 @@ def report(args):
     with open(args.raw, newline="") as f:
         rows = list(csv.DictReader(f))
     summary = summarise(rows)
-    lines = ["Metadata rows (tests/bench/meta): median operations per second of "
-             f"{rows[0]['ops']} operations, {max(int(r['rep']) for r in rows)} "
-             "repetition(s), one VM run; user ÷ root < 1 is what acting as the caller "
-             "costs, user ÷ user-no_acl < 1 what the kernel's ACL checks cost.", ""]
+    lines = ["Metadata rows (tests/bench/meta): median (min–max) operations per second "
+             f"of {rows[0]['ops']} operations, {max(int(r['rep']) for r in rows)} "
+             "repetition(s), one VM run.  user-no_acl ÷ root < 1: what acting as the "
+             "caller costs; user ÷ user-no_acl < 1: what the kernel's ACL checks cost.",
+             ""]
     lines += table(summary)
     text = "\n".join(lines) + "\n"
     with open(os.path.join(args.outdir, "meta.md"), "w") as f:

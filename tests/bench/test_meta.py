@@ -20,12 +20,13 @@ def test_medians_and_ratios():
     rows += [row("open", "user", r, 4.0, 0.6) for r in (1, 2, 3)]	# 250 ops/s
     rows += [row("open", "user-no_acl", r, 2.5, 0.5) for r in (1, 2, 3)]  # 400 ops/s
     s = meta.summarise(rows)
-    assert s[("open", "native")] == (100000.0, None)
-    assert s[("open", "root")] == (500.0, 300.0)
-    assert s[("open", "user")] == (250.0, 600.0)
+    assert s[("open", "native")] == (100000.0, None, 100000.0, 100000.0)
+    assert s[("open", "root")] == (500.0, 300.0, 250.0, 1000.0)
+    assert s[("open", "user")] == (250.0, 600.0, 250.0, 250.0)
     assert meta.ratio(s, "open", "user", "root") == 0.5
     assert meta.ratio(s, "open", "user", "user-no_acl") == 0.625
     assert meta.ratio(s, "stat", "user", "root") is None
     lines = meta.table(s)
     assert len(lines) == 3		# header, rule, the one workload measured
-    assert lines[2] == ("| open | 100000 | 500 | 250 | 400 | 300 / 600 | 0.50 | 0.62 |")
+    assert lines[2] == ("| open | 100000 (100000–100000) | 500 (250–1000) | 250 (250–250) "
+                        "| 400 (400–400) | 300 / 600 | 0.80 | 0.62 | 0.50 |")
