@@ -19,14 +19,12 @@ with neither) are created for the module and removed after it.
 """
 
 import dataclasses
-import errno
 import grp
 import hashlib
 import os
 import pwd
 import shutil
 import stat
-import struct
 import subprocess
 import sys
 import tempfile
@@ -37,6 +35,7 @@ from typing import Callable, Optional
 import pytest
 
 from conftest import Mounted
+from util import set_acl
 from suite_policy import _expected, unexpected_lines
 from test_startup import need_root
 
@@ -95,34 +94,6 @@ def ids():
                   grp.getgrnam(GROUPS[0]).gr_gid, grp.getgrnam(GROUPS[1]).gr_gid)
     finally:
         _delete_people()
-
-
-# --- POSIX ACLs as xattrs (no acl package needed) -----------------------------
-
-ACL_UNDEFINED = 0xFFFFFFFF
-
-
-def acl(text, ids):
-    """system.posix_acl_* bytes for "u::rw,u:bob:---,g::r,m::r,o::r"."""
-    entries = []
-    for item in text.split(","):
-        kind, who, perms = item.split(":")
-        perm = ("r" in perms) * 4 + ("w" in perms) * 2 + ("x" in perms)
-        if kind == "u":
-            tag, qid = (0x02, ids.uid(who)) if who else (0x01, ACL_UNDEFINED)
-        elif kind == "g":
-            tag, qid = (0x08, getattr(ids, who)) if who else (0x04, ACL_UNDEFINED)
-        else:
-            tag, qid = {"m": 0x10, "o": 0x20}[kind], ACL_UNDEFINED
-        entries.append((tag, qid, perm))
-    entries.sort()
-    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", t, p, q)
-                                           for t, q, p in entries)
-
-
-def set_acl(path, text, ids, default=False):
-    name = "system.posix_acl_default" if default else "system.posix_acl_access"
-    os.setxattr(path, name, acl(text, ids), follow_symlinks=False)
 
 
 # --- the attacks --------------------------------------------------------------

@@ -6,6 +6,7 @@ import ctypes.util
 import os
 import re
 import signal
+import struct
 import subprocess
 import time
 
@@ -259,3 +260,33 @@ class Daemon:
                 self.proc.wait()
         force_unmount(self.mnt)
         self.logf.close()
+
+
+# --- POSIX ACLs as xattrs (no acl package needed) --------------------------
+
+ACL_UNDEFINED = 0xFFFFFFFF
+
+
+def acl(text, ids=None):
+    """system.posix_acl_* bytes for "u::rw,u:bob:---,g::r,m::r,o::r"; named
+    entries take their id from ids.uid(name) (users) or getattr(ids, name)
+    (groups)."""
+    entries = []
+    for item in text.split(","):
+        kind, who, perms = item.split(":")
+        perm = ("r" in perms) * 4 + ("w" in perms) * 2 + ("x" in perms)
+        if kind == "u":
+            tag, qid = (0x02, ids.uid(who)) if who else (0x01, ACL_UNDEFINED)
+        elif kind == "g":
+            tag, qid = (0x08, getattr(ids, who)) if who else (0x04, ACL_UNDEFINED)
+        else:
+            tag, qid = {"m": 0x10, "o": 0x20}[kind], ACL_UNDEFINED
+        entries.append((tag, qid, perm))
+    entries.sort()
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", t, p, q)
+                                           for t, q, p in entries)
+
+
+def set_acl(path, text, ids=None, default=False):
+    name = "system.posix_acl_default" if default else "system.posix_acl_access"
+    os.setxattr(path, name, acl(text, ids), follow_symlinks=False)
