@@ -198,9 +198,11 @@ const char *fusezc_zerocopy_status(const struct fusezc_session *zs);
  * when @off and @size suit the file's direct I/O alignment.  Zero copy may
  * answer after this returns (see sync_lending): @fd must stay open until
  * the read is answered, as an open file's descriptor closed at RELEASE
- * does.
+ * does.  Returns 0, or -errno when the reply could not be sent (as
+ * fuse_reply_*() do: -ENOENT when the request is gone, interrupted or
+ * aborted); 0 also when zero copy answers later.
  */
-void fusezc_reply_read(fuse_req_t req, int fd, off_t off, size_t size);
+int fusezc_reply_read(fuse_req_t req, int fd, off_t off, size_t size);
 
 /*
  * FUSE passthrough: register @fd as a backing file (>0 id) / release it.
@@ -234,8 +236,9 @@ bool fusezc_zerocopy_writes_active(const struct fusezc_session *zs);
  * from there.  Any other write is a pwrite() of @buf.  Replies exactly once,
  * with the bytes written (short only if @fd wrote short) or the error.
  * Call it from the write handler, on the thread libfuse called it on.
+ * Returns 0, or -errno when the reply could not be sent (as fuse_reply_*()).
  */
-void fusezc_reply_write(fuse_req_t req, int fd, off_t off, const void *buf, size_t size);
+int fusezc_reply_write(fuse_req_t req, int fd, off_t off, const void *buf, size_t size);
 
 /*
  * In the write handler (on libfuse's thread, before replying): the size of

@@ -23,7 +23,11 @@
  * write's reply to what the lendings wrote out, so a lie cannot reach the
  * writer; a short write is reported as short.
  */
-#include "fuse_zc_int.h"
+#include "write.h"
+
+#include "reaper.h"
+#include "ring.h"
+#include "worker.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -33,11 +37,11 @@
 
 __thread struct fzc_write_reply *fzc_tls_write_reply;
 
-void fzc_note_zc_write(struct fusezc_session *zs, void *buf, size_t len)
+void fzc_record_zc_write(struct fusezc_session *zs, void *buf, size_t len)
 {
 	struct fuse_in_header *in = buf;
 	struct fuse_write_in *wi = (struct fuse_write_in *)(in + 1);
-	struct fzc_read_in r;
+	struct fzc_request r;
 
 	if (len < sizeof(*in) + sizeof(*wi) || !(wi->write_flags & FUSEZC_WRITE_ZERO_COPY))
 		return;
@@ -48,25 +52,7 @@ void fzc_note_zc_write(struct fusezc_session *zs, void *buf, size_t len)
 	/* libfuse checks the data it was given against size: none, 0 */
 	wi->size = 0;
 	if (zs != NULL)
-		fzc_reads_add(zs, &r);
-}
-
-static ssize_t pwrite_full(int fd, const void *buf, size_t size, off_t off)
-{
-	size_t done = 0;
-
-	while (done < size) {
-		ssize_t n = pwrite(fd, (const char *)buf + done, size - done, off + (off_t)done);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return done ? (ssize_t)done : -errno;
-		if (n == 0)
-			break;
-		done += (size_t)n;
-	}
-	return (ssize_t)done;
+		fzc_requests_add(&zs->requests, &r);
 }
 
 static int reply_written(int devfd, uint64_t unique, size_t written)
@@ -199,7 +185,7 @@ static ssize_t write_via_memfd(struct fusezc_worker *w, int devfd, uint64_t uniq
 		n = -EIO;
 	if (n < 0)
 		return n;
-	return pwrite_full(fd, buf, size, off);
+	return fzc_pwrite_full(fd, buf, size, off);
 }
 
 int fzc_answer_write(struct fusezc_worker *w, int devfd, uint64_t unique,
@@ -207,14 +193,14 @@ int fzc_answer_write(struct fusezc_worker *w, int devfd, uint64_t unique,
 {
 	struct fusezc_session *zs = w->zs;
 	enum write_outcome how;
-	struct fzc_read_in ri;
+	struct fzc_request ri;
 	size_t written;
 	ssize_t n;
 	int err;
 
-	if (!fzc_reads_take(zs, unique, &ri) || !ri.write) {
+	if (!fzc_requests_take(&zs->requests, unique, &ri) || !ri.write) {
 		/* A write that came with its data. */
-		n = pwrite_full(wr->fd, wr->buf, wr->size, wr->off);
+		n = fzc_pwrite_full(wr->fd, wr->buf, wr->size, wr->off);
 		if (n > 0) {
 			fzc_add(&zs->copyw_bytes, (uint64_t)n);
 			fzc_add(&zs->copyw_requests, 1);
@@ -230,7 +216,7 @@ int fzc_answer_write(struct fusezc_worker *w, int devfd, uint64_t unique,
 	 * would come first, and the reaper may be watching it).
 	 */
 	if (w->inflight > 0)
-		fzc_worker_drain(w);
+		fzc_lendings_drain(w);
 	how = lend_out_all(w, devfd, unique, wr->fd, wr->off, ri.size,
 			   atomic_load(&zs->kernel_answers), &written, &err);
 	switch (how) {
@@ -264,32 +250,34 @@ int fzc_answer_write(struct fusezc_worker *w, int devfd, uint64_t unique,
 size_t fusezc_write_size(fuse_req_t req, size_t size)
 {
 	struct fusezc_worker *w = fzc_tls_worker;
-	struct fzc_read_in ri;
+	struct fzc_request ri;
 
 	(void)req;
 	if (w == NULL || !w->in_valid || w->in.opcode != FUSE_WRITE || size != 0 ||
-	    !fzc_reads_peek(w->zs, w->in.unique, &ri) || !ri.write)
+	    !fzc_requests_peek(&w->zs->requests, w->in.unique, &ri) || !ri.write)
 		return size;
 	return ri.size;
 }
 
-void fusezc_reply_write(fuse_req_t req, int fd, off_t off, const void *buf, size_t size)
+int fusezc_reply_write(fuse_req_t req, int fd, off_t off, const void *buf, size_t size)
 {
 	struct fzc_write_reply wr = { .fd = fd, .off = off, .buf = buf, .size = size };
 	ssize_t n;
+	int res;
 
 	if (fzc_tls_worker == NULL) {
 		/* not on a fusezc worker: the data is what libfuse had */
-		n = pwrite_full(fd, buf, size, off);
+		n = fzc_pwrite_full(fd, buf, size, off);
 		if (n < 0)
-			fuse_reply_err(req, (int)-n);
-		else
-			fuse_reply_write(req, (size_t)n);
-		return;
+			return fuse_reply_err(req, (int)-n);
+		return fuse_reply_write(req, (size_t)n);
 	}
 	fzc_tls_write_reply = &wr;
-	fuse_reply_write(req, size);
+	res = fuse_reply_write(req, size);
 	fzc_tls_write_reply = NULL;
-	if (!wr.answered)	/* libfuse sent nothing: nothing more we can do */
+	if (!wr.answered) {	/* libfuse sent nothing: nothing more we can do */
 		fzc_log(fzc_tls_worker->zs, FUSE_LOG_ERR, "libfuse did not send a write reply");
+		return res ? res : -EIO;
+	}
+	return res;
 }

@@ -4,7 +4,14 @@
  * IORING_OP_READ_SPLICE_BUF SQE encoding, the ABI struct layouts and the
  * argument checks of the public API.
  */
-#include "fuse_zc_int.h"
+#include "core.h"
+#include "hooks.h"
+#include "read.h"
+#include "reaper.h"
+#include "ring.h"
+#include "table.h"
+#include "worker.h"
+#include "write.h"
 
 #include "zc_pattern.h"
 
@@ -123,9 +130,11 @@ static struct fusezc_session *mk_session(enum fusezc_read_mode mode, bool requir
 
 	fzc_sessions_del(&zs);
 	fzc_reaper_stop(&zs);
-	fzc_reads_free(&zs);
+	if (zs.requests.cap)
+		fzc_requests_destroy(&zs.requests);
 	free(worker.copybuf);
 	memset(&zs, 0, sizeof(zs));
+	fzc_requests_init(&zs.requests);
 	zs.se = test_se;
 	zs.opts.read_mode = mode;
 	zs.opts.zerocopy_required = required;
@@ -848,7 +857,7 @@ static void test_zc_writes(void)
 	CHECK(ws.zc_bytes == 8192 + 3000 + 1000 + 4096);
 	CHECK(ws.memfd_requests == 1 && ws.memfd_bytes == 5000);
 	CHECK(ws.copy_requests == 1 && ws.copy_bytes == 200 && ws.unanswered_zc == 1);
-	CHECK(zs->reads.used == 0 && pipe_empty());
+	CHECK(zs->requests.used == 0 && pipe_empty());
 	close(write_target_fd);
 	write_target_fd = -1;
 }
@@ -886,7 +895,7 @@ static void test_zc_write_after_async_reads(void)
 	next_reply(&r);
 	CHECK(wrote(&r, 42, 4096));
 	CHECK(holds_pattern(write_target_fd, 4096, 4096));
-	CHECK(pipe_empty() && zs->reads.used == 0);
+	CHECK(pipe_empty() && zs->requests.used == 0);
 	close(write_target_fd);
 	write_target_fd = -1;
 }
@@ -932,7 +941,7 @@ static void test_deferred_reply(void)
 		next_reply(&r);
 		CHECK(answers(&r, 100, 0, 4096));
 		CHECK(lendings_match(100, 0) && lendings_match(200, 8192));
-		CHECK(worker.zs->reads.used == 0);
+		CHECK(worker.zs->requests.used == 0);
 		if (!lendings_match(100, 0))
 			fprintf(stderr, "deferred(%s): READ A's pages were lent B's range\n",
 				variant ? "thread" : "worker");
@@ -944,28 +953,28 @@ static void test_deferred_reply(void)
 static void test_read_table(void)
 {
 	struct fusezc_session *zs = zc_session();
-	struct fzc_read_in r;
+	struct fzc_request r;
 	const int n = 5000;
 
 	for (int i = 1; i <= n; i++) {
-		r = (struct fzc_read_in){ .unique = 2 * (uint64_t)i, .offset = (uint64_t)i, .size = 4096 };
-		fzc_reads_add(zs, &r);
+		r = (struct fzc_request){ .unique = 2 * (uint64_t)i, .offset = (uint64_t)i, .size = 4096 };
+		fzc_requests_add(&zs->requests, &r);
 	}
-	CHECK(zs->reads.used == (size_t)n);
+	CHECK(zs->requests.used == (size_t)n);
 	for (int i = 1; i <= n; i += 3)
-		CHECK(fzc_reads_take(zs, 2 * (uint64_t)i, &r) && r.offset == (uint64_t)i);
-	CHECK(!fzc_reads_take(zs, 2, NULL) && !fzc_reads_take(zs, 3, NULL));
+		CHECK(fzc_requests_take(&zs->requests, 2 * (uint64_t)i, &r) && r.offset == (uint64_t)i);
+	CHECK(!fzc_requests_take(&zs->requests, 2, NULL) && !fzc_requests_take(&zs->requests, 3, NULL));
 	for (int i = 1; i <= n; i++)
 		if (i % 3 != 1)
-			CHECK(fzc_reads_take(zs, 2 * (uint64_t)i, &r) && r.offset == (uint64_t)i);
-	CHECK(zs->reads.used == 0);
+			CHECK(fzc_requests_take(&zs->requests, 2 * (uint64_t)i, &r) && r.offset == (uint64_t)i);
+	CHECK(zs->requests.used == 0);
 
 	/* A READ answered by fuse_reply_err() leaves nothing behind. */
 	plan = PLAN_DEFER;
 	process_read(40, 0, 4096);
-	CHECK(zs->reads.used == 1);
+	CHECK(zs->requests.used == 1);
 	fuse_reply_err(deferred.req, EIO);
-	CHECK(zs->reads.used == 0);
+	CHECK(zs->requests.used == 0);
 	{
 		struct reply rep;
 
@@ -1100,7 +1109,7 @@ static void test_async_lending(void)
 	fusezc_get_stats(zs, &st);
 	CHECK(st.zc_requests == 1 && st.zc_kernel_answered == 1 && st.zc_bytes == 8192);
 	CHECK(st.copy_requests == 2 && st.fallbacks == 2);
-	CHECK(zs->reads.used == 0);
+	CHECK(zs->requests.used == 0);
 }
 
 /* More reads than a worker keeps in flight: it waits for the oldest. */
@@ -1117,7 +1126,7 @@ static void test_async_full(void)
 		CHECK(worker.inflight <= FZC_INFLIGHT_MAX);
 	}
 	CHECK(nlendings == n && cqes_posted == 3);
-	fzc_worker_drain(&worker);
+	fzc_lendings_drain(&worker);
 	CHECK(worker.inflight == 0 && cqes_posted == n);
 	fusezc_get_stats(zs, &st);
 	CHECK(st.zc_kernel_answered == (uint64_t)n && st.copy_requests == 0);
@@ -1138,7 +1147,7 @@ static void test_async_fallback_to_sync(void)
 	kernel_before_answers = true;
 	process_read(40, 0, 4096);
 	CHECK(nlendings == 1 && worker.inflight == 1 && pipe_empty());
-	fzc_worker_drain(&worker);
+	fzc_lendings_drain(&worker);
 	next_reply(&r);
 	CHECK(answers(&r, 40, 0, 4096) && r.hdr.unique == 40);
 	CHECK(!atomic_load(&zs->kernel_answers));

@@ -1,0 +1,222 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/* Lendings in flight and the reaper thread (see reaper.h). */
+#include "reaper.h"
+
+#include "ring.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+/* Under w->lend_lock: answer one CQE; 1, 0 none, -errno of the ring. */
+static int reap_one_locked(struct fusezc_worker *w, struct fusezc_worker *cw, bool wait)
+{
+	struct fzc_inflight p;
+	uint64_t ud;
+	bool answered = false;
+	int res = 0, got;
+
+	got = fzc_kops->ring_next_cqe(w, wait, &ud, &res, &answered);
+	if (got <= 0)
+		return got;
+	if (ud == 0 || ud > FZC_INFLIGHT_MAX || !w->lends[ud - 1].busy) {
+		fzc_log(w->zs, FUSE_LOG_ERR, "a CQE for no lending in flight (%llu)",
+			(unsigned long long)ud);
+		return 1;
+	}
+	p = w->lends[ud - 1];
+	w->lends[ud - 1].busy = false;
+	w->inflight--;
+	p.done(w, cw, &p, res, answered);
+	return 1;
+}
+
+void fzc_reap_locked(struct fusezc_worker *w, struct fusezc_worker *cw, bool wait)
+{
+	int got;
+
+	if (!w->ring_ready)
+		return;
+	while (w->inflight > 0) {
+		got = reap_one_locked(w, cw, wait);
+		if (got < 0 && got != -EINTR) {
+			fzc_log(w->zs, FUSE_LOG_ERR, "cannot reap zero-copy lendings (%s)",
+				strerror(-got));
+			return;
+		}
+		if (got == 0)
+			return;
+	}
+}
+
+bool fzc_lend_async(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
+		    off_t off, size_t size, fzc_lend_done_fn *done)
+{
+	struct fusezc_session *zs = w->zs;
+	struct fzc_lending l = {
+		.devfd = devfd, .fd = fd, .off = (uint64_t)off,
+		.len = (unsigned int)size, .unique = unique, .kernel_answers = true,
+	};
+	unsigned int i;
+	int err;
+
+	if (zs->opts.sync_lending || !atomic_load(&zs->kernel_answers) || size == 0 ||
+	    fzc_kops->ring_submit_lend == NULL || fzc_ring_get(w) < 0)
+		return false;
+	pthread_mutex_lock(&w->lend_lock);
+	fzc_reap_locked(w, w, false);
+	while (w->inflight == FZC_INFLIGHT_MAX && reap_one_locked(w, w, true) > 0)
+		;
+	for (i = 0; i < FZC_INFLIGHT_MAX && w->lends[i].busy; i++)
+		;
+	if (i == FZC_INFLIGHT_MAX) {
+		pthread_mutex_unlock(&w->lend_lock);
+		return false;
+	}
+	err = fzc_kops->ring_submit_lend(w, &l, i + 1);
+	if (err == 0) {
+		w->lends[i] = (struct fzc_inflight){
+			.done = done, .unique = unique, .devfd = devfd, .fd = fd,
+			.off = off, .size = size, .busy = true,
+		};
+		w->inflight++;
+	}
+	pthread_mutex_unlock(&w->lend_lock);
+	if (err < 0 && fzc_note_once(zs, FZC_NOTE_RING, err))
+		fzc_log(zs, FUSE_LOG_WARNING,
+			"io_uring submission failed (%s); lending synchronously", strerror(-err));
+	return err == 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* The reaper: answers CQEs of workers that wait for requests          */
+
+static void *reaper_main(void *arg)
+{
+	struct fusezc_session *zs = arg;
+	struct epoll_event ev[16];
+	int n, i;
+
+	for (;;) {
+		n = epoll_wait(zs->reaper_epfd, ev, 16, -1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			fzc_log(zs, FUSE_LOG_ERR, "reaper: epoll_wait: %s", strerror(errno));
+			return NULL;
+		}
+		for (i = 0; i < n; i++) {
+			struct fusezc_worker *w = ev[i].data.ptr;
+
+			if (w == NULL)
+				return NULL;	/* fzc_reaper_stop() */
+			pthread_mutex_lock(&w->lend_lock);
+			fzc_reap_locked(w, &zs->reaper_worker, false);
+			if (w->inflight > 0)
+				fzc_reaper_watch(w, &zs->reaper_worker);
+			pthread_mutex_unlock(&w->lend_lock);
+		}
+	}
+}
+
+/* Under zs->reaper_lock. */
+static int reaper_start(struct fusezc_session *zs)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+	sigset_t all, old;
+	int err;
+
+	zs->reaper_epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (zs->reaper_epfd < 0)
+		return -errno;
+	zs->reaper_stopfd = eventfd(0, EFD_CLOEXEC);
+	if (zs->reaper_stopfd < 0 ||
+	    epoll_ctl(zs->reaper_epfd, EPOLL_CTL_ADD, zs->reaper_stopfd, &ev) < 0) {
+		err = -errno;
+		goto fail;
+	}
+	zs->reaper_worker.zs = zs;
+	/* signals are for the file system's main thread, as with libfuse's workers */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	err = -pthread_create(&zs->reaper, NULL, reaper_main, zs);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (err == 0) {
+		zs->reaper_running = true;
+		return 0;
+	}
+fail:
+	if (zs->reaper_stopfd >= 0)
+		close(zs->reaper_stopfd);
+	close(zs->reaper_epfd);
+	zs->reaper_epfd = zs->reaper_stopfd = -1;
+	return err;
+}
+
+void fzc_reaper_watch(struct fusezc_worker *w, struct fusezc_worker *cw)
+{
+	struct fusezc_session *zs = w->zs;
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLONESHOT, .data.ptr = w };
+	int fd = fzc_kops->ring_poll_fd ? fzc_kops->ring_poll_fd(w) : -1;
+	int err = fd < 0 ? -EOPNOTSUPP : 0;
+
+	pthread_mutex_lock(&zs->reaper_lock);
+	if (err == 0 && !zs->reaper_running)
+		err = reaper_start(zs);
+	if (err == 0 &&
+	    epoll_ctl(zs->reaper_epfd, w->watched ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) < 0)
+		err = -errno;
+	pthread_mutex_unlock(&zs->reaper_lock);
+	if (err == 0) {
+		w->watched = true;
+		return;
+	}
+	if (fzc_note_once(zs, FZC_NOTE_RING, err))
+		fzc_log(zs, FUSE_LOG_WARNING,
+			"no reaper for zero-copy lendings (%s); workers wait for theirs",
+			strerror(-err));
+	fzc_reap_locked(w, cw, true);
+}
+
+void fzc_lendings_drain(struct fusezc_worker *w)
+{
+	struct fusezc_session *zs = w->zs;
+	int fd;
+
+	pthread_mutex_lock(&w->lend_lock);
+	fzc_reap_locked(w, w, true);
+	if (w->watched) {
+		fd = fzc_kops->ring_poll_fd(w);
+		pthread_mutex_lock(&zs->reaper_lock);
+		if (zs->reaper_running)
+			epoll_ctl(zs->reaper_epfd, EPOLL_CTL_DEL, fd, NULL);
+		pthread_mutex_unlock(&zs->reaper_lock);
+		w->watched = false;
+	}
+	pthread_mutex_unlock(&w->lend_lock);
+}
+
+void fzc_reaper_stop(struct fusezc_session *zs)
+{
+	uint64_t one = 1;
+	bool running;
+
+	pthread_mutex_lock(&zs->reaper_lock);
+	running = zs->reaper_running;
+	zs->reaper_running = false;
+	pthread_mutex_unlock(&zs->reaper_lock);
+	if (!running)
+		return;
+	if (write(zs->reaper_stopfd, &one, sizeof(one)) != sizeof(one))
+		pthread_cancel(zs->reaper);
+	pthread_join(zs->reaper, NULL);
+	close(zs->reaper_stopfd);
+	close(zs->reaper_epfd);
+	zs->reaper_epfd = zs->reaper_stopfd = -1;
+	free(zs->reaper_worker.copybuf);
+	zs->reaper_worker.copybuf = NULL;
+}

@@ -1,0 +1,226 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/*
+ * The kernel side: a worker's io_uring and the writes to /dev/fuse (see
+ * ring.h).
+ */
+#include "ring.h"
+
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NSEC_PER_SEC		1000000000ULL
+#define RING_BACKOFF_MIN	(1 * NSEC_PER_SEC)
+#define RING_BACKOFF_MAX	(64 * NSEC_PER_SEC)
+
+/* ------------------------------------------------------------------ */
+/* The kernel side (replaced by the unit tests)                        */
+
+static int real_ring_setup(struct fusezc_worker *w)
+{
+	struct fusezc_session *zs = w->zs;
+	struct io_uring_params p;
+	int res;
+
+	memset(&p, 0, sizeof(p));
+	/*
+	 * Not DEFER_TASKRUN: an asynchronous lending's file I/O completes in
+	 * this worker's task work, which returns the loan (and may answer
+	 * the read).  Deferred, that would wait until the worker enters the
+	 * ring, while it sits in read() of /dev/fuse; plain task work
+	 * interrupts that read, runs, and the read restarts.
+	 */
+#ifdef IORING_SETUP_SINGLE_ISSUER
+	p.flags = IORING_SETUP_SINGLE_ISSUER;	/* only this worker submits */
+#endif
+	res = io_uring_queue_init_params(zs->opts.ring_entries, &w->ring, &p);
+	if (res == -EINVAL && p.flags != 0) {
+		memset(&p, 0, sizeof(p));
+		res = io_uring_queue_init_params(zs->opts.ring_entries, &w->ring, &p);
+	}
+	if (res < 0)
+		return res;
+	if (zs->opts.register_fuse_fd) {
+		/* The file this worker reads; a deferred reply to a request of
+		 * another clone lends through the plain fd. */
+		res = io_uring_register_files(&w->ring, &w->devfd, 1);
+		if (res == 0) {
+			w->ring_fixed = true;
+			w->ring_fd = w->devfd;
+		} else if (fzc_note_once(zs, FZC_NOTE_RING, res)) {
+			fzc_log(zs, FUSE_LOG_WARNING,
+				"cannot register /dev/fuse with io_uring (%s); using the plain fd",
+				strerror(-res));
+		}
+	}
+	return 0;
+}
+
+static void real_ring_exit(struct fusezc_worker *w)
+{
+	io_uring_queue_exit(&w->ring);
+}
+
+/* One io_uring_enter() submits and waits; the CQE is reaped here. */
+static int real_ring_lend(struct fusezc_worker *w, const struct fzc_lending *l,
+			  int *cqe_res, bool *answered)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+	struct io_uring_cqe *cqe;
+	int res, tries = 0;
+	bool fixed = w->ring_fixed && l->devfd == w->ring_fd;
+
+	if (sqe == NULL)	/* cannot happen: the ring is idle between lendings */
+		return -EBUSY;
+	fzc_prep_lend_op(sqe, l->write ? FUSEZC_IORING_OP_WRITE_SPLICE_BUF :
+			 FUSEZC_IORING_OP_READ_SPLICE_BUF, l->fd, l->off, l->len,
+			 fixed ? 0 : l->devfd, fixed, l->unique);
+	sqe->splice_off_in = fusezc_lend_pos(l->unique, l->req_off);
+	if (l->kernel_answers)
+		sqe->ioprio = FUSEZC_SPLICE_BUF_COMPLETE;
+	do
+		res = io_uring_submit_and_wait(&w->ring, 1);
+	while ((res == -EINTR || res == -EAGAIN) && ++tries < 1000);
+	if (res != 1)
+		return res < 0 ? res : -EIO;
+	do
+		res = io_uring_wait_cqe(&w->ring, &cqe);
+	while (res == -EINTR);
+	if (res < 0)
+		return res;
+	*cqe_res = cqe->res;
+	*answered = cqe->flags & FUSEZC_CQE_F_LENDER_COMPLETED;
+	io_uring_cqe_seen(&w->ring, cqe);
+	return 0;
+}
+
+static ssize_t real_dev_writev(int fd, const struct iovec *iov, int count)
+{
+	return writev(fd, iov, count);
+}
+
+static int real_ring_submit_lend(struct fusezc_worker *w, const struct fzc_lending *l,
+				 uint64_t user_data)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+	bool fixed = w->ring_fixed && l->devfd == w->ring_fd;
+	int res, tries = 0;
+
+	if (sqe == NULL)	/* cannot happen: at most FZC_INFLIGHT_MAX in flight */
+		return -EBUSY;
+	fzc_prep_lend(sqe, l->fd, l->off, l->len, fixed ? 0 : l->devfd, fixed,
+		      l->unique);
+	sqe->splice_off_in = fusezc_lend_pos(l->unique, l->req_off);
+	sqe->ioprio = FUSEZC_SPLICE_BUF_COMPLETE;
+	sqe->user_data = user_data;
+	do
+		res = io_uring_submit(&w->ring);
+	while ((res == -EINTR || res == -EAGAIN) && ++tries < 1000);
+	return res == 1 ? 0 : res < 0 ? res : -EIO;
+}
+
+static int real_ring_next_cqe(struct fusezc_worker *w, bool wait, uint64_t *user_data,
+			      int *res, bool *answered)
+{
+	struct io_uring_cqe *cqe;
+	int err;
+
+	do
+		err = wait ? io_uring_wait_cqe(&w->ring, &cqe) : io_uring_peek_cqe(&w->ring, &cqe);
+	while (err == -EINTR);
+	if (err == -EAGAIN)
+		return 0;
+	if (err < 0)
+		return err;
+	*user_data = cqe->user_data;
+	*res = cqe->res;
+	*answered = cqe->flags & FUSEZC_CQE_F_LENDER_COMPLETED;
+	io_uring_cqe_seen(&w->ring, cqe);
+	return 1;
+}
+
+static int real_ring_poll_fd(struct fusezc_worker *w)
+{
+	return w->ring.ring_fd;
+}
+
+static const struct fzc_kernel_ops real_kops = {
+	.ring_setup = real_ring_setup,
+	.ring_exit = real_ring_exit,
+	.ring_lend = real_ring_lend,
+	.dev_writev = real_dev_writev,
+	.ring_submit_lend = real_ring_submit_lend,
+	.ring_next_cqe = real_ring_next_cqe,
+	.ring_poll_fd = real_ring_poll_fd,
+};
+const struct fzc_kernel_ops *fzc_kops = &real_kops;
+
+/* ------------------------------------------------------------------ */
+/* The worker's io_uring                                               */
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
+}
+
+/* Drop a failed ring; a new one is tried after a growing back-off. */
+void fzc_ring_failed(struct fusezc_worker *w, int err)
+{
+	if (w->ring_ready)
+		fzc_kops->ring_exit(w);
+	w->ring_ready = false;
+	w->ring_fixed = false;
+	w->ring_err = err;
+	w->ring_backoff = w->ring_backoff ? w->ring_backoff * 2 : RING_BACKOFF_MIN;
+	if (w->ring_backoff > RING_BACKOFF_MAX)
+		w->ring_backoff = RING_BACKOFF_MAX;
+	w->ring_retry_at = now_ns() + w->ring_backoff;
+	if (fzc_note_once(w->zs, FZC_NOTE_RING, err))
+		fzc_log(w->zs, FUSE_LOG_WARNING,
+			"io_uring failed (%s); copying reads on this worker until a new ring works",
+			strerror(-err));
+}
+
+int fzc_ring_get(struct fusezc_worker *w)
+{
+	int res;
+
+	if (w->ring_ready)
+		return 0;
+	if (w->ring_retry_at != 0 && now_ns() < w->ring_retry_at)
+		return w->ring_err ? w->ring_err : -EAGAIN;
+	res = fzc_kops->ring_setup(w);
+	if (res < 0) {
+		fzc_ring_failed(w, res);
+		return res;
+	}
+	w->ring_ready = true;
+	w->ring_err = 0;
+	w->ring_backoff = 0;
+	w->ring_retry_at = 0;
+	return 0;
+}
+
+int fzc_dev_write(int devfd, const struct iovec *iov, int count)
+{
+	ssize_t res;
+
+	do
+		res = fzc_kops->dev_writev(devfd, iov, count);
+	while (res < 0 && errno == EINTR);
+	return res < 0 ? -errno : 0;
+}
+
+int fzc_reply_error(int devfd, uint64_t unique, int err)
+{
+	struct fuse_out_header out = {
+		.len = sizeof(out), .error = err, .unique = unique,
+	};
+	struct iovec iov = { &out, sizeof(out) };
+
+	return fzc_dev_write(devfd, &iov, 1);
+}
