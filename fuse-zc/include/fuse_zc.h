@@ -108,8 +108,8 @@ struct fusezc_options {
 	 * Zero copy: the server writes every read reply itself.  By default
 	 * the kernel answers a read whose lendings brought all of its data
 	 * (IORING_SPLICE_BUF_COMPLETE), which saves a write(2) a read; this
-	 * is for comparison.  Series kernels without it are detected and
-	 * answered by the server either way.
+	 * is for comparison.  Every kernel that offers zero copy at INIT
+	 * can answer; a lending's error never turns it off.
 	 */
 	bool server_replies;
 

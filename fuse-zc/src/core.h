@@ -149,8 +149,8 @@ struct fusezc_session {
 	const char *_Atomic zc_status;
 	int init_error;			/* -errno the loop returns */
 	atomic_bool splice_enabled;	/* fusezc_conn_init() enabled SPLICE_WRITE */
-	/* lend with IORING_SPLICE_BUF_COMPLETE (off: opts.server_replies, or
-	 * a series kernel that refused it) */
+	/* lend with IORING_SPLICE_BUF_COMPLETE: set at INIT when zero copy is
+	 * negotiated, unless opts.server_replies */
 	atomic_bool kernel_answers;
 	atomic_int splice_state;
 

@@ -105,6 +105,10 @@ static bool rewrite_init_reply(struct fusezc_session *zs, unsigned char *msg,
 		flags2 |= (uint32_t)(FUSEZC_INIT_ZC_READ >> 32);
 		atomic_store(&zs->zc_status, "");
 		atomic_store(&zs->zc_active, true);
+		/* Every kernel that offers the capability answers a read its
+		 * lendings completed (IORING_SPLICE_BUF_COMPLETE): decided
+		 * here, never from one lending's error. */
+		atomic_store(&zs->kernel_answers, !zs->opts.server_replies);
 		fzc_log(zs, FUSE_LOG_INFO, "zero-copy reads active");
 		if (zs->opts.zerocopy_writes && (offered & FUSEZC_INIT_ZC_WRITE)) {
 			flags2 |= (uint32_t)(FUSEZC_INIT_ZC_WRITE >> 32);

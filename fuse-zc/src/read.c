@@ -111,13 +111,6 @@ static enum lend_outcome lend_all(struct fusezc_worker *w, int devfd, uint64_t u
 			fzc_ring_failed(w, *err);
 			return LEND_REFUSED;
 		}
-		if (res == -EINVAL && l.kernel_answers) {
-			/* a series kernel before IORING_SPLICE_BUF_COMPLETE */
-			if (atomic_exchange(&zs->kernel_answers, false))
-				fzc_log(zs, FUSE_LOG_INFO,
-					"the kernel cannot answer zero-copy reads itself; the server replies");
-			continue;
-		}
 		if (answered) {
 			*placed += res > 0 ? (size_t)res : 0;
 			return LEND_ANSWERED;
@@ -197,11 +190,7 @@ static void read_lend_done(struct fusezc_worker *w, struct fusezc_worker *cw,
 		fzc_add(&zs->zc_kernel_answered, 1);
 		return;
 	}
-	if (res == -EINVAL && atomic_exchange(&zs->kernel_answers, false)) {
-		/* a series kernel before IORING_SPLICE_BUF_COMPLETE */
-		fzc_log(zs, FUSE_LOG_INFO,
-			"the kernel cannot answer zero-copy reads itself; the server replies");
-	} else if (res < 0 && !lend_refused(res)) {
+	if (res < 0 && !lend_refused(res)) {
 		if (fzc_note_once(zs, FZC_NOTE_IO, res))
 			fzc_log(zs, FUSE_LOG_WARNING,
 				"backing file read failed (%s); replied to the reader",

@@ -74,7 +74,6 @@ int fusezc_session_new_versioned(struct fuse_session *se,
 	if (zs->opts.ring_entries == 0)
 		zs->opts.ring_entries = FZC_DEFAULT_RING;
 	zs->fuse_fd = fd;
-	atomic_init(&zs->kernel_answers, !zs->opts.server_replies);
 	atomic_init(&zs->zc_status, zs->opts.read_mode == FUSEZC_READ_ZEROCOPY ?
 		    fzc_status_no_init : fzc_status_disabled);
 	fzc_requests_init(&zs->requests);

@@ -130,12 +130,6 @@ static enum write_outcome lend_out_all(struct fusezc_worker *w, int devfd, uint6
 			fzc_ring_failed(w, *err);
 			return *written ? WRITE_FAILED : WRITE_REFUSED;
 		}
-		if (res == -EINVAL && l.kernel_answers) {
-			/* a series kernel before IORING_SPLICE_BUF_COMPLETE */
-			atomic_store(&w->zs->kernel_answers, false);
-			kernel_answers = false;
-			continue;
-		}
 		if (res > 0 && (unsigned int)res > l.len)
 			res = -EIO;	/* a kernel bug: trust nothing */
 		if (answered && res > 0) {

@@ -374,7 +374,6 @@ static int nlendings;
 static int lend_results[MAX_LENDINGS];	/* scripted CQE res; 0 = all of it */
 static int lend_placed[MAX_LENDINGS];	/* the res each lending got */
 static bool lend_answers[MAX_LENDINGS];	/* scripted: the kernel answers the read */
-static bool kernel_before_answers;	/* a series kernel without IORING_SPLICE_BUF_COMPLETE */
 #define CQE_ZERO	INT_MIN		/* script a CQE res of 0 (end of file) */
 static int ring_setup_errors;		/* fail this many ring setups */
 static int ring_setups, ring_exits;
@@ -403,16 +402,11 @@ static void scripted_cqe(int i, int *res, bool *answered)
 	const struct fzc_lending *l = &lendings[i];
 
 	*answered = l->kernel_answers && lend_answers[i];
-	if (l->kernel_answers && kernel_before_answers) {
-		*answered = false;
-		*res = -EINVAL;
-	} else {
-		*res = lend_results[i] ? lend_results[i] : (int)l->len;
-		if (*res == CQE_ZERO)
-			*res = 0;
-		if (*res > (int)l->len)
-			*res = (int)l->len;
-	}
+	*res = lend_results[i] ? lend_results[i] : (int)l->len;
+	if (*res == CQE_ZERO)
+		*res = 0;
+	if (*res > (int)l->len)
+		*res = (int)l->len;
 	lend_placed[i] = *res;
 }
 
@@ -606,6 +600,8 @@ static void process_read(uint64_t unique, off_t off, uint32_t size)
 static bool want_zc_writes;
 
 /* A zero-copy session of proc_se after a real INIT through libfuse. */
+static bool pipe_empty(void);
+
 static struct fusezc_session *zc_session(void)
 {
 	struct fuse_init_in ii = {
@@ -617,6 +613,9 @@ static struct fusezc_session *zc_session(void)
 	struct fusezc_session *zs;
 	unsigned char out[512];
 
+	/* what a failed test left unread must not fail the next one */
+	while (!pipe_empty() && read(pfd[0], out, sizeof(out)) > 0)
+		;
 	/* libfuse takes one INIT a session: a new session each time. */
 	if (proc_se != NULL)
 		fuse_session_destroy(proc_se);
@@ -630,6 +629,7 @@ static struct fusezc_session *zc_session(void)
 	CHECK(proc_se != NULL);
 	zs = mk_session(FUSEZC_READ_ZEROCOPY, false, false);
 	zs->opts.zerocopy_writes = want_zc_writes;
+	zs->opts.server_replies = true;	/* async_session(): the kernel answers */
 	zs->se = proc_se;
 	zs->fuse_fd = dup(pfd[1]);
 	CHECK(fuse_session_custom_io(proc_se, &unit_io, zs->fuse_fd) == 0);
@@ -640,7 +640,6 @@ static struct fusezc_session *zc_session(void)
 	nlendings = 0;
 	memset(lend_results, 0, sizeof(lend_results));
 	memset(lend_answers, 0, sizeof(lend_answers));
-	kernel_before_answers = false;
 	cqes_posted = cqes_released = 0;
 	ring_setup_errors = ring_setups = ring_exits = 0;
 	zc_write_errno = 0;
@@ -1025,8 +1024,10 @@ static void test_short_cqe(void)
 
 /*
  * IORING_SPLICE_BUF_COMPLETE: a read the kernel answered gets no reply
- * from the server; a series kernel without it (EINVAL) is answered by the
- * server from then on, this read included.
+ * from the server.  Whether the kernel answers is the INIT capability's
+ * to say: an EINVAL (a misaligned O_DIRECT read, which any local user can
+ * send) refuses that one read, never the flag for the session.  Before the
+ * fix one such read switched every later read to the server's replies.
  */
 static void test_kernel_answers(void)
 {
@@ -1049,14 +1050,16 @@ static void test_kernel_answers(void)
 	zs = zc_session();
 	atomic_store(&zs->kernel_answers, true);
 	zs->opts.sync_lending = true;
-	kernel_before_answers = true;
+	lend_results[0] = -EINVAL;
+	lend_answers[1] = true;
 	process_read(21, 0, 4096);
 	next_reply(&r);
-	CHECK(answers(&r, 21, 0, 4096) && (r.hdr.unique & FUSEZC_UNIQUE_ZC_REPLY));
-	CHECK(nlendings == 2 && lendings[0].kernel_answers && !lendings[1].kernel_answers);
-	CHECK(!atomic_load(&zs->kernel_answers));
+	CHECK(answers(&r, 21, 0, 4096) && r.hdr.unique == 21);	/* a copy */
+	process_read(23, 4096, 4096);
+	CHECK(nlendings == 2 && lendings[0].kernel_answers && lendings[1].kernel_answers);
+	CHECK(atomic_load(&zs->kernel_answers));
 	fusezc_get_stats(zs, &st);
-	CHECK(st.zc_requests == 1 && st.zc_kernel_answered == 0 && st.fallbacks == 0);
+	CHECK(st.zc_requests == 1 && st.zc_kernel_answered == 1 && st.fallbacks == 1);
 	CHECK(pipe_empty());
 }
 
@@ -1065,6 +1068,7 @@ static struct fusezc_session *async_session(void)
 {
 	struct fusezc_session *zs = zc_session();
 
+	zs->opts.server_replies = false;
 	atomic_store(&zs->kernel_answers, true);
 	return zs;
 }
@@ -1134,30 +1138,32 @@ static void test_async_full(void)
 }
 
 /*
- * A series kernel without IORING_SPLICE_BUF_COMPLETE refuses it (EINVAL):
- * that read is copied, later ones lent synchronously, the server replying.
- * sync_lending does the same from the start.
+ * An asynchronous lending refused with EINVAL (a misaligned O_DIRECT read)
+ * is that read's copy; the next read is lent asynchronously again, for the
+ * kernel to answer.  Before the fix the session went synchronous for good
+ * (zc_kernel_answered stopped while zc_requests went on).  sync_lending
+ * lends synchronously from the start.
  */
-static void test_async_fallback_to_sync(void)
+static void test_async_einval_one_read(void)
 {
 	struct fusezc_session *zs = async_session();
 	struct fusezc_stats st;
 	struct reply r;
 
-	kernel_before_answers = true;
+	lend_results[0] = -EINVAL;
+	lend_answers[1] = true;
 	process_read(40, 0, 4096);
 	CHECK(nlendings == 1 && worker.inflight == 1 && pipe_empty());
 	fzc_lendings_drain(&worker);
 	next_reply(&r);
 	CHECK(answers(&r, 40, 0, 4096) && r.hdr.unique == 40);
-	CHECK(!atomic_load(&zs->kernel_answers));
-	kernel_before_answers = false;
-	process_read(42, 4096, 4096);	/* synchronous: the server replies */
-	next_reply(&r);
-	CHECK(answers(&r, 42, 4096, 4096) && (r.hdr.unique & FUSEZC_UNIQUE_ZC_REPLY));
+	CHECK(atomic_load(&zs->kernel_answers));
+	process_read(42, 4096, 4096);	/* asynchronous again: the kernel answers */
+	CHECK(nlendings == 2 && worker.inflight == 1 && lendings[1].kernel_answers);
+	fzc_lendings_drain(&worker);
 	CHECK(worker.inflight == 0 && pipe_empty());
 	fusezc_get_stats(zs, &st);
-	CHECK(st.zc_requests == 1 && st.copy_requests == 1);
+	CHECK(st.zc_kernel_answered == 1 && st.copy_requests == 1);
 
 	zs = async_session();
 	zs->opts.sync_lending = true;
@@ -1409,7 +1415,7 @@ int main(void)
 		{ "backing_error", test_backing_error },
 		{ "async_lending", test_async_lending },
 		{ "async_full", test_async_full },
-		{ "async_fallback_to_sync", test_async_fallback_to_sync },
+		{ "async_einval_one_read", test_async_einval_one_read },
 		{ "lend_refusals", test_lend_refusals },
 		{ "reply_refused", test_reply_refused },
 		{ "ring_retry", test_ring_retry },
