@@ -209,15 +209,8 @@ ssize_t fzc_io_read(int fd, void *buf, size_t len, void *userdata)
 
 	(void)userdata;
 	w = fzc_tls_worker;
-	if (w != NULL && w->inflight > 0) {
-		/* Lendings in flight: answer what finished, leave the rest to
-		 * the reaper while this thread waits for a request. */
-		pthread_mutex_lock(&w->lend_lock);
-		fzc_reap_locked(w, w, false);
-		if (w->inflight > 0)
-			fzc_reaper_watch(w, w);
-		pthread_mutex_unlock(&w->lend_lock);
-	}
+	if (w != NULL && w->inflight > 0)
+		fzc_lendings_before_wait(w);
 	res = read(fd, buf, len);
 	if (res < (ssize_t)sizeof(*in))
 		return res;

@@ -12,6 +12,26 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+/*
+ * w->lend_lock, taken with cancellation off: a thread cancelled while it
+ * held the lock (in a fallback's pread() or writev()) would unwind into its
+ * destructor, which takes the lock again.
+ */
+static int lend_lock(struct fusezc_worker *w)
+{
+	int old;
+
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+	pthread_mutex_lock(&w->lend_lock);
+	return old;
+}
+
+static void lend_unlock(struct fusezc_worker *w, int cancel_state)
+{
+	pthread_mutex_unlock(&w->lend_lock);
+	pthread_setcancelstate(cancel_state, NULL);
+}
+
 /* Under w->lend_lock: answer one CQE; 1, 0 none, -errno of the ring. */
 static int reap_one_locked(struct fusezc_worker *w, struct fusezc_worker *cw, bool wait)
 {
@@ -35,7 +55,9 @@ static int reap_one_locked(struct fusezc_worker *w, struct fusezc_worker *cw, bo
 	return 1;
 }
 
-void fzc_reap_locked(struct fusezc_worker *w, struct fusezc_worker *cw, bool wait)
+/* Under w->lend_lock: answer every CQE there is; @cw lends its copy
+ * buffer to fallbacks.  With @wait, until nothing is in flight. */
+static void reap_locked(struct fusezc_worker *w, struct fusezc_worker *cw, bool wait)
 {
 	int got;
 
@@ -62,19 +84,19 @@ bool fzc_lend_async(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
 		.len = (unsigned int)size, .unique = unique, .kernel_answers = true,
 	};
 	unsigned int i;
-	int err;
+	int err, cancel_state;
 
 	if (zs->opts.sync_lending || !atomic_load(&zs->kernel_answers) || size == 0 ||
 	    fzc_kops->ring_submit_lend == NULL || fzc_ring_get(w) < 0)
 		return false;
-	pthread_mutex_lock(&w->lend_lock);
-	fzc_reap_locked(w, w, false);
+	cancel_state = lend_lock(w);
+	reap_locked(w, w, false);
 	while (w->inflight == FZC_INFLIGHT_MAX && reap_one_locked(w, w, true) > 0)
 		;
 	for (i = 0; i < FZC_INFLIGHT_MAX && w->lends[i].busy; i++)
 		;
 	if (i == FZC_INFLIGHT_MAX) {
-		pthread_mutex_unlock(&w->lend_lock);
+		lend_unlock(w, cancel_state);
 		return false;
 	}
 	err = fzc_kops->ring_submit_lend(w, &l, i + 1);
@@ -85,7 +107,7 @@ bool fzc_lend_async(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
 		};
 		w->inflight++;
 	}
-	pthread_mutex_unlock(&w->lend_lock);
+	lend_unlock(w, cancel_state);
 	if (err < 0 && fzc_note_once(zs, FZC_NOTE_RING, err))
 		fzc_log(zs, FUSE_LOG_WARNING,
 			"io_uring submission failed (%s); lending synchronously", strerror(-err));
@@ -95,12 +117,16 @@ bool fzc_lend_async(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
 /* ------------------------------------------------------------------ */
 /* The reaper: answers CQEs of workers that wait for requests          */
 
+static void reaper_watch(struct fusezc_worker *w, struct fusezc_worker *cw);
+
 static void *reaper_main(void *arg)
 {
 	struct fusezc_session *zs = arg;
 	struct epoll_event ev[16];
 	int n, i;
 
+	/* stopped by its eventfd, never cancelled while answering a CQE */
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
 	for (;;) {
 		n = epoll_wait(zs->reaper_epfd, ev, 16, -1);
 		if (n < 0 && errno == EINTR)
@@ -115,9 +141,9 @@ static void *reaper_main(void *arg)
 			if (w == NULL)
 				return NULL;	/* fzc_reaper_stop() */
 			pthread_mutex_lock(&w->lend_lock);
-			fzc_reap_locked(w, &zs->reaper_worker, false);
+			reap_locked(w, &zs->reaper_worker, false);
 			if (w->inflight > 0)
-				fzc_reaper_watch(w, &zs->reaper_worker);
+				reaper_watch(w, &zs->reaper_worker);
 			pthread_mutex_unlock(&w->lend_lock);
 		}
 	}
@@ -157,7 +183,9 @@ fail:
 	return err;
 }
 
-void fzc_reaper_watch(struct fusezc_worker *w, struct fusezc_worker *cw)
+/* Under w->lend_lock, a worker about to block in read(2): let the reaper
+ * watch its CQEs (without a reaper, @cw waits for them). */
+static void reaper_watch(struct fusezc_worker *w, struct fusezc_worker *cw)
 {
 	struct fusezc_session *zs = w->zs;
 	struct epoll_event ev = { .events = EPOLLIN | EPOLLONESHOT, .data.ptr = w };
@@ -179,16 +207,26 @@ void fzc_reaper_watch(struct fusezc_worker *w, struct fusezc_worker *cw)
 		fzc_log(zs, FUSE_LOG_WARNING,
 			"no reaper for zero-copy lendings (%s); workers wait for theirs",
 			strerror(-err));
-	fzc_reap_locked(w, cw, true);
+	reap_locked(w, cw, true);
+}
+
+void fzc_lendings_before_wait(struct fusezc_worker *w)
+{
+	int cancel_state = lend_lock(w);
+
+	reap_locked(w, w, false);
+	if (w->inflight > 0)
+		reaper_watch(w, w);
+	lend_unlock(w, cancel_state);
 }
 
 void fzc_lendings_drain(struct fusezc_worker *w)
 {
 	struct fusezc_session *zs = w->zs;
-	int fd;
+	int fd, cancel_state;
 
-	pthread_mutex_lock(&w->lend_lock);
-	fzc_reap_locked(w, w, true);
+	cancel_state = lend_lock(w);
+	reap_locked(w, w, true);
 	if (w->watched) {
 		fd = fzc_kops->ring_poll_fd(w);
 		pthread_mutex_lock(&zs->reaper_lock);
@@ -197,7 +235,7 @@ void fzc_lendings_drain(struct fusezc_worker *w)
 		pthread_mutex_unlock(&zs->reaper_lock);
 		w->watched = false;
 	}
-	pthread_mutex_unlock(&w->lend_lock);
+	lend_unlock(w, cancel_state);
 }
 
 void fzc_reaper_stop(struct fusezc_session *zs)
@@ -211,8 +249,9 @@ void fzc_reaper_stop(struct fusezc_session *zs)
 	pthread_mutex_unlock(&zs->reaper_lock);
 	if (!running)
 		return;
-	if (write(zs->reaper_stopfd, &one, sizeof(one)) != sizeof(one))
-		pthread_cancel(zs->reaper);
+	/* an eventfd's counter only fails to grow at 2^64 - 1 */
+	while (write(zs->reaper_stopfd, &one, sizeof(one)) < 0 && errno == EINTR)
+		;
 	pthread_join(zs->reaper, NULL);
 	close(zs->reaper_stopfd);
 	close(zs->reaper_epfd);

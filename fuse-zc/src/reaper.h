@@ -5,7 +5,10 @@
  * and returns to /dev/fuse.  Each CQE is answered exactly once, by the
  * slot's done function: on the worker before it reads its next request, or,
  * while it waits in read(2), on the session's reaper thread, which watches
- * the worker's ring with epoll.  w->lend_lock keeps the two apart.
+ * the worker's ring with epoll.  w->lend_lock keeps the two apart; it is
+ * never held where the thread can be cancelled (libfuse cancels its
+ * workers inside the read hook; answering a CQE calls pread()/writev()),
+ * or the thread's destructor, which drains under it, would deadlock.
  */
 #ifndef FZC_REAPER_H
 #define FZC_REAPER_H
@@ -17,12 +20,9 @@
  * false: not submitted, the caller answers the request itself. */
 bool fzc_lend_async(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
 		    off_t off, size_t size, fzc_lend_done_fn *done);
-/* Under w->lend_lock: answer every CQE there is; @cw lends its copy
- * buffer to fallbacks.  With @wait, until nothing is in flight. */
-void fzc_reap_locked(struct fusezc_worker *w, struct fusezc_worker *cw, bool wait);
-/* Under w->lend_lock, a worker about to block in read(2): let the reaper
- * watch its CQEs (without a reaper, @cw waits for them). */
-void fzc_reaper_watch(struct fusezc_worker *w, struct fusezc_worker *cw);
+/* @w is about to wait for a request: answer what finished, and let the
+ * reaper watch the rest (without a reaper, wait for it). */
+void fzc_lendings_before_wait(struct fusezc_worker *w);
 /* Answer everything @w has in flight and stop watching it (its thread
  * ends, its ring goes, or it lends synchronously next). */
 void fzc_lendings_drain(struct fusezc_worker *w);

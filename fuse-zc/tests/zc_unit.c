@@ -16,8 +16,10 @@
 #include "zc_pattern.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stddef.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
@@ -472,12 +474,19 @@ static int fake_ring_submit_lend(struct fusezc_worker *w, const struct fzc_lendi
 	return 0;
 }
 
+static fzc_lend_done_fn blocking_done;
+
 static int fake_ring_next_cqe(struct fusezc_worker *w, bool wait, uint64_t *user_data,
 			      int *res, bool *answered)
 {
 	int i = cqes_posted;
 
-	(void)w;
+	if (w->lends[0].done == blocking_done && w->lends[0].busy) {
+		*user_data = 1;		/* test_cancel_in_hook's lending */
+		*res = -EOPNOTSUPP;
+		*answered = false;
+		return 1;
+	}
 	if (i >= nlendings || (!wait && i >= cqes_released))
 		return 0;
 	scripted_cqe(i, res, answered);
@@ -897,6 +906,107 @@ static void test_zc_write_after_async_reads(void)
 	CHECK(pipe_empty() && zs->requests.used == 0);
 	close(write_target_fd);
 	write_target_fd = -1;
+}
+
+/*
+ * Item 4: a worker cancelled (libfuse's loop ending) inside the read hook,
+ * while it answers a lending's CQE: the fallback's pread()/writev() are
+ * cancellation points.  Before the fix the thread unwound holding its
+ * lend_lock and deadlocked in its own destructor, which drains its
+ * lendings under that lock: the daemon never exited.
+ */
+static struct {
+	sem_t ready, go, in_done;
+	int release[2];		/* blocking_done waits until this is written */
+	int dev[2];		/* the cancelled worker's /dev/fuse */
+	struct fusezc_worker *worker;	/* its state */
+} cancel_test;
+
+/* A fallback reply that blocks in a cancellation point (a slow pread). */
+static void blocking_done(struct fusezc_worker *w, struct fusezc_worker *cw,
+			  const struct fzc_inflight *p, int res, bool answered)
+{
+	char c;
+
+	(void)w, (void)cw, (void)p, (void)res, (void)answered;
+	sem_post(&cancel_test.in_done);
+	if (read(cancel_test.release[0], &c, 1) != 1)
+		fprintf(stderr, "cancel_in_hook: release pipe: %s\n", strerror(errno));
+}
+
+static void *cancelled_worker(void *arg)
+{
+	unsigned char buf[256];
+
+	(void)arg;
+	/* libfuse's receive: cancellable inside the read hook only */
+	pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+	fzc_io_read(cancel_test.dev[0], buf, sizeof(buf), NULL);	/* its first request */
+	cancel_test.worker = fzc_tls_worker;
+	sem_post(&cancel_test.ready);
+	sem_wait(&cancel_test.go);
+	fzc_io_read(cancel_test.dev[0], buf, sizeof(buf), NULL);	/* never returns */
+	return NULL;
+}
+
+static void test_cancel_in_hook(void)
+{
+	static struct fusezc_session zs;
+	struct fuse_in_header in = { .len = sizeof(in), .opcode = FUSE_GETATTR, .unique = 2 };
+	struct fusezc_worker *w;
+	struct timespec deadline;
+	pthread_t t;
+	int joined;
+
+	CHECK(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, cancel_test.dev) == 0);
+	CHECK(pipe2(cancel_test.release, O_CLOEXEC) == 0);
+	sem_init(&cancel_test.ready, 0, 0);
+	sem_init(&cancel_test.go, 0, 0);
+	sem_init(&cancel_test.in_done, 0, 0);
+	memset(&zs, 0, sizeof(zs));
+	fzc_requests_init(&zs.requests);
+	pthread_mutex_init(&zs.reaper_lock, NULL);
+	zs.se = test_se;
+	zs.fuse_fd = cancel_test.dev[0];
+	zs.reaper_epfd = zs.reaper_stopfd = -1;
+	atomic_init(&zs.init_seen, true);
+	CHECK(fzc_workers_init() == 0);
+	fzc_sessions_add(&zs);
+
+	CHECK(write(cancel_test.dev[1], &in, sizeof(in)) == sizeof(in));
+	CHECK(pthread_create(&t, NULL, cancelled_worker, NULL) == 0);
+	sem_wait(&cancel_test.ready);
+	/* a lending in flight on its ring, whose CQE needs a fallback reply */
+	w = cancel_test.worker;
+	CHECK(w != NULL);
+	if (w == NULL)
+		return;
+	pthread_mutex_lock(&w->lend_lock);
+	w->ring_ready = true;
+	w->lends[0] = (struct fzc_inflight){ .done = blocking_done, .busy = true, .fd = -1 };
+	w->inflight = 1;
+	pthread_mutex_unlock(&w->lend_lock);
+	sem_post(&cancel_test.go);
+	sem_wait(&cancel_test.in_done);
+	pthread_cancel(t);
+	usleep(100 * 1000);
+	CHECK(write(cancel_test.release[1], "x", 1) == 1);	/* the slow pread ends */
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += 10;
+	joined = pthread_timedjoin_np(t, NULL, &deadline);
+	if (joined != 0)
+		fprintf(stderr, "cancel_in_hook: the cancelled worker did not end within 10 s "
+			"(its destructor waits for the lend_lock it holds)\n");
+	CHECK(joined == 0);
+	fzc_sessions_del(&zs);
+	if (joined != 0)
+		return;		/* leave the stuck thread's state alone */
+	fzc_workers_free_retired(&zs);
+	fzc_requests_destroy(&zs.requests);
+	close(cancel_test.dev[0]);
+	close(cancel_test.dev[1]);
+	close(cancel_test.release[0]);
+	close(cancel_test.release[1]);
 }
 
 /* Not offered, or not asked for: INIT leaves the capability out. */
@@ -1425,6 +1535,7 @@ int main(void)
 		{ "zc_writes", test_zc_writes },
 		{ "zc_writes_negotiation", test_zc_writes_negotiation },
 		{ "zc_write_after_async_reads", test_zc_write_after_async_reads },
+		{ "cancel_in_hook", test_cancel_in_hook },
 	};
 	static const struct fuse_lowlevel_ops no_ops;
 	char *argv[] = { "zc_unit", NULL };
