@@ -147,6 +147,7 @@ struct fusezc_session {
 	atomic_bool zcw_active;		/* zero-copy writes negotiated */
 	atomic_bool pt_active;
 	const char *_Atomic zc_status;
+	char zc_status_buf[96];		/* a status made at INIT */
 	int init_error;			/* -errno the loop returns */
 	atomic_bool splice_enabled;	/* fusezc_conn_init() enabled SPLICE_WRITE */
 	/* lend with IORING_SPLICE_BUF_COMPLETE: set at INIT when zero copy is
@@ -185,6 +186,7 @@ struct fusezc_session {
 	_Atomic uint64_t zcw_bytes, zcw_requests, zcw_kernel_answered;
 	_Atomic uint64_t memfdw_bytes, memfdw_requests;
 	_Atomic uint64_t copyw_bytes, copyw_requests, zcw_unanswered;
+	_Atomic uint64_t resent_writes;		/* asked to be sent again with data */
 
 	/* One log line per (kind, errno). */
 	_Atomic uint64_t noted[FZC_NOTE_NR][FZC_ERRNO_MAX / 64];

@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -85,6 +86,7 @@ static bool rewrite_init_reply(struct fusezc_session *zs, unsigned char *msg,
 	bool want_zc = zs->opts.read_mode == FUSEZC_READ_ZEROCOPY;
 	bool has_zc = offered & FUSEZC_INIT_ZC_READ;
 	uint32_t flags, flags2;
+	int ring_err;
 
 	if (out->error != 0) {
 		zs->init_error = out->error;
@@ -100,7 +102,18 @@ static bool rewrite_init_reply(struct fusezc_session *zs, unsigned char *msg,
 	flags = get32(arg + INIT_OUT_FLAGS);
 	flags2 = get32(arg + INIT_OUT_FLAGS2);
 
-	if (want_zc && has_zc) {
+	if (want_zc && has_zc && (ring_err = fzc_ring_probe()) < 0) {
+		/* Zero-copy writes reach the server only by lending: never
+		 * accept zero copy without a ring (io_uring_disabled, a
+		 * seccomp filter, RLIMIT_MEMLOCK). */
+		snprintf(zs->zc_status_buf, sizeof(zs->zc_status_buf),
+			 "io_uring cannot be set up (%s)", strerror(-ring_err));
+		atomic_store(&zs->zc_status, (const char *)zs->zc_status_buf);
+		if (zs->opts.zerocopy_required)
+			goto refuse;
+		fzc_log(zs, FUSE_LOG_WARNING, "zero copy unavailable: %s; falling back to %s",
+			zs->zc_status_buf, atomic_load(&zs->splice_enabled) ? "splice" : "copy");
+	} else if (want_zc && has_zc) {
 		flags |= FUSEZC_INIT_EXT;
 		flags2 |= (uint32_t)(FUSEZC_INIT_ZC_READ >> 32);
 		atomic_store(&zs->zc_status, "");
@@ -152,8 +165,9 @@ static bool rewrite_init_reply(struct fusezc_session *zs, unsigned char *msg,
 	return true;
 
 refuse:
-	fzc_log(zs, FUSE_LOG_ERR,
-		"zero copy required but the kernel does not offer it (needs the fuse-zc patched kernel)");
+	fzc_log(zs, FUSE_LOG_ERR, "zero copy required but %s",
+		has_zc ? atomic_load(&zs->zc_status) :
+		"the kernel does not offer it (needs the fuse-zc patched kernel)");
 	zs->init_error = -EOPNOTSUPP;
 	return false;
 }

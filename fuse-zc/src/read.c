@@ -28,115 +28,21 @@ __thread struct fzc_read_reply *fzc_tls_read_reply;
 /* ------------------------------------------------------------------ */
 /* Answering a FUSE_READ from the writev hook                          */
 
-/*
- * A lending the kernel refused, as opposed to an error of the backing
- * file's read: refusals fall back to a copy reply, backing errors are the
- * reader's answer.  EINVAL is both (a range outside the request, or an
- * O_DIRECT misalignment); the copy's pread() then tells which.
- */
-static bool lend_refused(int err)
+/* One line per errno: a refusal, answered by copy ... */
+static void note_refused(struct fusezc_session *zs, int err)
 {
-	switch (-err) {
-	case EOPNOTSUPP:	/* not a lender, not a regular file or block device */
-	case EPERM:		/* contract v2: CAP_SYS_ADMIN only by default */
-	case EXDEV:		/* backing file on FUSE or a stacked file system */
-	case E2BIG:
-	case EINVAL:
-	case ENOENT:		/* no such request in flight */
-	case EBADF:
-	case EBUSY:
-	case EAGAIN:
-	case EINTR:
-	case ENOMEM:
-	case EFAULT:
-	case ENOSYS:
-	case ECANCELED:
-		return true;
-	default:
-		return false;
-	}
+	if (fzc_note_once(zs, FZC_NOTE_LEND, err))
+		fzc_log(zs, FUSE_LOG_WARNING,
+			"zero-copy read refused by the kernel (%s)%s; falling back to copy",
+			strerror(-err), fzc_lend_hint(err));
 }
 
-static const char *refusal_hint(int err)
+/* ... or an error of the backing file, which is the reader's answer. */
+static void note_io_error(struct fusezc_session *zs, int err)
 {
-	switch (-err) {
-	case EPERM:
-		return " (the server lacks CAP_SYS_ADMIN)";
-	case EXDEV:
-		return " (backing file on a FUSE or stacked file system)";
-	case EOPNOTSUPP:
-		return " (backing file cannot be lent to)";
-	default:
-		return "";
-	}
-}
-
-enum lend_outcome {
-	LEND_PLACED,		/* *placed bytes are in the request's pages */
-	LEND_ANSWERED,		/* ... and the kernel answered the read with them */
-	LEND_REFUSED,		/* reply by copy */
-	LEND_IO_ERROR,		/* the backing file failed: reply the error */
-};
-
-/*
- * Lend @size bytes of @fd at @off to request @unique.  A short completion
- * is not the end of the file: the rest is lent at the next offset of the
- * request, until all is placed or a completion of 0 (end of file).  Each
- * lending lets the kernel answer the read once its data is complete.
- */
-static enum lend_outcome lend_all(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
-				  off_t off, size_t size, size_t *placed, int *err)
-{
-	struct fusezc_session *zs = w->zs;
-
-	*placed = 0;
-	*err = fzc_ring_get(w);
-	if (*err < 0)
-		return LEND_REFUSED;
-	while (*placed < size) {
-		struct fzc_lending l = {
-			.devfd = devfd,
-			.fd = fd,
-			.off = (uint64_t)off + *placed,
-			.len = (unsigned int)(size - *placed),
-			.unique = unique,
-			.req_off = (uint32_t)*placed,
-			.kernel_answers = atomic_load(&zs->kernel_answers),
-		};
-		bool answered = false;
-		int res;
-
-		*err = fzc_kops->ring_lend(w, &l, &res, &answered);
-		if (*err < 0) {
-			fzc_ring_failed(w, *err);
-			return LEND_REFUSED;
-		}
-		if (answered) {
-			*placed += res > 0 ? (size_t)res : 0;
-			return LEND_ANSWERED;
-		}
-		if (res == 0)
-			break;		/* end of the backing file */
-		if (res > 0 && (unsigned int)res > l.len)
-			res = -EIO;	/* a kernel bug: trust nothing it placed */
-		if (res < 0) {
-			*err = res;
-			if (!lend_refused(res)) {
-				if (fzc_note_once(zs, FZC_NOTE_IO, res))
-					fzc_log(zs, FUSE_LOG_WARNING,
-						"backing file read failed (%s); replied to the reader",
-						strerror(-res));
-				return LEND_IO_ERROR;
-			}
-			if (fzc_note_once(zs, FZC_NOTE_LEND, res))
-				fzc_log(zs, FUSE_LOG_WARNING,
-					"zero-copy read refused by the kernel (%s)%s; falling back to copy",
-					strerror(-res), refusal_hint(res));
-			return LEND_REFUSED;
-		}
-		*placed += (size_t)res;
-	}
-	return LEND_PLACED;
+	if (fzc_note_once(zs, FZC_NOTE_IO, err))
+		fzc_log(zs, FUSE_LOG_WARNING,
+			"backing file read failed (%s); replied to the reader", strerror(-err));
 }
 
 /* A copy reply; if the kernel refuses even that, an error reply.  @w's
@@ -190,19 +96,15 @@ static void read_lend_done(struct fusezc_worker *w, struct fusezc_worker *cw,
 		fzc_add(&zs->zc_kernel_answered, 1);
 		return;
 	}
-	if (res < 0 && !lend_refused(res)) {
-		if (fzc_note_once(zs, FZC_NOTE_IO, res))
-			fzc_log(zs, FUSE_LOG_WARNING,
-				"backing file read failed (%s); replied to the reader",
-				strerror(-res));
+	if (res < 0 && fzc_lend_class(res) == FZC_LEND_CLASS_IO) {
+		note_io_error(zs, res);
 		fzc_reply_error(p->devfd, p->unique, res);
 		return;
-	} else if (res < 0 && fzc_note_once(zs, FZC_NOTE_LEND, res)) {
-		fzc_log(zs, FUSE_LOG_WARNING,
-			"zero-copy read refused by the kernel (%s)%s; falling back to copy",
-			strerror(-res), refusal_hint(res));
 	}
-	/* also a lending short before the end of the file (-ENODATA) */
+	/* a refusal, a transient error (the reaper may not submit on this
+	 * worker's ring), or a lending short before the end of the file */
+	if (res < 0)
+		note_refused(zs, res);
 	fzc_count_fallback(zs, err);
 	reply_copy_raw(cw, p->devfd, p->unique, p->fd, p->off, p->size);
 }
@@ -215,7 +117,10 @@ int fzc_answer_read(struct fusezc_worker *w, int devfd, uint64_t unique,
 	struct fuse_out_header out;
 	struct fzc_request ri;
 	struct iovec iov[2];
-	enum lend_outcome how;
+	struct fzc_lending l = {
+		.devfd = devfd, .fd = rr->fd, .off = (uint64_t)rr->off,
+		.unique = unique, .kernel_answers = atomic_load(&zs->kernel_answers),
+	};
 	size_t size = rr->size, placed;
 	int err, res;
 
@@ -234,18 +139,24 @@ int fzc_answer_read(struct fusezc_worker *w, int devfd, uint64_t unique,
 		return 0;
 	if (w->inflight > 0)
 		fzc_lendings_drain(w);	/* the synchronous lending waits for its own CQE */
-	how = lend_all(w, devfd, unique, rr->fd, rr->off, size, &placed, &err);
-	if (how == LEND_ANSWERED) {
+	l.len = (unsigned int)size;
+	switch (fzc_lend(w, &l, &placed, &err)) {
+	case FZC_LENT_ANSWERED:
 		fzc_add(&zs->zc_bytes, placed);
 		fzc_add(&zs->zc_requests, 1);
 		fzc_add(&zs->zc_kernel_answered, 1);
 		return 0;
-	}
-	if (how == LEND_IO_ERROR)
+	case FZC_LEND_IO_ERROR:
+		note_io_error(zs, err);
 		return fzc_reply_error(devfd, unique, err);
-	if (how == LEND_PLACED && placed == 0)	/* at or past the end of file */
-		return reply_copy_raw(w, devfd, unique, rr->fd, rr->off, size);
-	if (how == LEND_PLACED) {
+	case FZC_LEND_REFUSED:
+		note_refused(zs, err);
+		break;
+	case FZC_LEND_UNAVAILABLE:	/* fzc_ring_failed() said why */
+		break;
+	case FZC_LENT:
+		if (placed == 0)	/* at or past the end of file */
+			return reply_copy_raw(w, devfd, unique, rr->fd, rr->off, size);
 		memset(&ro, 0, sizeof(ro));
 		ro.size = placed;
 		out.len = sizeof(out) + sizeof(ro);
@@ -269,6 +180,7 @@ int fzc_answer_read(struct fusezc_worker *w, int devfd, uint64_t unique,
 			fzc_log(zs, FUSE_LOG_WARNING,
 				"zero-copy reply refused by the kernel (%s); falling back to copy",
 				strerror(-err));
+		break;
 	}
 	fzc_count_fallback(zs, err);
 	return reply_copy_raw(w, devfd, unique, rr->fd, rr->off, size);

@@ -57,6 +57,16 @@ static int real_ring_setup(struct fusezc_worker *w)
 	return 0;
 }
 
+static int real_ring_probe(void)
+{
+	struct io_uring ring;
+	int res = io_uring_queue_init(1, &ring, 0);
+
+	if (res == 0)
+		io_uring_queue_exit(&ring);
+	return res;
+}
+
 static void real_ring_exit(struct fusezc_worker *w)
 {
 	io_uring_queue_exit(&w->ring);
@@ -146,6 +156,7 @@ static int real_ring_poll_fd(struct fusezc_worker *w)
 }
 
 static const struct fzc_kernel_ops real_kops = {
+	.ring_probe = real_ring_probe,
 	.ring_setup = real_ring_setup,
 	.ring_exit = real_ring_exit,
 	.ring_lend = real_ring_lend,
@@ -204,6 +215,116 @@ int fzc_ring_get(struct fusezc_worker *w)
 	w->ring_retry_at = 0;
 	return 0;
 }
+
+int fzc_ring_probe(void)
+{
+	return fzc_kops->ring_probe ? fzc_kops->ring_probe() : 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* One lending, and what its errors mean                               */
+
+/*
+ * Every error a lending's CQE may carry that is not the file's own I/O
+ * failing, for reads and writes alike.  A refusal is answered another way
+ * (reads by copy, writes through a memfd or sent again with their data);
+ * an I/O error is the answer; a transient error is tried again.
+ */
+static const struct {
+	int err;
+	enum fzc_lend_class class;
+	const char *hint;
+} lend_policy[] = {
+	{ EOPNOTSUPP, FZC_LEND_CLASS_REFUSED, " (not a lender, not negotiated, or the wrong direction)" },
+	{ EPERM, FZC_LEND_CLASS_REFUSED, " (the server lacks CAP_SYS_ADMIN)" },
+	{ EXDEV, FZC_LEND_CLASS_REFUSED, " (backing file on a FUSE or stacked file system)" },
+	{ E2BIG, FZC_LEND_CLASS_REFUSED, " (more segments than a lending takes)" },
+	{ EINVAL, FZC_LEND_CLASS_REFUSED, " (O_DIRECT alignment, a file that is no regular file or block device, or a range outside the request)" },
+	{ ENOENT, FZC_LEND_CLASS_REFUSED, " (the request is no longer in flight)" },
+	{ ENOTCONN, FZC_LEND_CLASS_REFUSED, " (the connection is gone)" },
+	{ EBADF, FZC_LEND_CLASS_REFUSED, "" },
+	{ EFAULT, FZC_LEND_CLASS_REFUSED, "" },
+	{ ENOSYS, FZC_LEND_CLASS_REFUSED, " (a kernel without the zero-copy opcodes)" },
+	{ ECANCELED, FZC_LEND_CLASS_REFUSED, " (cancelled)" },
+	{ EAGAIN, FZC_LEND_CLASS_RETRY, "" },
+	{ EINTR, FZC_LEND_CLASS_RETRY, "" },
+	{ ENOMEM, FZC_LEND_CLASS_RETRY, "" },
+	{ EBUSY, FZC_LEND_CLASS_RETRY, "" },
+};
+
+#define LEND_TRIES	3	/* of one lending with a transient error */
+
+enum fzc_lend_class fzc_lend_class(int err)
+{
+	for (size_t i = 0; i < sizeof(lend_policy) / sizeof(lend_policy[0]); i++)
+		if (lend_policy[i].err == -err)
+			return lend_policy[i].class;
+	return FZC_LEND_CLASS_IO;
+}
+
+const char *fzc_lend_hint(int err)
+{
+	for (size_t i = 0; i < sizeof(lend_policy) / sizeof(lend_policy[0]); i++)
+		if (lend_policy[i].err == -err)
+			return lend_policy[i].hint;
+	return "";
+}
+
+enum fzc_lend_outcome fzc_lend(struct fusezc_worker *w, const struct fzc_lending *l,
+			       size_t *done, int *err)
+{
+	struct fzc_lending part = *l;
+	int tries = 0;
+
+	*done = 0;
+	*err = fzc_ring_get(w);
+	if (*err < 0)
+		return FZC_LEND_UNAVAILABLE;
+	while (*done < l->len) {
+		bool answered = false;
+		int res;
+
+		part.off = l->off + *done;
+		part.len = l->len - (unsigned int)*done;
+		part.req_off = l->req_off + (uint32_t)*done;
+		*err = fzc_kops->ring_lend(w, &part, &res, &answered);
+		if (*err < 0) {
+			fzc_ring_failed(w, *err);
+			return FZC_LEND_UNAVAILABLE;
+		}
+		if (res > 0 && (unsigned int)res > part.len)
+			res = -EIO;	/* a kernel bug: trust nothing it placed */
+		if (answered) {
+			*done += res > 0 ? (size_t)res : 0;
+			return FZC_LENT_ANSWERED;
+		}
+		if (res == 0)
+			break;		/* the end of the file */
+		if (res > 0) {
+			*done += (size_t)res;
+			tries = 0;
+			continue;
+		}
+		*err = res;
+		switch (fzc_lend_class(res)) {
+		case FZC_LEND_CLASS_RETRY:
+			if (++tries < LEND_TRIES) {
+				if (res != -EINTR)
+					usleep(1000U << tries);
+				continue;
+			}
+			return FZC_LEND_UNAVAILABLE;
+		case FZC_LEND_CLASS_REFUSED:
+			return FZC_LEND_REFUSED;
+		case FZC_LEND_CLASS_IO:
+			return FZC_LEND_IO_ERROR;
+		}
+	}
+	return FZC_LENT;
+}
+
+/* ------------------------------------------------------------------ */
+/* Writes to /dev/fuse                                                 */
 
 int fzc_dev_write(int devfd, const struct iovec *iov, int count)
 {

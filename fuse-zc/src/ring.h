@@ -29,6 +29,9 @@ struct fzc_lending {
 };
 
 struct fzc_kernel_ops {
+	/* Can this process set up an io_uring at all (io_uring_disabled,
+	 * RLIMIT_MEMLOCK, seccomp)?  0 or -errno.  Asked at INIT. */
+	int (*ring_probe)(void);
 	int (*ring_setup)(struct fusezc_worker *w);	/* 0 or -errno */
 	void (*ring_exit)(struct fusezc_worker *w);
 	/* Submit @l and wait for it: 0, the CQE's res in *res and whether the
@@ -51,6 +54,38 @@ struct fzc_kernel_ops {
 };
 extern const struct fzc_kernel_ops *fzc_kops;
 
+/*
+ * What a lending's error means: one table (ring.c) for reads and writes.
+ */
+enum fzc_lend_class {
+	FZC_LEND_CLASS_IO,	/* the file's own I/O failed: the answer */
+	FZC_LEND_CLASS_RETRY,	/* transient (EAGAIN, EINTR, ENOMEM, EBUSY): again */
+	FZC_LEND_CLASS_REFUSED,	/* the kernel will not lend this request to this file */
+};
+enum fzc_lend_class fzc_lend_class(int err);
+/* A hint for the log line of a refusal ("" when none). */
+const char *fzc_lend_hint(int err);
+
+enum fzc_lend_outcome {
+	FZC_LENT,		/* *done bytes went: all, or (reads) up to the file's end */
+	FZC_LENT_ANSWERED,	/* ... and the kernel answered the request with them */
+	FZC_LEND_REFUSED,	/* refused (*err) after *done bytes */
+	FZC_LEND_UNAVAILABLE,	/* no working ring, or a transient error persisted */
+	FZC_LEND_IO_ERROR,	/* the file failed (*err) after *done bytes */
+};
+
+/*
+ * Lend @l->len bytes of request @l->unique from @l->req_off, again after a
+ * short completion (at the next offset of the request and the file) until
+ * all went or a completion of 0 (the end of the file); a transient error is
+ * tried again, up to three times.  Nothing else may be in flight on the
+ * worker's ring: the lending waits for its own CQE.
+ */
+enum fzc_lend_outcome fzc_lend(struct fusezc_worker *w, const struct fzc_lending *l,
+			       size_t *done, int *err);
+
+/* Can this process set up an io_uring?  0 or -errno (asked at INIT). */
+int fzc_ring_probe(void);
 /* The worker's ring: 0 when it has one, else -errno (failed, backing off). */
 int fzc_ring_get(struct fusezc_worker *w);
 /* Drop a ring that failed with @err; a new one after a growing back-off. */

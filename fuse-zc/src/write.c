@@ -76,117 +76,98 @@ static int reply_result(int devfd, uint64_t unique, ssize_t n)
 	return reply_written(devfd, unique, (size_t)n);
 }
 
-enum write_outcome {
-	WRITE_DONE,		/* *written bytes went to the file */
-	WRITE_ANSWERED,		/* ... all of them, and the kernel answered */
-	WRITE_REFUSED,		/* the kernel would not lend for this file */
-	WRITE_FAILED,		/* the file's write failed: *err */
-};
-
-static bool write_lend_refused(int err)
-{
-	switch (-err) {
-	case EOPNOTSUPP:	/* the target is no regular file or block device */
-	case EXDEV:		/* on FUSE or a stacked file system */
-	case EINVAL:		/* O_DIRECT alignment, among others */
-	case E2BIG:
-	case ECANCELED:
-		return true;
-	default:
-		return false;
-	}
-}
-
 /*
- * Write @size bytes of request @unique's data to @fd at @off with
- * IORING_OP_WRITE_SPLICE_BUF, continuing after a short write until it all
- * went or the file fails.  @kernel_answers: the last lending may let the
- * kernel answer the write.
+ * Ask the kernel to send write @unique again with its data: the worker
+ * cannot take it by lending (no ring, a transient error that persisted, or
+ * a refusal even for the memfd).  Nothing is lost: the resent write is
+ * answered as any write with its data.  A kernel that refuses the request
+ * leaves the writer EIO.
  */
-static enum write_outcome lend_out_all(struct fusezc_worker *w, int devfd, uint64_t unique,
-				       int fd, off_t off, size_t size, bool kernel_answers,
-				       size_t *written, int *err)
+static int reply_send_data(struct fusezc_session *zs, int devfd, uint64_t unique, int why)
 {
-	*written = 0;
-	*err = fzc_ring_get(w);
-	if (*err < 0)
-		return WRITE_REFUSED;
-	while (*written < size) {
-		struct fzc_lending l = {
-			.devfd = devfd,
-			.fd = fd,
-			.off = (uint64_t)off + *written,
-			.len = (unsigned int)(size - *written),
-			.unique = unique,
-			.req_off = (uint32_t)*written,
-			.kernel_answers = kernel_answers,
-			.write = true,
-		};
-		bool answered = false;
-		int res;
+	struct fuse_out_header out = {
+		.unique = unique | FUSEZC_UNIQUE_ZC_REPLY,
+	};
+	struct fusezc_write_out wo = { .flags = FUSEZC_ZC_WRITE_SEND_DATA };
+	struct iovec iov[2] = {
+		{ &out, sizeof(out) },
+		{ &wo, sizeof(wo) },
+	};
+	int res;
 
-		*err = fzc_kops->ring_lend(w, &l, &res, &answered);
-		if (*err < 0) {
-			fzc_ring_failed(w, *err);
-			return *written ? WRITE_FAILED : WRITE_REFUSED;
-		}
-		if (res > 0 && (unsigned int)res > l.len)
-			res = -EIO;	/* a kernel bug: trust nothing */
-		if (answered && res > 0) {
-			*written += (size_t)res;
-			return WRITE_ANSWERED;
-		}
-		if (res < 0) {
-			*err = res;
-			if (*written == 0 && write_lend_refused(res))
-				return WRITE_REFUSED;
-			return WRITE_FAILED;
-		}
-		if (res == 0) {
-			*err = -EIO;
-			return WRITE_FAILED;
-		}
-		*written += (size_t)res;
+	out.len = sizeof(out) + sizeof(wo);
+	if (fzc_note_once(zs, FZC_NOTE_RING, why))
+		fzc_log(zs, FUSE_LOG_WARNING,
+			"zero-copy write not lent (%s); the kernel sends it again with its data",
+			strerror(-why));
+	res = fzc_dev_write(devfd, iov, 2);
+	if (res == 0) {
+		fzc_add(&zs->resent_writes, 1);
+		return 0;
 	}
-	return WRITE_DONE;
+	if (res == -ENOENT)
+		return res;
+	if (fzc_note_once(zs, FZC_NOTE_REPLY, res))
+		fzc_log(zs, FUSE_LOG_ERR,
+			"the kernel refused to send a zero-copy write again (%s); the writer gets EIO",
+			strerror(-res));
+	return fzc_reply_error(devfd, unique, -EIO);
 }
 
 /*
  * The kernel would not write the pages to @fd: borrow them into the
  * worker's memfd (a tmpfs file, always a valid target) and write them from
- * there.  Two copies, as a copying server makes.
+ * there.  Two copies, as a copying server makes.  The written count or
+ * -errno; FZC_LEND_UNAVAILABLE or _REFUSED of the memfd's lending in
+ * *@how (the caller has the write sent again).
  */
-static ssize_t write_via_memfd(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
-			       off_t off, size_t size)
+static ssize_t write_via_memfd(struct fusezc_worker *w, const struct fzc_lending *to_fd,
+			       enum fzc_lend_outcome *how)
 {
+	struct fzc_lending l = *to_fd;
 	size_t got;
 	void *buf;
 	ssize_t n;
 	int err;
 
+	*how = FZC_LENT;
 	if (w->memfd < 0) {
 		w->memfd = memfd_create("fuse-zc-write", MFD_CLOEXEC);
-		if (w->memfd < 0)
+		if (w->memfd < 0) {
+			*how = FZC_LEND_UNAVAILABLE;
 			return -errno;
+		}
 	}
-	if (lend_out_all(w, devfd, unique, w->memfd, 0, size, false, &got, &err) != WRITE_DONE)
-		return err < 0 ? err : -EIO;
-	buf = fzc_copybuf(w, size);
+	l.fd = w->memfd;
+	l.off = 0;
+	l.kernel_answers = false;
+	*how = fzc_lend(w, &l, &got, &err);
+	if (*how == FZC_LEND_IO_ERROR)
+		return err;
+	if (*how != FZC_LENT)
+		return err ? err : -EIO;
+	if (got != l.len)
+		return -EIO;	/* a tmpfs file that took less than all */
+	buf = fzc_copybuf(w, l.len);
 	if (buf == NULL)
 		return -ENOMEM;
-	n = fzc_pread_full(w->memfd, buf, size, 0);
-	if (n >= 0 && (size_t)n != size)
+	n = fzc_pread_full(w->memfd, buf, l.len, 0);
+	if (n >= 0 && (size_t)n != l.len)
 		n = -EIO;
 	if (n < 0)
 		return n;
-	return fzc_pwrite_full(fd, buf, size, off);
+	return fzc_pwrite_full(to_fd->fd, buf, l.len, (off_t)to_fd->off);
 }
 
 int fzc_answer_write(struct fusezc_worker *w, int devfd, uint64_t unique,
 		     const struct fzc_write_reply *wr)
 {
 	struct fusezc_session *zs = w->zs;
-	enum write_outcome how;
+	struct fzc_lending l = {
+		.devfd = devfd, .fd = wr->fd, .off = (uint64_t)wr->off, .unique = unique,
+		.kernel_answers = atomic_load(&zs->kernel_answers), .write = true,
+	};
+	enum fzc_lend_outcome how;
 	struct fzc_request ri;
 	size_t written;
 	ssize_t n;
@@ -211,29 +192,40 @@ int fzc_answer_write(struct fusezc_worker *w, int devfd, uint64_t unique,
 	 */
 	if (w->inflight > 0)
 		fzc_lendings_drain(w);
-	how = lend_out_all(w, devfd, unique, wr->fd, wr->off, ri.size,
-			   atomic_load(&zs->kernel_answers), &written, &err);
+	l.len = ri.size;
+	how = fzc_lend(w, &l, &written, &err);
 	switch (how) {
-	case WRITE_ANSWERED:
+	case FZC_LENT_ANSWERED:
 		fzc_add(&zs->zcw_kernel_answered, 1);
-		/* fall through */
-	case WRITE_DONE:
 		fzc_add(&zs->zcw_bytes, written);
 		fzc_add(&zs->zcw_requests, 1);
-		return how == WRITE_ANSWERED ? 0 : reply_written(devfd, unique, written);
-	case WRITE_FAILED:
+		return 0;
+	case FZC_LENT:
+		/* the file stopped taking bytes: a short count, or EIO for none */
+		fzc_add(&zs->zcw_bytes, written);
+		fzc_add(&zs->zcw_requests, 1);
+		return reply_result(devfd, unique, written ? (ssize_t)written : -EIO);
+	case FZC_LEND_IO_ERROR:
 		/* short: what went is the answer; nothing: the error */
-		if (written)
-			fzc_add(&zs->zcw_bytes, written);
+		fzc_add(&zs->zcw_bytes, written);
 		return reply_result(devfd, unique, written ? (ssize_t)written : err);
-	case WRITE_REFUSED:
+	case FZC_LEND_UNAVAILABLE:
+		/* the bytes already written do not matter: the resent write has all */
+		return reply_send_data(zs, devfd, unique, err);
+	case FZC_LEND_REFUSED:
+		if (written) {
+			fzc_add(&zs->zcw_bytes, written);
+			return reply_written(devfd, unique, written);
+		}
 		break;
 	}
 	if (fzc_note_once(zs, FZC_NOTE_LEND, err))
 		fzc_log(zs, FUSE_LOG_WARNING,
-			"zero-copy write refused by the kernel (%s); writing through a memfd",
-			strerror(-err));
-	n = write_via_memfd(w, devfd, unique, wr->fd, wr->off, ri.size);
+			"zero-copy write refused by the kernel (%s)%s; writing through a memfd",
+			strerror(-err), fzc_lend_hint(err));
+	n = write_via_memfd(w, &l, &how);
+	if (how == FZC_LEND_UNAVAILABLE || how == FZC_LEND_REFUSED)
+		return reply_send_data(zs, devfd, unique, (int)n);
 	if (n > 0) {
 		fzc_add(&zs->memfdw_bytes, (uint64_t)n);
 		fzc_add(&zs->memfdw_requests, 1);

@@ -381,6 +381,14 @@ static int ring_setup_errors;		/* fail this many ring setups */
 static int ring_setups, ring_exits;
 static int zc_write_errno;		/* refuse zero-copy replies with this */
 
+static int ring_probe_error;		/* io_uring cannot be set up at all */
+static int ring_lend_errors;		/* fail the ring itself on this many lendings */
+
+static int fake_ring_probe(void)
+{
+	return ring_probe_error;
+}
+
 static int fake_ring_setup(struct fusezc_worker *w)
 {
 	(void)w;
@@ -430,6 +438,10 @@ static int fake_ring_lend(struct fusezc_worker *w, const struct fzc_lending *l, 
 {
 	if (w->inflight > 0)
 		sync_lend_while_inflight++;
+	if (ring_lend_errors > 0) {
+		ring_lend_errors--;
+		return -EBADF;	/* the ring itself failed: no CQE */
+	}
 	if (nlendings >= MAX_LENDINGS)
 		return -EIO;
 	lendings[nlendings] = *l;
@@ -507,6 +519,7 @@ static int fake_ring_poll_fd(struct fusezc_worker *w)
 }
 
 static const struct fzc_kernel_ops fake_kops = {
+	.ring_probe = fake_ring_probe,
 	.ring_setup = fake_ring_setup,
 	.ring_exit = fake_ring_exit,
 	.ring_lend = fake_ring_lend,
@@ -651,6 +664,7 @@ static struct fusezc_session *zc_session(void)
 	memset(lend_answers, 0, sizeof(lend_answers));
 	cqes_posted = cqes_released = 0;
 	ring_setup_errors = ring_setups = ring_exits = 0;
+	ring_probe_error = ring_lend_errors = 0;
 	zc_write_errno = 0;
 	plan = PLAN_NOW;
 	return zs;
@@ -766,6 +780,28 @@ static bool holds_pattern(int fd, off_t off, size_t len)
 	return memcmp(got, want, len) == 0;
 }
 
+/* A session with zero-copy writes to write_target_fd, a fresh memfd. */
+static struct fusezc_session *async_session(void);
+
+static struct fusezc_session *zcw_session(bool async)
+{
+	struct fusezc_session *zs;
+
+	write_target_fd = memfd_create("zc_unit_write_target", MFD_CLOEXEC);
+	CHECK(write_target_fd >= 0);
+	want_zc_writes = true;
+	zs = async ? async_session() : zc_session();
+	want_zc_writes = false;
+	CHECK(fusezc_zerocopy_writes_active(zs));
+	return zs;
+}
+
+static void zcw_session_end(void)
+{
+	close(write_target_fd);
+	write_target_fd = -1;
+}
+
 /*
  * Zero-copy writes: a FUSE_WRITE without its data is written by lending
  * (to the handler's fd, or through a memfd when that is refused), answered
@@ -778,12 +814,7 @@ static void test_zc_writes(void)
 	struct fusezc_session *zs;
 	struct reply r;
 
-	write_target_fd = memfd_create("zc_unit_write_target", MFD_CLOEXEC);
-	CHECK(write_target_fd >= 0);
-	want_zc_writes = true;
-	zs = zc_session();
-	want_zc_writes = false;
-	CHECK(fusezc_zerocopy_writes_active(zs));
+	zs = zcw_session(false);
 	atomic_store(&zs->kernel_answers, false);
 
 	/* the handler sees size 0 from libfuse (never bytes the kernel did not
@@ -866,8 +897,7 @@ static void test_zc_writes(void)
 	CHECK(ws.memfd_requests == 1 && ws.memfd_bytes == 5000);
 	CHECK(ws.copy_requests == 1 && ws.copy_bytes == 200 && ws.unanswered_zc == 1);
 	CHECK(zs->requests.used == 0 && pipe_empty());
-	close(write_target_fd);
-	write_target_fd = -1;
+	zcw_session_end();
 }
 
 /*
@@ -876,18 +906,12 @@ static void test_zc_writes(void)
  * CQEs are answered first).  Before the fix the worker waited for a CQE
  * the reaper took, and fsstress hung in the VM.
  */
-static struct fusezc_session *async_session(void);
-
 static void test_zc_write_after_async_reads(void)
 {
 	struct fusezc_session *zs;
 	struct reply r;
 
-	write_target_fd = memfd_create("zc_unit_write_target", MFD_CLOEXEC);
-	CHECK(write_target_fd >= 0);
-	want_zc_writes = true;
-	zs = async_session();
-	want_zc_writes = false;
+	zs = zcw_session(true);
 	sync_lend_while_inflight = 0;
 	lend_answers[0] = lend_answers[1] = true;
 	process_read(40, 0, 8192);
@@ -904,8 +928,7 @@ static void test_zc_write_after_async_reads(void)
 	CHECK(wrote(&r, 42, 4096));
 	CHECK(holds_pattern(write_target_fd, 4096, 4096));
 	CHECK(pipe_empty() && zs->requests.used == 0);
-	close(write_target_fd);
-	write_target_fd = -1;
+	zcw_session_end();
 }
 
 /*
@@ -1007,6 +1030,122 @@ static void test_cancel_in_hook(void)
 	close(cancel_test.dev[1]);
 	close(cancel_test.release[0]);
 	close(cancel_test.release[1]);
+}
+
+/*
+ * Item 2: once zero-copy writes are negotiated, a write's data reaches the
+ * server only by lending.  So INIT accepts them only when this process can
+ * set up an io_uring (io_uring_disabled=2 refuses every ring); before the
+ * fix INIT accepted them and every write failed with EIO.
+ */
+static void test_zc_writes_need_a_ring(void)
+{
+	const uint32_t zcw2 = (uint32_t)(FUSEZC_INIT_ZC_WRITE >> 32);
+	const uint32_t zc2 = (uint32_t)(FUSEZC_INIT_ZC_READ >> 32);
+	struct fuse_out_header hdr;
+	struct fuse_init_out io;
+	struct fusezc_session *zs;
+
+	zs = mk_session(FUSEZC_READ_ZEROCOPY, false, false);
+	zs->opts.zerocopy_writes = true;
+	ring_probe_error = -EPERM;
+	do_init(zs, FUSEZC_INIT_ZC_READ | FUSEZC_INIT_ZC_WRITE, 0, &hdr, &io);
+	ring_probe_error = 0;
+	CHECK(hdr.error == 0 && !(io.flags2 & (zcw2 | zc2)));
+	CHECK(!fusezc_zerocopy_writes_active(zs) && !fusezc_zerocopy_active(zs));
+	CHECK(strstr(fusezc_zerocopy_status(zs), "io_uring") != NULL);
+
+	/* required: refused as when the kernel does not offer it */
+	zs = mk_session(FUSEZC_READ_ZEROCOPY, true, false);
+	ring_probe_error = -EPERM;
+	do_init(zs, FUSEZC_INIT_ZC_READ, 0, &hdr, &io);
+	ring_probe_error = 0;
+	CHECK(hdr.error == -EPROTO && zs->init_error == -EOPNOTSUPP);
+	fuse_session_reset(test_se);
+}
+
+/* The reply asking the kernel to send WRITE @unique again with its data. */
+static bool asks_resend(const struct reply *r, uint64_t unique)
+{
+	struct fusezc_write_out wo;
+
+	if (r->hdr.unique != (unique | FUSEZC_UNIQUE_ZC_REPLY) || r->hdr.error != 0 ||
+	    r->data_len != sizeof(wo))
+		return false;
+	memcpy(&wo, r->data, sizeof(wo));
+	return wo.flags == FUSEZC_ZC_WRITE_SEND_DATA && wo.padding == 0;
+}
+
+/*
+ * Item 2: a zero-copy write the worker cannot lend loses nothing.  A
+ * transient CQE error (EAGAIN, EINTR, ENOMEM) is retried; a worker without
+ * a ring (it failed, or is backing off) asks the kernel to send the write
+ * again with its data, and that delivery is written as it came.  Before
+ * the fix the writer got the transient error, or ENOMEM/EIO, and the data
+ * was lost (silently so with the write-back cache).
+ */
+static void test_zc_write_no_loss(void)
+{
+	static const int transient[] = { EAGAIN, EINTR, ENOMEM };
+	struct fusezc_session *zs;
+	struct reply r;
+
+	zs = zcw_session(false);
+
+	for (size_t i = 0; i < sizeof(transient) / sizeof(transient[0]); i++) {
+		nlendings = 0;
+		memset(lend_results, 0, sizeof(lend_results));
+		lend_results[0] = -transient[i];
+		process_write(400 + 2 * i, 8192 * (off_t)i, 4096, true);
+		next_reply(&r);
+		if (!wrote(&r, 400 + 2 * i, 4096))
+			fprintf(stderr, "zc_write_no_loss: %s: reply error %d\n",
+				strerror(transient[i]), r.hdr.error);
+		CHECK(wrote(&r, 400 + 2 * i, 4096) && nlendings == 2);
+		CHECK(holds_pattern(write_target_fd, 8192 * (off_t)i, 4096));
+	}
+
+	/* no ring (setup failed, then the back-off): sent again with its data */
+	for (int how = 0; how < 2; how++) {
+		uint64_t unique = 420 + 2 * (uint64_t)how;
+		off_t off = 65536 + 8192 * how;
+
+		nlendings = 0;
+		memset(lend_results, 0, sizeof(lend_results));
+		if (how == 0) {
+			fzc_ring_failed(&worker, -ENOMEM);	/* backing off */
+		} else {
+			worker.ring_retry_at = 0;
+			ring_lend_errors = 2;	/* the ring fails under the lending */
+		}
+		process_write(unique, off, 4096, true);
+		next_reply(&r);
+		if (!asks_resend(&r, unique))
+			fprintf(stderr, "zc_write_no_loss: no ring (%d): reply unique %#llx error %d\n",
+				how, (unsigned long long)r.hdr.unique, r.hdr.error);
+		CHECK(asks_resend(&r, unique));
+		/* the kernel sends it again, with its data */
+		process_write(unique, off, 200, false);
+		next_reply(&r);
+		CHECK(wrote(&r, unique, 200) && holds_pattern(write_target_fd, off, 200));
+	}
+	CHECK(zs->requests.used == 0 && pipe_empty());
+	zcw_session_end();
+}
+
+/* A transient error of a read's lending is retried, not copied. */
+static void test_read_transient(void)
+{
+	struct fusezc_stats st;
+	struct reply r;
+
+	zc_session();
+	lend_results[0] = -EAGAIN;
+	process_read(60, 0, 4096);
+	next_reply(&r);
+	CHECK(answers(&r, 60, 0, 4096) && (r.hdr.unique & FUSEZC_UNIQUE_ZC_REPLY));
+	fusezc_get_stats(worker.zs, &st);
+	CHECK(st.fallbacks == 0 && nlendings == 2);
 }
 
 /* Not offered, or not asked for: INIT leaves the capability out. */
@@ -1536,6 +1675,9 @@ int main(void)
 		{ "zc_writes_negotiation", test_zc_writes_negotiation },
 		{ "zc_write_after_async_reads", test_zc_write_after_async_reads },
 		{ "cancel_in_hook", test_cancel_in_hook },
+		{ "zc_writes_need_a_ring", test_zc_writes_need_a_ring },
+		{ "zc_write_no_loss", test_zc_write_no_loss },
+		{ "read_transient", test_read_transient },
 	};
 	static const struct fuse_lowlevel_ops no_ops;
 	char *argv[] = { "zc_unit", NULL };
