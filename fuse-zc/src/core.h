@@ -94,6 +94,13 @@ struct fzc_inflight {
 struct fusezc_worker {
 	struct fusezc_session *zs;
 	int devfd;			/* the /dev/fuse file (or clone) it reads */
+	/*
+	 * The library's own descriptor of that clone (-1 for the session's
+	 * fd, which outlives the loop): a retiring libfuse worker closes its
+	 * clone before its thread ends, so lendings in flight answer through
+	 * this one, closed only when none is left.
+	 */
+	int devref;
 
 	/* The raw header of the request this worker is processing. */
 	struct fuse_in_header in;

@@ -84,8 +84,21 @@ bool fzc_lend_async(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
 		.len = (unsigned int)size, .unique = unique, .kernel_answers = true,
 	};
 	unsigned int i;
-	int err, cancel_state;
+	int err, cancel_state, answer_fd;
 
+	/*
+	 * The answer may come after libfuse has let go of the request and of
+	 * its channel, which a retiring worker closes: only a file the library
+	 * holds open may be answered later, never a number that may be reused.
+	 * The session's fd outlives the loop; a worker's clone has w->devref.
+	 * Requests of another clone are lent synchronously.
+	 */
+	if (devfd == zs->fuse_fd)
+		answer_fd = devfd;
+	else if (devfd == w->devfd && w->devref >= 0)
+		answer_fd = w->devref;
+	else
+		return false;
 	if (zs->opts.sync_lending || !atomic_load(&zs->kernel_answers) || size == 0 ||
 	    fzc_kops->ring_submit_lend == NULL || fzc_ring_get(w) < 0)
 		return false;
@@ -102,7 +115,7 @@ bool fzc_lend_async(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
 	err = fzc_kops->ring_submit_lend(w, &l, i + 1);
 	if (err == 0) {
 		w->lends[i] = (struct fzc_inflight){
-			.done = done, .unique = unique, .devfd = devfd, .fd = fd,
+			.done = done, .unique = unique, .devfd = answer_fd, .fd = fd,
 			.off = off, .size = size, .busy = true,
 		};
 		w->inflight++;

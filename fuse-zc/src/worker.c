@@ -6,6 +6,7 @@
 #include "ring.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -84,6 +85,22 @@ static pthread_key_t worker_key;
 static pthread_once_t worker_key_once = PTHREAD_ONCE_INIT;
 static int worker_key_error;
 
+/*
+ * Answer what @w has in flight, then let go of its ring and of its own
+ * descriptor of its clone (only now: a lending's answer may use it).
+ */
+static void worker_release(struct fusezc_worker *w)
+{
+	fzc_lendings_drain(w);
+	if (w->ring_ready)
+		fzc_kops->ring_exit(w);
+	w->ring_ready = false;
+	w->ring_fixed = false;
+	if (w->devref >= 0)
+		close(w->devref);
+	w->devref = -1;
+}
+
 /* At the exit of a thread that read requests: nothing here uses its
  * session, which libfuse's loop outlives. */
 static void worker_free(void *data)
@@ -93,11 +110,7 @@ static void worker_free(void *data)
 
 	if (fzc_tls_worker == w)
 		fzc_tls_worker = NULL;
-	fzc_lendings_drain(w);
-	if (w->ring_ready)
-		fzc_kops->ring_exit(w);
-	w->ring_ready = false;
-	w->ring_fixed = false;
+	worker_release(w);
 	free(w->copybuf);
 	w->copybuf = NULL;
 	w->copybuf_size = 0;
@@ -136,6 +149,7 @@ static struct fusezc_worker *worker_new(struct fusezc_session *zs)
 	if (w != NULL) {
 		pthread_mutex_init(&w->lend_lock, NULL);
 		w->memfd = -1;
+		w->devref = -1;
 	}
 	return w;
 }
@@ -162,18 +176,6 @@ int fzc_workers_init(void)
 	return -worker_key_error;
 }
 
-static void worker_drop_ring(struct fusezc_worker *w)
-{
-	fzc_lendings_drain(w);
-	if (w->ring_ready)
-		fzc_kops->ring_exit(w);
-	w->ring_ready = false;
-	w->ring_fixed = false;
-	w->ring_err = 0;
-	w->ring_retry_at = 0;
-	w->ring_backoff = 0;
-}
-
 struct fusezc_worker *fzc_worker_for_fd(int fd)
 {
 	struct fusezc_worker *w = fzc_tls_worker;
@@ -194,10 +196,18 @@ struct fusezc_worker *fzc_worker_for_fd(int fd)
 			return NULL;
 		}
 		fzc_tls_worker = w;
-	} else if (w->zs != zs || w->ring_fixed) {
-		worker_drop_ring(w);	/* made for another session or file */
+	} else {
+		/* a ring and lendings made for another session or file */
+		worker_release(w);
+		w->ring_err = 0;
+		w->ring_retry_at = 0;
+		w->ring_backoff = 0;
 	}
 	w->zs = zs;
 	w->devfd = fd;
+	/* a clone: libfuse may close it while lendings are in flight
+	 * (none are made asynchronously without this reference) */
+	if (fd != zs->fuse_fd)
+		w->devref = fcntl(fd, F_DUPFD_CLOEXEC, 3);
 	return w;
 }

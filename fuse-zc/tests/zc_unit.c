@@ -25,6 +25,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,8 +145,11 @@ static struct fusezc_session *mk_session(enum fusezc_read_mode mode, bool requir
 	atomic_init(&zs.zc_status, "unset");
 	if (worker.memfd > 0)
 		close(worker.memfd);
+	if (worker.zs != NULL && worker.devref >= 0)
+		close(worker.devref);
 	memset(&worker, 0, sizeof(worker));
 	worker.memfd = -1;
+	worker.devref = -1;
 	worker.zs = &zs;
 	worker.devfd = pfd[0];	/* the file its read hook reads */
 	fzc_tls_worker = &worker;
@@ -1148,6 +1152,71 @@ static void test_read_transient(void)
 	CHECK(st.fallbacks == 0 && nlendings == 2);
 }
 
+/*
+ * Item 1: with clone_fd, libfuse's retiring worker (max_idle_threads)
+ * closes its clone before the library's thread destructor runs.  A
+ * lending in flight must still be answered on that clone, and never
+ * through the fd number, which a backing file's open() may take next.
+ * Before the fix the fallback reply went into the regular file that took
+ * the number (on the patched kernel the clone's close aborted every lent
+ * read: ECONNABORTED).
+ */
+static void test_clone_closed_under_lending(void)
+{
+	struct fusezc_session *zs = async_session();
+	struct fuse_in_header in = { .len = sizeof(in), .opcode = FUSE_GETATTR, .unique = 502 };
+	struct fzc_read_reply rr = { .fd = content_fd, .off = 4096, .size = 4096 };
+	struct fuse_out_header hdr = { .len = sizeof(hdr), .unique = 500 };
+	struct iovec iov = { &hdr, sizeof(hdr) };
+	struct timeval tv = { .tv_sec = 5 };
+	unsigned char buf[256];
+	int clone[2], clone_fd, reg;
+	struct stat st;
+	struct reply r;
+	ssize_t n;
+
+	plan = PLAN_DEFER;
+	process_read(500, 4096, 4096);		/* kept for a reply on the clone */
+	CHECK(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, clone) == 0);
+	CHECK(setsockopt(clone[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0);
+	clone_fd = clone[0];
+	CHECK(fzc_claim_clone_fds(zs, true) == 0);
+	/* the worker reads its next request from its clone ... */
+	CHECK(write(clone[1], &in, sizeof(in)) == sizeof(in));
+	CHECK(fzc_io_read(clone_fd, buf, sizeof(buf), NULL) == sizeof(in));
+	CHECK(worker.devfd == clone_fd);
+	/* ... and answers READ 500 there: lent asynchronously */
+	lend_results[0] = -EPERM;		/* its CQE: a refusal, answered by copy */
+	fzc_tls_read_reply = &rr;
+	CHECK(fzc_io_writev(clone_fd, &iov, 1, NULL) == sizeof(hdr));
+	fzc_tls_read_reply = NULL;
+	CHECK(worker.inflight == 1);
+	/* libfuse's retiring worker closes the clone; a backing file's open()
+	 * takes the number */
+	close(clone_fd);
+	reg = memfd_create("zc_unit_backing", MFD_CLOEXEC);
+	CHECK(reg >= 0 && dup2(reg, clone_fd) == clone_fd);
+	if (reg != clone_fd)
+		close(reg);
+	fzc_lendings_drain(&worker);		/* the thread destructor's drain */
+	CHECK(fstat(clone_fd, &st) == 0);
+	if (st.st_size != 0)
+		fprintf(stderr, "clone_closed: the fallback reply went into the file that took "
+			"the clone's number (%lld bytes)\n", (long long)st.st_size);
+	CHECK(st.st_size == 0);
+	n = read(clone[1], buf, sizeof(buf));
+	CHECK(n > 0);	/* the copy reply reached the clone's file */
+	memcpy(&r.hdr, buf, sizeof(r.hdr));
+	CHECK(n > 0 && r.hdr.unique == 500 && r.hdr.error == 0 &&
+	      r.hdr.len == sizeof(r.hdr) + 4096);
+	close(clone_fd);
+	close(clone[1]);
+	fzc_claim_clone_fds(zs, false);
+	fuse_reply_err(deferred.req, EIO);	/* free libfuse's request */
+	next_reply(&r);
+	worker.devfd = pfd[0];
+}
+
 /* Not offered, or not asked for: INIT leaves the capability out. */
 static void test_zc_writes_negotiation(void)
 {
@@ -1678,6 +1747,7 @@ int main(void)
 		{ "zc_writes_need_a_ring", test_zc_writes_need_a_ring },
 		{ "zc_write_no_loss", test_zc_write_no_loss },
 		{ "read_transient", test_read_transient },
+		{ "clone_closed_under_lending", test_clone_closed_under_lending },
 	};
 	static const struct fuse_lowlevel_ops no_ops;
 	char *argv[] = { "zc_unit", NULL };
