@@ -87,9 +87,10 @@ bool fzc_lend_async(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
 	int err, cancel_state, answer_fd;
 
 	/*
-	 * The answer may come after libfuse has let go of the request and of
-	 * its channel, which a retiring worker closes: only a file the library
-	 * holds open may be answered later, never a number that may be reused.
+	 * The lending may be issued (io-wq) and answered after libfuse has let
+	 * go of the request and of its channel, which a retiring worker closes:
+	 * only a file the library holds open may be named, never a number
+	 * that may be reused.
 	 * The session's fd outlives the loop; a worker's clone has w->devref.
 	 * Requests of another clone are lent synchronously.
 	 */
@@ -99,6 +100,10 @@ bool fzc_lend_async(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
 		answer_fd = w->devref;
 	else
 		return false;
+	/* The SQE too: io-wq may look its lender up after libfuse closed it
+	 * (a registered file holds its own reference). */
+	if (!(w->ring_fixed && devfd == w->ring_fd))
+		l.devfd = answer_fd;
 	if (zs->opts.sync_lending || !atomic_load(&zs->kernel_answers) || size == 0 ||
 	    fzc_kops->ring_submit_lend == NULL || fzc_ring_get(w) < 0)
 		return false;

@@ -3,6 +3,9 @@
  * zc_check FILE SIZE: verify a zc_hellofs file byte for byte: a sequential
  * read in 1 MiB chunks, preads at unaligned offsets, reads crossing and
  * past EOF, 1 MiB preads, and concurrent random preads from four threads.
+ * zc_check --direct=N FILE SIZE: N threads, each with its own O_DIRECT
+ * descriptor, 64 preads of 128 KiB at random aligned offsets each (the
+ * reader's own pages are lent).
  * Exit 0 when every byte matches.
  */
 #include "zc_pattern.h"
@@ -113,6 +116,54 @@ out:
 	return (void *)res;
 }
 
+#define DIRECT_CHUNK	(128 * 1024)
+
+static void *direct_reader(void *arg)
+{
+	unsigned int seed = (unsigned int)(uintptr_t)arg;
+	uint64_t chunks = (size + DIRECT_CHUNK - 1) / DIRECT_CHUNK;
+	int lfd = open(path, O_RDONLY | O_DIRECT);
+	intptr_t res = 0;
+	void *buf = NULL;
+
+	if (lfd < 0 || posix_memalign(&buf, 4096, DIRECT_CHUNK) != 0) {
+		fprintf(stderr, "zc_check: %s: O_DIRECT: %s\n", path, strerror(errno));
+		res = -1;
+		goto out;
+	}
+	for (int i = 0; i < 64 && res == 0; i++) {
+		uint64_t off = (uint64_t)rand_r(&seed) % chunks * DIRECT_CHUNK;
+
+		if (check_pread(lfd, off, DIRECT_CHUNK, buf) != 0)
+			res = -1;
+	}
+out:
+	if (lfd >= 0)
+		close(lfd);
+	free(buf);
+	return (void *)res;
+}
+
+static int check_direct(unsigned int nthreads)
+{
+	pthread_t threads[64];
+	int failed = 0;
+
+	if (nthreads == 0 || nthreads > 64)
+		return -1;
+	for (uintptr_t i = 0; i < nthreads; i++)
+		if (pthread_create(&threads[i], NULL, direct_reader,
+				   (void *)(i + 1 + (uintptr_t)getpid())) != 0)
+			return -1;
+	for (unsigned int i = 0; i < nthreads; i++) {
+		void *res;
+
+		pthread_join(threads[i], &res);
+		failed |= res != NULL;
+	}
+	return failed ? -1 : 0;
+}
+
 int main(int argc, char *argv[])
 {
 	const struct { uint64_t off; size_t len; } cases[] = {
@@ -124,8 +175,14 @@ int main(int argc, char *argv[])
 	struct stat st;
 	int failed = 0;
 
+	unsigned int direct = 0;
+
+	if (argc == 4 && sscanf(argv[1], "--direct=%u", &direct) == 1) {
+		argv++;
+		argc--;
+	}
 	if (argc != 3 || buf == NULL) {
-		fprintf(stderr, "usage: zc_check FILE SIZE\n");
+		fprintf(stderr, "usage: zc_check [--direct=THREADS] FILE SIZE\n");
 		return 2;
 	}
 	path = argv[1];
@@ -141,6 +198,14 @@ int main(int argc, char *argv[])
 		return 1;
 	}
 
+	if (direct) {
+		close(fd);
+		free(buf);
+		if (check_direct(direct) != 0)
+			return 1;
+		printf("zc_check: %s: O_DIRECT, %u threads: ok\n", path, direct);
+		return 0;
+	}
 	failed |= check_sequential(buf);
 	posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
