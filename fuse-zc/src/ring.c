@@ -34,11 +34,18 @@ static int real_ring_setup(struct fusezc_worker *w)
 #ifdef IORING_SETUP_SINGLE_ISSUER
 	p.flags = IORING_SETUP_SINGLE_ISSUER;	/* only this worker submits */
 #endif
+	/* room for the CQE of every lending in flight, beyond the SQ's 2x */
+	p.flags |= IORING_SETUP_CQSIZE;
+	p.cq_entries = 2 * zs->opts.ring_entries;
+	if (p.cq_entries < FZC_INFLIGHT_MAX + zs->opts.ring_entries)
+		p.cq_entries = FZC_INFLIGHT_MAX + zs->opts.ring_entries;
 	res = io_uring_queue_init_params(zs->opts.ring_entries, &w->ring, &p);
-	if (res == -EINVAL && p.flags != 0) {
-		memset(&p, 0, sizeof(p));
+#ifdef IORING_SETUP_SINGLE_ISSUER
+	if (res == -EINVAL) {
+		p.flags &= ~IORING_SETUP_SINGLE_ISSUER;
 		res = io_uring_queue_init_params(zs->opts.ring_entries, &w->ring, &p);
 	}
+#endif
 	if (res < 0)
 		return res;
 	if (zs->opts.register_fuse_fd) {
@@ -155,7 +162,7 @@ static int real_ring_poll_fd(struct fusezc_worker *w)
 	return w->ring.ring_fd;
 }
 
-static const struct fzc_kernel_ops real_kops = {
+const struct fzc_kernel_ops fzc_real_kops = {
 	.ring_probe = real_ring_probe,
 	.ring_setup = real_ring_setup,
 	.ring_exit = real_ring_exit,
@@ -165,7 +172,7 @@ static const struct fzc_kernel_ops real_kops = {
 	.ring_next_cqe = real_ring_next_cqe,
 	.ring_poll_fd = real_ring_poll_fd,
 };
-const struct fzc_kernel_ops *fzc_kops = &real_kops;
+const struct fzc_kernel_ops *fzc_kops = &fzc_real_kops;
 
 /* ------------------------------------------------------------------ */
 /* The worker's io_uring                                               */

@@ -53,6 +53,8 @@ struct fzc_kernel_ops {
 	int (*ring_poll_fd)(struct fusezc_worker *w);
 };
 extern const struct fzc_kernel_ops *fzc_kops;
+/* The real kernel's (the unit tests check what it sets up). */
+extern const struct fzc_kernel_ops fzc_real_kops;
 
 /*
  * What a lending's error means: one table (ring.c) for reads and writes.

@@ -1220,6 +1220,28 @@ static void test_clone_closed_under_lending(void)
 	worker.devfd = pfd[0];
 }
 
+/*
+ * Item 11: the real ring's completion queue holds every lending a worker
+ * may have in flight (FZC_INFLIGHT_MAX), whatever ring_entries says: the
+ * default 8 gave a CQ of 16 for 32 lendings.  Needs io_uring on the host.
+ */
+static void test_ring_cq_size(void)
+{
+	struct fusezc_session zs = { .opts = { .ring_entries = FZC_DEFAULT_RING } };
+	struct fusezc_worker w = { .zs = &zs, .devfd = -1, .devref = -1, .memfd = -1 };
+	int res = fzc_real_kops.ring_setup(&w);
+
+	if (res < 0) {
+		printf("ring_cq_size: no io_uring here (%s): not checked\n", strerror(-res));
+		return;
+	}
+	if (*w.ring.cq.kring_entries < FZC_INFLIGHT_MAX)
+		fprintf(stderr, "ring_cq_size: CQ of %u entries for %d lendings in flight\n",
+			*w.ring.cq.kring_entries, FZC_INFLIGHT_MAX);
+	CHECK(*w.ring.cq.kring_entries >= FZC_INFLIGHT_MAX);
+	fzc_real_kops.ring_exit(&w);
+}
+
 /* Not offered, or not asked for: INIT leaves the capability out. */
 static void test_zc_writes_negotiation(void)
 {
@@ -1751,6 +1773,7 @@ int main(void)
 		{ "zc_write_no_loss", test_zc_write_no_loss },
 		{ "read_transient", test_read_transient },
 		{ "clone_closed_under_lending", test_clone_closed_under_lending },
+		{ "ring_cq_size", test_ring_cq_size },
 	};
 	static const struct fuse_lowlevel_ops no_ops;
 	char *argv[] = { "zc_unit", NULL };
