@@ -75,6 +75,21 @@ static void reap_locked(struct fusezc_worker *w, struct fusezc_worker *cw, bool 
 	}
 }
 
+/* Under w->lend_lock, after its ring is gone: lendings whose CQE was lost
+ * with it are answered as cancelled (by copy). */
+static void abandon_locked(struct fusezc_worker *w, struct fusezc_worker *cw)
+{
+	for (unsigned int i = 0; i < FZC_INFLIGHT_MAX && w->inflight > 0; i++) {
+		struct fzc_inflight p = w->lends[i];
+
+		if (!p.busy)
+			continue;
+		w->lends[i].busy = false;
+		w->inflight--;
+		p.done(w, cw, &p, -ECANCELED, false);
+	}
+}
+
 bool fzc_lend_async(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
 		    off_t off, size_t size, fzc_lend_done_fn *done)
 {
@@ -125,10 +140,17 @@ bool fzc_lend_async(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
 		};
 		w->inflight++;
 	}
+	if (err < 0) {
+		/*
+		 * A ring that failed a submission may still hold the SQE, which
+		 * its next io_uring_enter() would issue: answer what is in
+		 * flight, then drop it (the caller answers this request).
+		 */
+		reap_locked(w, w, true);
+		fzc_ring_failed(w, err);
+		abandon_locked(w, w);
+	}
 	lend_unlock(w, cancel_state);
-	if (err < 0 && fzc_note_once(zs, FZC_NOTE_RING, err))
-		fzc_log(zs, FUSE_LOG_WARNING,
-			"io_uring submission failed (%s); lending synchronously", strerror(-err));
 	return err == 0;
 }
 
@@ -213,9 +235,16 @@ static void reaper_watch(struct fusezc_worker *w, struct fusezc_worker *cw)
 	pthread_mutex_lock(&zs->reaper_lock);
 	if (err == 0 && !zs->reaper_running)
 		err = reaper_start(zs);
-	if (err == 0 &&
-	    epoll_ctl(zs->reaper_epfd, w->watched ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) < 0)
-		err = -errno;
+	if (err == 0) {
+		int op = w->watched ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+		int res = epoll_ctl(zs->reaper_epfd, op, fd, &ev);
+
+		/* a ring made since it was watched: epoll forgot the old one */
+		if (res < 0 && op == EPOLL_CTL_MOD && errno == ENOENT)
+			res = epoll_ctl(zs->reaper_epfd, EPOLL_CTL_ADD, fd, &ev);
+		if (res < 0)
+			err = -errno;
+	}
 	pthread_mutex_unlock(&zs->reaper_lock);
 	if (err == 0) {
 		w->watched = true;

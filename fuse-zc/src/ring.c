@@ -192,6 +192,8 @@ void fzc_ring_failed(struct fusezc_worker *w, int err)
 		fzc_kops->ring_exit(w);
 	w->ring_ready = false;
 	w->ring_fixed = false;
+	/* epoll forgets a closed ring: the next ring is added anew */
+	w->watched = false;
 	w->ring_err = err;
 	w->ring_backoff = w->ring_backoff ? w->ring_backoff * 2 : RING_BACKOFF_MIN;
 	if (w->ring_backoff > RING_BACKOFF_MAX)

@@ -393,21 +393,25 @@ static int fake_ring_probe(void)
 	return ring_probe_error;
 }
 
+/* Each fake ring has a file of its own for the reaper's epoll, an eventfd
+ * in ring.ring_fd (the real ring's field, unused by the fake). */
 static int fake_ring_setup(struct fusezc_worker *w)
 {
-	(void)w;
 	ring_setups++;
 	if (ring_setup_errors > 0) {
 		ring_setup_errors--;
 		return -ENOMEM;
 	}
-	return 0;
+	w->ring.ring_fd = eventfd(0, EFD_CLOEXEC);
+	return w->ring.ring_fd < 0 ? -errno : 0;
 }
 
 static void fake_ring_exit(struct fusezc_worker *w)
 {
-	(void)w;
 	ring_exits++;
+	if (w->ring.ring_fd > 0)
+		close(w->ring.ring_fd);
+	w->ring.ring_fd = -1;
 }
 
 /* The scripted CQE of lending @i (lendings[i]); its res is also lend_placed[i]. */
@@ -511,15 +515,10 @@ static int fake_ring_next_cqe(struct fusezc_worker *w, bool wait, uint64_t *user
 	return 1;
 }
 
-/* Watched by the library's reaper, but never readable: the tests reap. */
+/* Watched by the library's reaper, readable when a test writes to it. */
 static int fake_ring_poll_fd(struct fusezc_worker *w)
 {
-	static int fd = -1;
-
-	(void)w;
-	if (fd < 0)
-		fd = eventfd(0, EFD_CLOEXEC);
-	return fd;
+	return w->ring.ring_fd;
 }
 
 static const struct fzc_kernel_ops fake_kops = {
@@ -1010,6 +1009,7 @@ static void test_cancel_in_hook(void)
 		return;
 	pthread_mutex_lock(&w->lend_lock);
 	w->ring_ready = true;
+	w->ring.ring_fd = -1;
 	w->lends[0] = (struct fzc_inflight){ .done = blocking_done, .busy = true, .fd = -1 };
 	w->inflight = 1;
 	pthread_mutex_unlock(&w->lend_lock);
@@ -1240,6 +1240,45 @@ static void test_ring_cq_size(void)
 			*w.ring.cq.kring_entries, FZC_INFLIGHT_MAX);
 	CHECK(*w.ring.cq.kring_entries >= FZC_INFLIGHT_MAX);
 	fzc_real_kops.ring_exit(&w);
+}
+
+/*
+ * Item 11: a worker whose ring failed gets a new ring, and the reaper
+ * watches that one.  Before the fix its "watched" flag outlived the old
+ * ring: EPOLL_CTL_MOD of the new ring's fd failed (ENOENT), and from then
+ * on the worker waited for its own lendings before each request.
+ */
+static void test_ring_failed_rewatch(void)
+{
+	static const char getattr_in[16];
+	struct fusezc_session *zs = async_session();
+	struct reply r;
+
+	lend_answers[0] = lend_answers[1] = true;	/* the kernel answers 70, 78 */
+	process_read(70, 0, 4096);			/* lent asynchronously */
+	process(FUSE_GETATTR, 72, getattr_in, sizeof(getattr_in));	/* watched */
+	next_reply(&r);
+	CHECK(worker.inflight == 1 && worker.watched);
+	cqes_released = 1;
+	process(FUSE_GETATTR, 74, getattr_in, sizeof(getattr_in));	/* reaped */
+	next_reply(&r);
+	CHECK(worker.inflight == 0);
+	/* the ring fails under a synchronous lending, and is made again */
+	zs->opts.sync_lending = true;
+	ring_lend_errors = 1;
+	process_read(76, 4096, 4096);
+	next_reply(&r);
+	CHECK(answers(&r, 76, 4096, 4096) && r.hdr.unique == 76);	/* a copy */
+	zs->opts.sync_lending = false;
+	CHECK(!worker.ring_ready);
+	worker.ring_retry_at = 0;
+	process_read(78, 0, 4096);			/* a new ring */
+	process(FUSE_GETATTR, 80, getattr_in, sizeof(getattr_in));
+	if (worker.inflight != 1)
+		fprintf(stderr, "ring_failed_rewatch: the worker waited for its lending "
+			"(the reaper did not watch its new ring)\n");
+	CHECK(worker.inflight == 1 && worker.watched && ring_setups == 2);
+	fzc_lendings_drain(&worker);
 }
 
 /* Not offered, or not asked for: INIT leaves the capability out. */
@@ -1774,6 +1813,7 @@ int main(void)
 		{ "read_transient", test_read_transient },
 		{ "clone_closed_under_lending", test_clone_closed_under_lending },
 		{ "ring_cq_size", test_ring_cq_size },
+		{ "ring_failed_rewatch", test_ring_failed_rewatch },
 	};
 	static const struct fuse_lowlevel_ops no_ops;
 	char *argv[] = { "zc_unit", NULL };
