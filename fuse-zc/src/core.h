@@ -84,6 +84,7 @@ struct fzc_inflight {
 	bool busy;
 };
 #define FZC_INFLIGHT_MAX	32	/* lendings in flight per worker */
+#define FZC_REFUSED_FILES	16	/* files remembered as refused */
 
 /*
  * What the library keeps for a thread of libfuse's loop: created by the read
@@ -164,6 +165,18 @@ struct fusezc_session {
 
 	/* FUSE_READs and data-less FUSE_WRITEs in flight. */
 	struct fzc_request_table requests;
+
+	/* Files the kernel refuses to lend to for good (EXDEV), by fd and
+	 * identity (ring.c): their requests are not lent again. */
+	pthread_mutex_t refused_lock;
+	struct fzc_refused_file {
+		int fd;
+		dev_t dev;
+		ino_t ino;
+		int err;
+	} refused[FZC_REFUSED_FILES];
+	unsigned int refused_next;
+	atomic_uint refused_count;
 
 	/*
 	 * Asynchronous lending (default when the kernel answers reads; off

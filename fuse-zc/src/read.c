@@ -103,8 +103,10 @@ static void read_lend_done(struct fusezc_worker *w, struct fusezc_worker *cw,
 	}
 	/* a refusal, a transient error (the reaper may not submit on this
 	 * worker's ring), or a lending short before the end of the file */
-	if (res < 0)
+	if (res < 0) {
 		note_refused(zs, res);
+		fzc_file_refusal(zs, p->fd, res);
+	}
 	fzc_count_fallback(zs, err);
 	reply_copy_raw(cw, p->devfd, p->unique, p->fd, p->off, p->size);
 }

@@ -120,7 +120,8 @@ bool fzc_lend_async(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
 	if (!(w->ring_fixed && devfd == w->ring_fd))
 		l.devfd = answer_fd;
 	if (zs->opts.sync_lending || !atomic_load(&zs->kernel_answers) || size == 0 ||
-	    fzc_kops->ring_submit_lend == NULL || fzc_ring_get(w) < 0)
+	    fzc_kops->ring_submit_lend == NULL || fzc_file_refused(zs, fd, &err) ||
+	    fzc_ring_get(w) < 0)
 		return false;
 	cancel_state = lend_lock(w);
 	reap_locked(w, w, false);

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -243,22 +244,23 @@ static const struct {
 	int err;
 	enum fzc_lend_class class;
 	const char *hint;
+	bool for_good;		/* the file's for good: remembered */
 } lend_policy[] = {
-	{ EOPNOTSUPP, FZC_LEND_CLASS_REFUSED, " (not a lender, not negotiated, or the wrong direction)" },
-	{ EPERM, FZC_LEND_CLASS_REFUSED, " (the server lacks CAP_SYS_ADMIN)" },
-	{ EXDEV, FZC_LEND_CLASS_REFUSED, " (backing file on a FUSE or stacked file system)" },
-	{ E2BIG, FZC_LEND_CLASS_REFUSED, " (more segments than a lending takes)" },
-	{ EINVAL, FZC_LEND_CLASS_REFUSED, " (O_DIRECT alignment, a file that is no regular file or block device, or a range outside the request)" },
-	{ ENOENT, FZC_LEND_CLASS_REFUSED, " (the request is no longer in flight)" },
-	{ ENOTCONN, FZC_LEND_CLASS_REFUSED, " (the connection is gone)" },
-	{ EBADF, FZC_LEND_CLASS_REFUSED, "" },
-	{ EFAULT, FZC_LEND_CLASS_REFUSED, "" },
-	{ ENOSYS, FZC_LEND_CLASS_REFUSED, " (a kernel without the zero-copy opcodes)" },
-	{ ECANCELED, FZC_LEND_CLASS_REFUSED, " (cancelled)" },
-	{ EAGAIN, FZC_LEND_CLASS_RETRY, "" },
-	{ EINTR, FZC_LEND_CLASS_RETRY, "" },
-	{ ENOMEM, FZC_LEND_CLASS_RETRY, "" },
-	{ EBUSY, FZC_LEND_CLASS_RETRY, "" },
+	{ EOPNOTSUPP, FZC_LEND_CLASS_REFUSED, " (not a lender, not negotiated, or the wrong direction)", false },
+	{ EPERM, FZC_LEND_CLASS_REFUSED, " (the server lacks CAP_SYS_ADMIN)", false },
+	{ EXDEV, FZC_LEND_CLASS_REFUSED, " (backing file on a FUSE or stacked file system)", true },
+	{ E2BIG, FZC_LEND_CLASS_REFUSED, " (more segments than a lending takes)", false },
+	{ EINVAL, FZC_LEND_CLASS_REFUSED, " (O_DIRECT alignment, a file that is no regular file or block device, or a range outside the request)", false },
+	{ ENOENT, FZC_LEND_CLASS_REFUSED, " (the request is no longer in flight)", false },
+	{ ENOTCONN, FZC_LEND_CLASS_REFUSED, " (the connection is gone)", false },
+	{ EBADF, FZC_LEND_CLASS_REFUSED, "", false },
+	{ EFAULT, FZC_LEND_CLASS_REFUSED, "", false },
+	{ ENOSYS, FZC_LEND_CLASS_REFUSED, " (a kernel without the zero-copy opcodes)", false },
+	{ ECANCELED, FZC_LEND_CLASS_REFUSED, " (cancelled)", false },
+	{ EAGAIN, FZC_LEND_CLASS_RETRY, "", false },
+	{ EINTR, FZC_LEND_CLASS_RETRY, "", false },
+	{ ENOMEM, FZC_LEND_CLASS_RETRY, "", false },
+	{ EBUSY, FZC_LEND_CLASS_RETRY, "", false },
 };
 
 #define LEND_TRIES	3	/* of one lending with a transient error */
@@ -279,6 +281,57 @@ const char *fzc_lend_hint(int err)
 	return "";
 }
 
+void fzc_file_refusal(struct fusezc_session *zs, int fd, int err)
+{
+	struct fzc_refused_file *e = NULL;
+	struct stat st;
+	size_t i;
+
+	for (i = 0; i < sizeof(lend_policy) / sizeof(lend_policy[0]); i++)
+		if (lend_policy[i].err == -err)
+			break;
+	if (i == sizeof(lend_policy) / sizeof(lend_policy[0]) || !lend_policy[i].for_good ||
+	    fstat(fd, &st) != 0)
+		return;
+	pthread_mutex_lock(&zs->refused_lock);
+	for (i = 0; i < atomic_load(&zs->refused_count) && e == NULL; i++)
+		if (zs->refused[i].fd == fd)
+			e = &zs->refused[i];
+	if (e == NULL && atomic_load(&zs->refused_count) < FZC_REFUSED_FILES)
+		e = &zs->refused[atomic_fetch_add(&zs->refused_count, 1)];
+	if (e == NULL)		/* full: the oldest goes */
+		e = &zs->refused[zs->refused_next++ % FZC_REFUSED_FILES];
+	*e = (struct fzc_refused_file){
+		.fd = fd, .dev = st.st_dev, .ino = st.st_ino, .err = err,
+	};
+	pthread_mutex_unlock(&zs->refused_lock);
+}
+
+bool fzc_file_refused(struct fusezc_session *zs, int fd, int *err)
+{
+	bool refused = false;
+	struct stat st;
+	unsigned int i, n;
+
+	if (atomic_load(&zs->refused_count) == 0)
+		return false;
+	pthread_mutex_lock(&zs->refused_lock);
+	n = atomic_load(&zs->refused_count);
+	for (i = 0; i < n && zs->refused[i].fd != fd; i++)
+		;
+	if (i < n) {
+		/* the number may name another file since: then forget it */
+		refused = fstat(fd, &st) == 0 && st.st_dev == zs->refused[i].dev &&
+			  st.st_ino == zs->refused[i].ino;
+		if (refused)
+			*err = zs->refused[i].err;
+		else
+			zs->refused[i].fd = -1;
+	}
+	pthread_mutex_unlock(&zs->refused_lock);
+	return refused;
+}
+
 enum fzc_lend_outcome fzc_lend(struct fusezc_worker *w, const struct fzc_lending *l,
 			       size_t *done, int *err)
 {
@@ -286,6 +339,8 @@ enum fzc_lend_outcome fzc_lend(struct fusezc_worker *w, const struct fzc_lending
 	int tries = 0;
 
 	*done = 0;
+	if (fzc_file_refused(w->zs, l->fd, err))
+		return FZC_LEND_REFUSED;
 	*err = fzc_ring_get(w);
 	if (*err < 0)
 		return FZC_LEND_UNAVAILABLE;
@@ -324,6 +379,7 @@ enum fzc_lend_outcome fzc_lend(struct fusezc_worker *w, const struct fzc_lending
 			}
 			return FZC_LEND_UNAVAILABLE;
 		case FZC_LEND_CLASS_REFUSED:
+			fzc_file_refusal(w->zs, l->fd, res);
 			return FZC_LEND_REFUSED;
 		case FZC_LEND_CLASS_IO:
 			return FZC_LEND_IO_ERROR;

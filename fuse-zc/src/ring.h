@@ -68,6 +68,14 @@ enum fzc_lend_class fzc_lend_class(int err);
 /* A hint for the log line of a refusal ("" when none). */
 const char *fzc_lend_hint(int err);
 
+/*
+ * A refusal that is the file's for good (EXDEV) is remembered for @fd and
+ * the file it names; fzc_file_refused() says whether @fd still names a
+ * remembered file (*err: the refusal), for a request not to be lent.
+ */
+void fzc_file_refusal(struct fusezc_session *zs, int fd, int err);
+bool fzc_file_refused(struct fusezc_session *zs, int fd, int *err);
+
 enum fzc_lend_outcome {
 	FZC_LENT,		/* *done bytes went: all, or (reads) up to the file's end */
 	FZC_LENT_ANSWERED,	/* ... and the kernel answered the request with them */

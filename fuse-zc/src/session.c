@@ -78,10 +78,12 @@ int fusezc_session_new_versioned(struct fuse_session *se,
 		    fzc_status_no_init : fzc_status_disabled);
 	fzc_requests_init(&zs->requests);
 	pthread_mutex_init(&zs->reaper_lock, NULL);
+	pthread_mutex_init(&zs->refused_lock, NULL);
 	zs->reaper_epfd = zs->reaper_stopfd = -1;
 
 	res = fuse_session_custom_io(se, &fzc_io, fd);
 	if (res != 0) {
+		pthread_mutex_destroy(&zs->refused_lock);
 		pthread_mutex_destroy(&zs->reaper_lock);
 		fzc_requests_destroy(&zs->requests);
 		free(zs);
@@ -100,6 +102,7 @@ void fusezc_session_destroy(struct fusezc_session *zs)
 	fzc_reaper_stop(zs);
 	fzc_workers_free_retired(zs);
 	fzc_requests_destroy(&zs->requests);
+	pthread_mutex_destroy(&zs->refused_lock);
 	pthread_mutex_destroy(&zs->reaper_lock);
 	free(zs);
 }

@@ -858,10 +858,11 @@ static void test_zc_writes(void)
 	next_reply(&r);
 	CHECK(r.hdr.unique == 306 && r.hdr.error == -ENOSPC);
 
-	/* refused for this file (EXDEV): borrowed into a memfd, then written */
+	/* refused for this write (EINVAL: O_DIRECT alignment): borrowed into
+	 * a memfd, then written */
 	nlendings = 0;
 	memset(lend_results, 0, sizeof(lend_results));
-	lend_results[0] = -EXDEV;
+	lend_results[0] = -EINVAL;
 	process_write(308, 40960, 5000, true);
 	next_reply(&r);
 	CHECK(wrote(&r, 308, 5000));
@@ -1279,6 +1280,49 @@ static void test_ring_failed_rewatch(void)
 			"(the reaper did not watch its new ring)\n");
 	CHECK(worker.inflight == 1 && worker.watched && ring_setups == 2);
 	fzc_lendings_drain(&worker);
+}
+
+/*
+ * Item 11: a refusal that is the file's for good (EXDEV: a backing file on
+ * FUSE or a stacked file system) is remembered for that file, so its next
+ * reads are copied without a lending; another file, or another file that
+ * took the same fd number, is lent again.  Before the fix every read of
+ * such a file paid a refused lending first.
+ */
+static void test_refused_file(void)
+{
+	static unsigned char data[1 << 16];
+	int saved = content_fd, other;
+	struct reply r;
+
+	zc_session();
+	lend_results[0] = -EXDEV;
+	process_read(90, 0, 4096);
+	next_reply(&r);
+	CHECK(answers(&r, 90, 0, 4096) && r.hdr.unique == 90 && nlendings == 1);
+	process_read(92, 4096, 4096);
+	next_reply(&r);
+	CHECK(answers(&r, 92, 4096, 4096) && r.hdr.unique == 92);
+	if (nlendings != 1)
+		fprintf(stderr, "refused_file: the refused file was lent again (%d lendings)\n",
+			nlendings);
+	CHECK(nlendings == 1);
+
+	/* another file with the same bytes: lent */
+	other = memfd_create("zc_unit_other", MFD_CLOEXEC);
+	zc_pattern_fill(data, 0, sizeof(data));
+	CHECK(other >= 0 && pwrite(other, data, sizeof(data), 0) == (ssize_t)sizeof(data));
+	content_fd = other;
+	process_read(94, 0, 4096);
+	next_reply(&r);
+	CHECK(answers(&r, 94, 0, 4096) && (r.hdr.unique & FUSEZC_UNIQUE_ZC_REPLY) && nlendings == 2);
+	/* the refused file's number taken by another file: lent */
+	CHECK(dup2(other, saved) == saved);
+	content_fd = saved;
+	process_read(96, 0, 4096);
+	next_reply(&r);
+	CHECK(answers(&r, 96, 0, 4096) && (r.hdr.unique & FUSEZC_UNIQUE_ZC_REPLY) && nlendings == 3);
+	close(other);
 }
 
 /* Not offered, or not asked for: INIT leaves the capability out. */
@@ -1814,6 +1858,7 @@ int main(void)
 		{ "clone_closed_under_lending", test_clone_closed_under_lending },
 		{ "ring_cq_size", test_ring_cq_size },
 		{ "ring_failed_rewatch", test_ring_failed_rewatch },
+		{ "refused_file", test_refused_file },
 	};
 	static const struct fuse_lowlevel_ops no_ops;
 	char *argv[] = { "zc_unit", NULL };
