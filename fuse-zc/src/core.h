@@ -85,6 +85,7 @@ struct fzc_inflight {
 };
 #define FZC_INFLIGHT_MAX	32	/* lendings in flight per worker */
 #define FZC_REFUSED_FILES	16	/* files remembered as refused */
+#define FZC_HELPERS_MAX		8	/* threads answering the reaper's fallbacks */
 
 /*
  * What the library keeps for a thread of libfuse's loop: created by the read
@@ -132,6 +133,7 @@ struct fusezc_worker {
 	pthread_mutex_t lend_lock;
 	struct fzc_inflight lends[FZC_INFLIGHT_MAX];
 	unsigned int inflight;
+	unsigned int handed_off;	/* CQEs a helper answers (zs->reaper_lock) */
 	bool watched;				/* its ring fd is in the reaper's epoll */
 	struct fusezc_worker *next_retired;	/* zs->retired list */
 
@@ -192,6 +194,19 @@ struct fusezc_session {
 	int reaper_stopfd;		/* eventfd: the reaper exits */
 	struct fusezc_worker reaper_worker;	/* its copy buffer, for fallbacks */
 	struct fusezc_worker *retired;
+	/*
+	 * The reaper answers what the kernel answered and hands every other
+	 * CQE (a copy or error reply, which may block on a slow backing file)
+	 * to helper threads, up to FZC_HELPERS_MAX, started when no helper is
+	 * idle.  Under reaper_lock.
+	 */
+	struct fzc_handoff *handoff_head, *handoff_tail;
+	unsigned int handoff_queued;
+	pthread_cond_t handoff_cond;		/* a job, or stop */
+	pthread_cond_t handoff_done;		/* a worker's handed_off went 0 */
+	unsigned int helpers, helpers_idle;
+	bool helpers_stop;
+	pthread_t helper_threads[FZC_HELPERS_MAX];
 
 	/* Loop. */
 	atomic_bool looping;

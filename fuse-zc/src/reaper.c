@@ -32,8 +32,133 @@ static void lend_unlock(struct fusezc_worker *w, int cancel_state)
 	pthread_setcancelstate(cancel_state, NULL);
 }
 
-/* Under w->lend_lock: answer one CQE; 1, 0 none, -errno of the ring. */
-static int reap_one_locked(struct fusezc_worker *w, struct fusezc_worker *cw, bool wait)
+/* ------------------------------------------------------------------ */
+/* Helpers: the fallback replies the reaper hands off                  */
+
+struct fzc_handoff {
+	struct fusezc_worker *w;
+	struct fzc_inflight p;
+	int res;
+	struct fzc_handoff *next;
+};
+
+static void *helper_main(void *arg)
+{
+	struct fusezc_session *zs = arg;
+	struct fusezc_worker hw = { .zs = zs, .devfd = -1, .devref = -1, .memfd = -1 };
+	struct fzc_handoff *job;
+
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+	pthread_mutex_lock(&zs->reaper_lock);
+	for (;;) {
+		while (zs->handoff_head == NULL && !zs->helpers_stop) {
+			zs->helpers_idle++;
+			pthread_cond_wait(&zs->handoff_cond, &zs->reaper_lock);
+			zs->helpers_idle--;
+		}
+		job = zs->handoff_head;
+		if (job == NULL)
+			break;		/* stopped, nothing left */
+		zs->handoff_head = job->next;
+		if (zs->handoff_head == NULL)
+			zs->handoff_tail = NULL;
+		zs->handoff_queued--;
+		pthread_mutex_unlock(&zs->reaper_lock);
+		job->p.done(job->w, &hw, &job->p, job->res, false);
+		pthread_mutex_lock(&zs->reaper_lock);
+		if (--job->w->handed_off == 0)
+			pthread_cond_broadcast(&zs->handoff_done);
+		free(job);
+	}
+	pthread_mutex_unlock(&zs->reaper_lock);
+	free(hw.copybuf);
+	return NULL;
+}
+
+/* Under zs->reaper_lock. */
+static int helper_start(struct fusezc_session *zs)
+{
+	sigset_t all, old;
+	int err;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	err = pthread_create(&zs->helper_threads[zs->helpers], NULL, helper_main, zs);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (err == 0)
+		zs->helpers++;
+	return -err;
+}
+
+/* The reaper, under w->lend_lock: have a helper answer @p's CQE.  false:
+ * no helper can (out of memory, no thread), the caller answers it. */
+static bool hand_off(struct fusezc_worker *w, const struct fzc_inflight *p, int res)
+{
+	struct fusezc_session *zs = w->zs;
+	struct fzc_handoff *job = malloc(sizeof(*job));
+
+	if (job == NULL)
+		return false;
+	*job = (struct fzc_handoff){ .w = w, .p = *p, .res = res };
+	pthread_mutex_lock(&zs->reaper_lock);
+	if (zs->handoff_queued + 1 > zs->helpers_idle && zs->helpers < FZC_HELPERS_MAX)
+		helper_start(zs);
+	if (zs->helpers == 0) {
+		pthread_mutex_unlock(&zs->reaper_lock);
+		free(job);
+		return false;
+	}
+	if (zs->handoff_tail != NULL)
+		zs->handoff_tail->next = job;
+	else
+		zs->handoff_head = job;
+	zs->handoff_tail = job;
+	zs->handoff_queued++;
+	w->handed_off++;
+	pthread_cond_signal(&zs->handoff_cond);
+	pthread_mutex_unlock(&zs->reaper_lock);
+	return true;
+}
+
+/* Under w->lend_lock: until no helper answers a CQE of @w's. */
+static void wait_handed_off(struct fusezc_worker *w)
+{
+	struct fusezc_session *zs = w->zs;
+
+	pthread_mutex_lock(&zs->reaper_lock);
+	while (w->handed_off > 0)
+		pthread_cond_wait(&zs->handoff_done, &zs->reaper_lock);
+	pthread_mutex_unlock(&zs->reaper_lock);
+}
+
+static void helpers_stop(struct fusezc_session *zs)
+{
+	unsigned int i, n;
+
+	pthread_mutex_lock(&zs->reaper_lock);
+	zs->helpers_stop = true;
+	pthread_cond_broadcast(&zs->handoff_cond);
+	n = zs->helpers;
+	pthread_mutex_unlock(&zs->reaper_lock);
+	for (i = 0; i < n; i++)
+		pthread_join(zs->helper_threads[i], NULL);
+	pthread_mutex_lock(&zs->reaper_lock);
+	zs->helpers = 0;
+	zs->helpers_stop = false;
+	pthread_mutex_unlock(&zs->reaper_lock);
+}
+
+/* ------------------------------------------------------------------ */
+/* Answering CQEs                                                      */
+
+/*
+ * Under w->lend_lock: answer one CQE; 1, 0 none, -errno of the ring.  The
+ * reaper (@hand_off_fallbacks) only counts what the kernel answered and
+ * hands the rest to a helper: a slow backing file stalls that helper,
+ * never the reaper.
+ */
+static int reap_one_locked(struct fusezc_worker *w, struct fusezc_worker *cw, bool wait,
+			   bool hand_off_fallbacks)
 {
 	struct fzc_inflight p;
 	uint64_t ud;
@@ -51,20 +176,24 @@ static int reap_one_locked(struct fusezc_worker *w, struct fusezc_worker *cw, bo
 	p = w->lends[ud - 1];
 	w->lends[ud - 1].busy = false;
 	w->inflight--;
+	if (!answered && hand_off_fallbacks && hand_off(w, &p, res))
+		return 1;
 	p.done(w, cw, &p, res, answered);
 	return 1;
 }
 
 /* Under w->lend_lock: answer every CQE there is; @cw lends its copy
- * buffer to fallbacks.  With @wait, until nothing is in flight. */
+ * buffer to fallbacks (NULL: the reaper, which hands them off).  With
+ * @wait, until nothing is in flight. */
 static void reap_locked(struct fusezc_worker *w, struct fusezc_worker *cw, bool wait)
 {
+	struct fusezc_worker *own = cw ? cw : &w->zs->reaper_worker;
 	int got;
 
 	if (!w->ring_ready)
 		return;
 	while (w->inflight > 0) {
-		got = reap_one_locked(w, cw, wait);
+		got = reap_one_locked(w, own, wait, cw == NULL);
 		if (got < 0 && got != -EINTR) {
 			fzc_log(w->zs, FUSE_LOG_ERR, "cannot reap zero-copy lendings (%s)",
 				strerror(-got));
@@ -125,7 +254,7 @@ bool fzc_lend_async(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
 		return false;
 	cancel_state = lend_lock(w);
 	reap_locked(w, w, false);
-	while (w->inflight == FZC_INFLIGHT_MAX && reap_one_locked(w, w, true) > 0)
+	while (w->inflight == FZC_INFLIGHT_MAX && reap_one_locked(w, w, true, false) > 0)
 		;
 	for (i = 0; i < FZC_INFLIGHT_MAX && w->lends[i].busy; i++)
 		;
@@ -182,9 +311,9 @@ static void *reaper_main(void *arg)
 			if (w == NULL)
 				return NULL;	/* fzc_reaper_stop() */
 			pthread_mutex_lock(&w->lend_lock);
-			reap_locked(w, &zs->reaper_worker, false);
+			reap_locked(w, NULL, false);
 			if (w->inflight > 0)
-				reaper_watch(w, &zs->reaper_worker);
+				reaper_watch(w, NULL);
 			pthread_mutex_unlock(&w->lend_lock);
 		}
 	}
@@ -225,7 +354,8 @@ fail:
 }
 
 /* Under w->lend_lock, a worker about to block in read(2): let the reaper
- * watch its CQEs (without a reaper, @cw waits for them). */
+ * watch its CQEs (without a reaper, they are waited for, @cw as in
+ * reap_locked()). */
 static void reaper_watch(struct fusezc_worker *w, struct fusezc_worker *cw)
 {
 	struct fusezc_session *zs = w->zs;
@@ -275,6 +405,7 @@ void fzc_lendings_drain(struct fusezc_worker *w)
 
 	cancel_state = lend_lock(w);
 	reap_locked(w, w, true);
+	wait_handed_off(w);
 	if (w->watched) {
 		fd = fzc_kops->ring_poll_fd(w);
 		pthread_mutex_lock(&zs->reaper_lock);
@@ -301,6 +432,7 @@ void fzc_reaper_stop(struct fusezc_session *zs)
 	while (write(zs->reaper_stopfd, &one, sizeof(one)) < 0 && errno == EINTR)
 		;
 	pthread_join(zs->reaper, NULL);
+	helpers_stop(zs);
 	close(zs->reaper_stopfd);
 	close(zs->reaper_epfd);
 	zs->reaper_epfd = zs->reaper_stopfd = -1;

@@ -494,19 +494,23 @@ static int fake_ring_submit_lend(struct fusezc_worker *w, const struct fzc_lendi
 	return 0;
 }
 
-static fzc_lend_done_fn blocking_done;
+/* Slots a test fills itself: fd says whether their CQE is there. */
+#define INJECTED_CQE		(-2)
+#define INJECTED_NO_CQE_YET	(-3)
 
 static int fake_ring_next_cqe(struct fusezc_worker *w, bool wait, uint64_t *user_data,
 			      int *res, bool *answered)
 {
 	int i = cqes_posted;
 
-	if (w->lends[0].done == blocking_done && w->lends[0].busy) {
-		*user_data = 1;		/* test_cancel_in_hook's lending */
+	if (w->lends[0].busy && w->lends[0].fd == INJECTED_CQE) {
+		*user_data = 1;		/* a lending a test put in a slot */
 		*res = -EOPNOTSUPP;
 		*answered = false;
 		return 1;
 	}
+	if (w->lends[0].busy && w->lends[0].fd == INJECTED_NO_CQE_YET)
+		return 0;
 	if (i >= nlendings || (!wait && i >= cqes_released))
 		return 0;
 	scripted_cqe(i, res, answered);
@@ -1011,7 +1015,9 @@ static void test_cancel_in_hook(void)
 	pthread_mutex_lock(&w->lend_lock);
 	w->ring_ready = true;
 	w->ring.ring_fd = -1;
-	w->lends[0] = (struct fzc_inflight){ .done = blocking_done, .busy = true, .fd = -1 };
+	w->lends[0] = (struct fzc_inflight){
+		.done = blocking_done, .busy = true, .fd = INJECTED_CQE,
+	};
 	w->inflight = 1;
 	pthread_mutex_unlock(&w->lend_lock);
 	sem_post(&cancel_test.go);
@@ -1323,6 +1329,100 @@ static void test_refused_file(void)
 	next_reply(&r);
 	CHECK(answers(&r, 96, 0, 4096) && (r.hdr.unique & FUSEZC_UNIQUE_ZC_REPLY) && nlendings == 3);
 	close(other);
+}
+
+/*
+ * Item 11: the reaper answers the lendings of every worker waiting for a
+ * request; a fallback reply that blocks (a slow backing file's pread) must
+ * not stall the others'.  Before the fix the reaper ran every fallback
+ * itself: worker B's waited for worker A's.
+ */
+static struct {
+	sem_t slow_started, fast_done;
+	int release[2];
+} handoff_test;
+
+static void slow_done(struct fusezc_worker *w, struct fusezc_worker *cw,
+		      const struct fzc_inflight *p, int res, bool answered)
+{
+	char c;
+
+	(void)w, (void)cw, (void)p, (void)res, (void)answered;
+	sem_post(&handoff_test.slow_started);
+	if (read(handoff_test.release[0], &c, 1) != 1)
+		fprintf(stderr, "reaper_hands_off: release pipe: %s\n", strerror(errno));
+}
+
+static void fast_done(struct fusezc_worker *w, struct fusezc_worker *cw,
+		      const struct fzc_inflight *p, int res, bool answered)
+{
+	(void)w, (void)cw, (void)p, (void)res, (void)answered;
+	sem_post(&handoff_test.fast_done);
+}
+
+static bool sem_wait_s(sem_t *sem, int seconds)
+{
+	struct timespec deadline;
+
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += seconds;
+	while (sem_timedwait(sem, &deadline) != 0)
+		if (errno != EINTR)
+			return false;
+	return true;
+}
+
+static void test_reaper_hands_off(void)
+{
+	struct fusezc_session *zs = async_session();
+	static struct fusezc_worker a, b;
+	struct fusezc_worker *ws[2] = { &a, &b };
+	uint64_t one = 1;
+	bool fast;
+
+	sem_init(&handoff_test.slow_started, 0, 0);
+	sem_init(&handoff_test.fast_done, 0, 0);
+	CHECK(pipe2(handoff_test.release, O_CLOEXEC) == 0);
+	for (int i = 0; i < 2; i++) {
+		struct fusezc_worker *w = ws[i];
+
+		memset(w, 0, sizeof(*w));
+		pthread_mutex_init(&w->lend_lock, NULL);
+		w->zs = zs;
+		w->devfd = w->devref = w->memfd = -1;
+		CHECK(fake_ring_setup(w) == 0);
+		w->ring_ready = true;
+		w->lends[0] = (struct fzc_inflight){
+			.done = i == 0 ? slow_done : fast_done, .busy = true,
+			.fd = INJECTED_NO_CQE_YET, .devfd = -1,
+		};
+		w->inflight = 1;
+		fzc_lendings_before_wait(w);	/* both wait for requests */
+		CHECK(w->watched && w->inflight == 1);
+	}
+	/* A's CQE: its fallback blocks on the reaper (or a helper) */
+	a.lends[0].fd = INJECTED_CQE;
+	CHECK(write(a.ring.ring_fd, &one, sizeof(one)) == sizeof(one));
+	CHECK(sem_wait_s(&handoff_test.slow_started, 10));
+	/* B's CQE must be answered meanwhile */
+	b.lends[0].fd = INJECTED_CQE;
+	CHECK(write(b.ring.ring_fd, &one, sizeof(one)) == sizeof(one));
+	fast = sem_wait_s(&handoff_test.fast_done, 5);
+	if (!fast)
+		fprintf(stderr, "reaper_hands_off: worker B's CQE waited for worker A's slow "
+			"fallback\n");
+	CHECK(fast);
+	CHECK(write(handoff_test.release[1], "x", 1) == 1);
+	if (!fast)
+		CHECK(sem_wait_s(&handoff_test.fast_done, 10));
+	for (int i = 0; i < 2; i++) {
+		fzc_lendings_drain(ws[i]);
+		CHECK(ws[i]->inflight == 0);
+		fake_ring_exit(ws[i]);
+	}
+	fzc_reaper_stop(zs);
+	close(handoff_test.release[0]);
+	close(handoff_test.release[1]);
 }
 
 /* Not offered, or not asked for: INIT leaves the capability out. */
@@ -1859,6 +1959,7 @@ int main(void)
 		{ "ring_cq_size", test_ring_cq_size },
 		{ "ring_failed_rewatch", test_ring_failed_rewatch },
 		{ "refused_file", test_refused_file },
+		{ "reaper_hands_off", test_reaper_hands_off },
 	};
 	static const struct fuse_lowlevel_ops no_ops;
 	char *argv[] = { "zc_unit", NULL };
