@@ -214,6 +214,28 @@ static void forget_request(struct fusezc_session *zs, uint64_t unique)
 	}
 }
 
+/*
+ * A handler that may sleep in the kernel where task work cannot run (a
+ * stat or fsync of the source on a slow disk).  An asynchronous lending
+ * completes in its worker's task work, so a worker answers its lendings
+ * before it runs such a handler, rather than hold their readers up.  Read
+ * and write handlers only reply through the library; interrupts and
+ * forgets are quick.
+ */
+static bool may_block(uint32_t opcode)
+{
+	switch (opcode) {
+	case FUSE_READ:
+	case FUSE_WRITE:
+	case FUSE_INTERRUPT:
+	case FUSE_FORGET:
+	case FUSE_BATCH_FORGET:
+		return false;
+	default:
+		return true;
+	}
+}
+
 ssize_t fzc_io_read(int fd, void *buf, size_t len, void *userdata)
 {
 	const struct fuse_in_header *in = buf;
@@ -236,6 +258,8 @@ ssize_t fzc_io_read(int fd, void *buf, size_t len, void *userdata)
 		return res;
 	}
 	zs = w->zs;
+	if (w->inflight > 0 && may_block(in->opcode))
+		fzc_lendings_drain(w);
 	/* A new request on this thread: the INIT/OPEN rewrites key on it. */
 	memcpy(&w->in, in, sizeof(w->in));
 	w->in_valid = true;

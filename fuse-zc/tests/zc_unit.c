@@ -1257,18 +1257,17 @@ static void test_ring_cq_size(void)
  */
 static void test_ring_failed_rewatch(void)
 {
-	static const char getattr_in[16];
+	/* FORGETs (no reply, no drain) make the worker wait for requests */
+	static const struct fuse_forget_in forget = { .nlookup = 1 };
 	struct fusezc_session *zs = async_session();
 	struct reply r;
 
 	lend_answers[0] = lend_answers[1] = true;	/* the kernel answers 70, 78 */
 	process_read(70, 0, 4096);			/* lent asynchronously */
-	process(FUSE_GETATTR, 72, getattr_in, sizeof(getattr_in));	/* watched */
-	next_reply(&r);
+	process(FUSE_FORGET, 72, &forget, sizeof(forget));	/* watched */
 	CHECK(worker.inflight == 1 && worker.watched);
 	cqes_released = 1;
-	process(FUSE_GETATTR, 74, getattr_in, sizeof(getattr_in));	/* reaped */
-	next_reply(&r);
+	process(FUSE_FORGET, 74, &forget, sizeof(forget));	/* reaped */
 	CHECK(worker.inflight == 0);
 	/* the ring fails under a synchronous lending, and is made again */
 	zs->opts.sync_lending = true;
@@ -1280,7 +1279,7 @@ static void test_ring_failed_rewatch(void)
 	CHECK(!worker.ring_ready);
 	worker.ring_retry_at = 0;
 	process_read(78, 0, 4096);			/* a new ring */
-	process(FUSE_GETATTR, 80, getattr_in, sizeof(getattr_in));
+	process(FUSE_FORGET, 80, &forget, sizeof(forget));
 	if (worker.inflight != 1)
 		fprintf(stderr, "ring_failed_rewatch: the worker waited for its lending "
 			"(the reaper did not watch its new ring)\n");
@@ -1423,6 +1422,37 @@ static void test_reaper_hands_off(void)
 	fzc_reaper_stop(zs);
 	close(handoff_test.release[0]);
 	close(handoff_test.release[1]);
+}
+
+/*
+ * Item 11: an asynchronous lending completes in its worker's task work
+ * (the kernel's ->ki_complete), which runs while the worker waits in
+ * read(2) of /dev/fuse but not while a handler sleeps uninterruptibly
+ * (a stat or fsync of the source on a slow disk).  So a worker with
+ * lendings in flight answers them before it hands libfuse a request whose
+ * handler may block; reads, writes, interrupts and forgets go on at once.
+ * Before the fix the GETATTR's handler ran with the lending in flight.
+ */
+static void test_no_blocking_handler_with_lendings(void)
+{
+	static const char getattr_in[16];
+	static const struct fuse_forget_in forget = { .nlookup = 1 };
+	struct reply r;
+
+	async_session();
+	lend_answers[0] = lend_answers[1] = true;
+	process_read(110, 0, 4096);
+	CHECK(worker.inflight == 1);
+	process(FUSE_FORGET, 112, &forget, sizeof(forget));	/* no reply */
+	process_read(114, 4096, 4096);
+	CHECK(worker.inflight == 2);
+	process(FUSE_GETATTR, 116, getattr_in, sizeof(getattr_in));
+	next_reply(&r);
+	CHECK(r.hdr.unique == 116);
+	if (worker.inflight != 0)
+		fprintf(stderr, "no_blocking_handler: GETATTR handled with %u lendings in flight\n",
+			worker.inflight);
+	CHECK(worker.inflight == 0 && cqes_posted == 2 && pipe_empty());
 }
 
 /* Not offered, or not asked for: INIT leaves the capability out. */
@@ -1960,6 +1990,7 @@ int main(void)
 		{ "ring_failed_rewatch", test_ring_failed_rewatch },
 		{ "refused_file", test_refused_file },
 		{ "reaper_hands_off", test_reaper_hands_off },
+		{ "no_blocking_handler_with_lendings", test_no_blocking_handler_with_lendings },
 	};
 	static const struct fuse_lowlevel_ops no_ops;
 	char *argv[] = { "zc_unit", NULL };
