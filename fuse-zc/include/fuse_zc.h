@@ -46,17 +46,13 @@ enum fusezc_read_mode {
 
 /*
  * libfuse versions: fuse-zc hooks libfuse's reply path through the public
- * fuse_session_custom_io() (3.14+).  libfuse 3.17 keeps that path (and adds
- * its own passthrough API, which fuse-zc does not need); libfuse 3.18 can
- * answer requests over its io_uring transport, which bypasses the hooks and
- * would lose zero copy and the INIT rewrite without a word: refused here
- * until fuse-zc is ported and tested on it (docs/design.md, "Library").
+ * fuse_session_custom_io() (3.14+).  Tested with 3.14, 3.17 and 3.18
+ * (docs/design.md, "libfuse versions").  libfuse 3.18's io_uring transport
+ * (-o io_uring) would answer requests without those hooks: fuse-zc keeps
+ * the kernel's offer of it from libfuse at INIT, with one line.
  */
 #if !defined(FUSE_MAJOR_VERSION) || FUSE_MAJOR_VERSION != 3 || FUSE_MINOR_VERSION < 14
 #error "fuse-zc needs libfuse 3.14 or newer 3.x (fuse_session_custom_io)"
-#endif
-#if FUSE_MINOR_VERSION >= 18
-#error "fuse-zc is not ported to libfuse >= 3.18: its io_uring transport answers requests without the custom-I/O hooks fuse-zc's zero copy relies on (see docs/design.md)"
 #endif
 
 struct fusezc_session;

@@ -100,6 +100,8 @@ struct fusezc_write_out {
 /* FUSE passthrough (Linux 6.9+), for -o passthrough. */
 #define FUSEZC_INIT_PASSTHROUGH		(1ULL << 37)
 /* FUSE_NO_EXPORT_SUPPORT (Linux 6.9+): no file handles for this mount. */
+/* FUSE_OVER_IO_URING (Linux 6.14+): requests over io_uring, not /dev/fuse. */
+#define FUSEZC_INIT_OVER_IO_URING	(1ULL << 41)
 #define FUSEZC_INIT_NO_EXPORT_SUPPORT	(1ULL << 38)
 #define FUSEZC_FOPEN_PASSTHROUGH	(1U << 7)
 

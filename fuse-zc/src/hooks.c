@@ -30,6 +30,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -45,11 +46,16 @@ static const char fzc_status_init_missed[] =
 /* ------------------------------------------------------------------ */
 /* FUSE_INIT                                                           */
 
-static void note_init_request(struct fusezc_session *zs, const void *buf,
-			      size_t len)
+/*
+ * The INIT request as read into @buf: keep what the kernel offers, and take
+ * FUSE_OVER_IO_URING out of it.  libfuse 3.18's io_uring transport
+ * (-o io_uring) answers requests without the custom-I/O hooks: zero copy,
+ * the INIT rewrite and passthrough replies would be lost in silence, so
+ * libfuse must not see the offer and stays on /dev/fuse.
+ */
+static void note_init_request(struct fusezc_session *zs, void *buf, size_t len)
 {
-	const struct fuse_init_in *in = (const void *)
-		((const char *)buf + sizeof(struct fuse_in_header));
+	struct fuse_init_in *in = (void *)((char *)buf + sizeof(struct fuse_in_header));
 	size_t inlen = len - sizeof(struct fuse_in_header);
 	uint64_t offered;
 
@@ -60,6 +66,11 @@ static void note_init_request(struct fusezc_session *zs, const void *buf,
 	    inlen >= offsetof(struct fuse_init_in, flags2) + sizeof(in->flags2))
 		offered |= (uint64_t)in->flags2 << 32;
 	zs->init_offered = offered;
+	if (offered & FUSEZC_INIT_OVER_IO_URING) {
+		in->flags2 &= ~(uint32_t)(FUSEZC_INIT_OVER_IO_URING >> 32);
+		fzc_log(zs, FUSE_LOG_INFO,
+			"FUSE over io_uring not used (libfuse -o io_uring): its requests bypass fuse-zc; they stay on /dev/fuse");
+	}
 }
 
 static inline uint32_t get32(const unsigned char *p)
@@ -422,9 +433,45 @@ static ssize_t fzc_io_splice_send(int fdin, off_t *offin, int fdout, off_t *offo
 	return res;
 }
 
+#if FUSE_MINOR_VERSION >= 17
+/*
+ * libfuse 3.17 clones a custom-I/O session's fd only through this hook (it
+ * gives up -o clone_fd without it): what libfuse does for its own fds.
+ */
+static int fzc_io_clone_fd(int master_fd)
+{
+	uint32_t master = (uint32_t)master_fd;
+	int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+
+	if (fd < 0)
+		return -1;
+	if (ioctl(fd, FUSE_DEV_IOC_CLONE, &master) < 0) {
+		int err = errno;
+
+		close(fd);
+		errno = err;
+		return -1;
+	}
+	return fd;
+}
+#endif
+
 const struct fuse_custom_io fzc_io = {
 	.read = fzc_io_read,
 	.writev = fzc_io_writev,
 	.splice_receive = NULL,
 	.splice_send = fzc_io_splice_send,
+#if FUSE_MINOR_VERSION >= 17
+	.clone_fd = fzc_io_clone_fd,
+#endif
 };
+
+int fzc_hooks_install(struct fuse_session *se, int fd)
+{
+#if FUSE_MINOR_VERSION >= 17
+	/* the 3-argument form (FUSE_USE_VERSION < 317) leaves clone_fd out */
+	return fuse_session_custom_io_317(se, &fzc_io, sizeof(fzc_io), fd);
+#else
+	return fuse_session_custom_io(se, &fzc_io, fd);
+#endif
+}

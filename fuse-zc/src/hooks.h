@@ -25,6 +25,8 @@ struct fzc_open_out {
 };
 
 extern const struct fuse_custom_io fzc_io;
+/* Install the hooks on @se's /dev/fuse fd @fd (fuse_session_custom_io()). */
+int fzc_hooks_install(struct fuse_session *se, int fd);
 
 /* fusezc_zerocopy_status() before INIT, and when zero copy is not asked for. */
 extern const char fzc_status_no_init[];

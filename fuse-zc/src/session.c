@@ -83,7 +83,7 @@ int fusezc_session_new_versioned(struct fuse_session *se,
 	pthread_cond_init(&zs->handoff_done, NULL);
 	zs->reaper_epfd = zs->reaper_stopfd = -1;
 
-	res = fuse_session_custom_io(se, &fzc_io, fd);
+	res = fzc_hooks_install(se, fd);
 	if (res != 0) {
 		pthread_mutex_destroy(&zs->refused_lock);
 		pthread_mutex_destroy(&zs->reaper_lock);

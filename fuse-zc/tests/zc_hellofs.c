@@ -10,6 +10,7 @@
  *		   [--size=BYTES] [--register-fd] [--passthrough]
  *		   [--defer=worker|thread] [--sync-lending]
  *		   [fuse options] MOUNTPOINT
+ *	zc_hellofs --version	(prints the libfuse it runs with)
  *
  * With --passthrough (needs CAP_SYS_ADMIN and Linux 6.9+) "data" is opened
  * with FOPEN_PASSTHROUGH, so its reads never reach the daemon.
@@ -481,6 +482,11 @@ int main(int argc, char *argv[])
 		return 1;
 	if (fuse_parse_cmdline(&args, &opts) != 0)
 		return 1;
+	if (opts.show_version) {
+		printf("zc_hellofs: libfuse %s\n", fuse_pkgversion());
+		ret = 0;
+		goto err_out1;
+	}
 	if (opts.show_help || opts.mountpoint == NULL) {
 		fprintf(stderr, "usage: %s [--mode=copy|splice|zerocopy] [--required] "
 			"[--threads=N] [--size=BYTES] [--register-fd] [--passthrough] "

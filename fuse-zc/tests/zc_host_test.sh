@@ -16,6 +16,8 @@
 #                         block; max-threads: --threads=2 is honoured;
 #                         clone-fd: -o clone_fd is honoured (zero copy in the
 #                         VM, lent through each request's clone)
+#   io-uring            : (libfuse >= 3.18) -o io_uring: requests stay on
+#                         /dev/fuse, through fuse-zc's hooks
 #   clone-idle          : clone_fd with max_idle_threads=1 under parallel
 #                         O_DIRECT readers: retiring workers close clones
 #                         while their lendings are in flight
@@ -331,6 +333,31 @@ if [ "$ZC" = 1 ]; then
 	expect "$LOG" fallbacks -eq 0
 	no_surprises "$LOG"
 fi
+
+# libfuse 3.18's FUSE-over-io_uring transport (-o io_uring) would answer
+# requests without fuse-zc's hooks: fuse-zc keeps the kernel's offer from
+# libfuse (with one line when there is one), so requests stay on /dev/fuse
+# and zero copy works (on 6.12 the kernel offers no io_uring transport).
+libfuse=$("$FS" --version 2>/dev/null | sed -n 's/^zc_hellofs: libfuse //p')
+case $libfuse in
+3.1[89]* | 3.[2-9][0-9]*)
+	name=io-uring
+	if [ "$ZC" = 1 ]; then
+		run_mode io-uring --mode=zerocopy --required --threads=4 -o io_uring
+		expect "$LOG" zc_requests -gt 0
+		expect "$LOG" fallbacks -eq 0
+	else
+		run_mode io-uring --mode=zerocopy --threads=4 -o io_uring
+	fi
+	if [ "$(cat /sys/module/fuse/parameters/enable_uring 2>/dev/null)" = Y ]; then
+		grep -q "fuse-zc: FUSE over io_uring not used" "$LOG" ||
+			fail "io-uring: the kernel offers io_uring, fuse-zc said nothing"
+	fi
+	;;
+*)
+	echo "== io-uring: libfuse ${libfuse:-?} has no io_uring transport, not tested"
+	;;
+esac
 
 name=sigterm
 echo "== sigterm: --mode=copy, ended by SIGTERM"

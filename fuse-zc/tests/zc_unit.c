@@ -1917,6 +1917,39 @@ static void test_events(void)
 	fuse_session_reset(test_se);
 }
 
+/*
+ * libfuse 3.18's io_uring transport (-o io_uring, on kernels that offer
+ * FUSE_OVER_IO_URING) answers requests without the custom-I/O hooks, so
+ * zero copy, the INIT rewrite and passthrough replies would be lost in
+ * silence.  The read hook takes the offer out of the INIT request, so
+ * libfuse stays on /dev/fuse, and says so in one line.  Before: the offer
+ * reached libfuse (and 3.18 was refused at compile time).
+ */
+static void test_io_uring_transport_refused(void)
+{
+	struct {
+		struct fuse_in_header h;
+		struct fuse_init_in i;
+	} req = {
+		.h = { .len = sizeof(req), .opcode = FUSE_INIT, .unique = 2 },
+		.i = { .major = 7, .minor = 42, .flags = FUSE_INIT_EXT,
+		       .flags2 = (uint32_t)((FUSEZC_INIT_OVER_IO_URING | FUSEZC_INIT_ZC_READ) >> 32) },
+	}, got;
+	struct fusezc_session *zs = mk_session(FUSEZC_READ_ZEROCOPY, false, false);
+
+	zs->opts.log = on_log;
+	zs->opts.event_data = &init_events;
+	logged[0] = '\0';
+	CHECK(write(pfd[1], &req, sizeof(req)) == sizeof(req));
+	CHECK(fzc_io_read(pfd[0], &got, sizeof(got), NULL) == sizeof(got));
+	CHECK(!(got.i.flags2 & (uint32_t)(FUSEZC_INIT_OVER_IO_URING >> 32)));
+	CHECK(got.i.flags2 & (uint32_t)(FUSEZC_INIT_ZC_READ >> 32));
+	CHECK(strstr(logged, "io_uring") != NULL);
+	if (strstr(logged, "io_uring") == NULL)
+		fprintf(stderr, "io_uring_transport_refused: no line said why\n");
+	fuse_session_reset(test_se);
+}
+
 /* Item 8: the options are versioned by their size. */
 static void test_versioned_options(void)
 {
@@ -1978,6 +2011,7 @@ int main(void)
 		{ "lend_through_request_fd", test_lend_through_request_fd },
 		{ "events", test_events },
 		{ "versioned_options", test_versioned_options },
+		{ "io_uring_transport_refused", test_io_uring_transport_refused },
 		{ "zc_writes", test_zc_writes },
 		{ "zc_writes_negotiation", test_zc_writes_negotiation },
 		{ "zc_write_after_async_reads", test_zc_write_after_async_reads },
