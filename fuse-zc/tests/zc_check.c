@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,50 +92,32 @@ static int check_sequential(unsigned char *buf)
 	return 0;
 }
 
+#define DIRECT_CHUNK	(128 * 1024)
+static bool direct;	/* --direct: aligned 128 KiB preads with O_DIRECT */
+
+/* 100 random preads (64 aligned ones with --direct) on a descriptor of its own. */
 static void *random_reader(void *arg)
 {
 	unsigned int seed = (unsigned int)(uintptr_t)arg;
-	unsigned char *buf = malloc(256 * 1024);
-	int lfd = open(path, O_RDONLY);
-	intptr_t res = 0;
-
-	if (buf == NULL || lfd < 0) {
-		res = -1;
-		goto out;
-	}
-	for (int i = 0; i < 100 && res == 0; i++) {
-		uint64_t off = (uint64_t)rand_r(&seed) % (size + 8192);
-		size_t len = (size_t)rand_r(&seed) % (256 * 1024) + 1;
-
-		if (check_pread(lfd, off, len, buf) != 0)
-			res = -1;
-	}
-out:
-	if (lfd >= 0)
-		close(lfd);
-	free(buf);
-	return (void *)res;
-}
-
-#define DIRECT_CHUNK	(128 * 1024)
-
-static void *direct_reader(void *arg)
-{
-	unsigned int seed = (unsigned int)(uintptr_t)arg;
 	uint64_t chunks = (size + DIRECT_CHUNK - 1) / DIRECT_CHUNK;
-	int lfd = open(path, O_RDONLY | O_DIRECT);
+	int lfd = open(path, O_RDONLY | (direct ? O_DIRECT : 0));
 	intptr_t res = 0;
 	void *buf = NULL;
 
-	if (lfd < 0 || posix_memalign(&buf, 4096, DIRECT_CHUNK) != 0) {
-		fprintf(stderr, "zc_check: %s: O_DIRECT: %s\n", path, strerror(errno));
+	if (lfd < 0 || posix_memalign(&buf, 4096, 256 * 1024) != 0) {
+		fprintf(stderr, "zc_check: %s: %s\n", path, strerror(errno));
 		res = -1;
 		goto out;
 	}
-	for (int i = 0; i < 64 && res == 0; i++) {
-		uint64_t off = (uint64_t)rand_r(&seed) % chunks * DIRECT_CHUNK;
+	for (int i = 0; i < (direct ? 64 : 100) && res == 0; i++) {
+		uint64_t off = (uint64_t)rand_r(&seed) % (size + 8192);
+		size_t len = (size_t)rand_r(&seed) % (256 * 1024) + 1;
 
-		if (check_pread(lfd, off, DIRECT_CHUNK, buf) != 0)
+		if (direct) {
+			off = (uint64_t)rand_r(&seed) % chunks * DIRECT_CHUNK;
+			len = DIRECT_CHUNK;
+		}
+		if (check_pread(lfd, off, len, buf) != 0)
 			res = -1;
 	}
 out:
@@ -152,7 +135,7 @@ static int check_direct(unsigned int nthreads)
 	if (nthreads == 0 || nthreads > 64)
 		return -1;
 	for (uintptr_t i = 0; i < nthreads; i++)
-		if (pthread_create(&threads[i], NULL, direct_reader,
+		if (pthread_create(&threads[i], NULL, random_reader,
 				   (void *)(i + 1 + (uintptr_t)getpid())) != 0)
 			return -1;
 	for (unsigned int i = 0; i < nthreads; i++) {
@@ -175,9 +158,9 @@ int main(int argc, char *argv[])
 	struct stat st;
 	int failed = 0;
 
-	unsigned int direct = 0;
+	unsigned int nthreads_direct = 0;
 
-	if (argc == 4 && sscanf(argv[1], "--direct=%u", &direct) == 1) {
+	if (argc == 4 && sscanf(argv[1], "--direct=%u", &nthreads_direct) == 1) {
 		argv++;
 		argc--;
 	}
@@ -198,12 +181,13 @@ int main(int argc, char *argv[])
 		return 1;
 	}
 
-	if (direct) {
+	if (nthreads_direct) {
 		close(fd);
 		free(buf);
-		if (check_direct(direct) != 0)
+		direct = true;
+		if (check_direct(nthreads_direct) != 0)
 			return 1;
-		printf("zc_check: %s: O_DIRECT, %u threads: ok\n", path, direct);
+		printf("zc_check: %s: O_DIRECT, %u threads: ok\n", path, nthreads_direct);
 		return 0;
 	}
 	failed |= check_sequential(buf);

@@ -175,6 +175,20 @@ no_surprises() {
 	fi
 }
 
+# finish NAME: unmount, wait for the daemon, show its log, exit 0 required;
+# in the VM: zero copy, no fallback, nothing said about failures.
+finish() {
+	timeout 20 fusermount3 -u "$MNT" || timeout 20 umount "$MNT" || fail "$1: unmount"
+	wait_exit 20
+	show_log "$1"
+	[ "$RC" = 0 ] || fail "$1: daemon exit code $RC"
+	if [ "$ZC" = 1 ]; then
+		expect "$LOG" zc_requests -gt 0
+		expect "$LOG" fallbacks -eq 0
+		no_surprises "$LOG"
+	fi
+}
+
 if [ "$ZC" = 1 ]; then
 	# Asynchronous lending (the default), then one lending at a time: the
 	# kernel answers every read in both.
@@ -295,15 +309,7 @@ for f in data direct; do
 done
 nfd=$(ls -l /proc/"$PID"/fd 2>/dev/null | grep -c /dev/fuse)
 [ "$nfd" -ge 2 ] || { show_log clone-fd; fail "clone-fd: $nfd /dev/fuse file(s) open, want the session's and clones"; }
-timeout 20 fusermount3 -u "$MNT" || timeout 20 umount "$MNT" || fail "clone-fd: unmount"
-wait_exit 20
-show_log clone-fd
-[ "$RC" = 0 ] || fail "clone-fd: daemon exit code $RC"
-if [ "$ZC" = 1 ]; then
-	expect "$LOG" zc_requests -gt 0
-	expect "$LOG" fallbacks -eq 0
-	no_surprises "$LOG"
-fi
+finish clone-fd
 
 # Writes to "scratch" through fusezc_reply_write(): buffered and O_DIRECT,
 # every byte read back (in the VM: zero copy, from the writers' pages).
@@ -323,17 +329,13 @@ timeout 60 dd if="$WORK/pattern" of="$MNT/scratch" bs=128k oflag=direct conv=not
 	{ show_log writes; fail "writes: O_DIRECT write"; }
 [ "${FUSEZC_IN_VM:-}" = 1 ] && echo 3 > /proc/sys/vm/drop_caches
 timeout 60 cmp "$WORK/pattern" "$MNT/scratch" || { show_log writes; fail "writes: O_DIRECT bytes"; }
-timeout 20 fusermount3 -u "$MNT" || timeout 20 umount "$MNT" || fail "writes: unmount"
-wait_exit 20
-show_log writes
-[ "$RC" = 0 ] || fail "writes: daemon exit code $RC"
+finish writes
 wstat() {
 	grep -o "zc_hellofs: write stats .*" "$LOG" | grep -o " $1=[0-9]*" | cut -d= -f2
 }
 if [ "$ZC" = 1 ]; then
 	[ "$(wstat zcw_requests)" -gt 0 ] || fail "writes: no zero-copy write"
 	[ "$(wstat unanswered_zc)" = 0 ] || fail "writes: unanswered zero-copy writes"
-	no_surprises "$LOG"
 fi
 
 # Issue 25 item 2: with io_uring disabled, zero-copy writes are not accepted
@@ -382,15 +384,7 @@ for p in "${readers[@]}"; do
 	wait "$p" || bad=$((bad + 1))
 done
 [ $bad = 0 ] || { show_log clone-idle; fail "clone-idle: $bad of 4 O_DIRECT readers failed"; }
-timeout 20 fusermount3 -u "$MNT" || timeout 20 umount "$MNT" || fail "clone-idle: unmount"
-wait_exit 20
-show_log clone-idle
-[ "$RC" = 0 ] || fail "clone-idle: daemon exit code $RC"
-if [ "$ZC" = 1 ]; then
-	expect "$LOG" zc_requests -gt 0
-	expect "$LOG" fallbacks -eq 0
-	no_surprises "$LOG"
-fi
+finish clone-idle
 
 # libfuse 3.18's FUSE-over-io_uring transport (-o io_uring) would answer
 # requests without fuse-zc's hooks: fuse-zc keeps the kernel's offer from
