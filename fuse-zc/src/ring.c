@@ -252,6 +252,7 @@ static const struct {
 	{ E2BIG, FZC_LEND_CLASS_REFUSED, " (more segments than a lending takes)", false },
 	{ EINVAL, FZC_LEND_CLASS_REFUSED, " (O_DIRECT alignment, a file that is no regular file or block device, or a range outside the request)", false },
 	{ ENOENT, FZC_LEND_CLASS_REFUSED, " (the request is no longer in flight)", false },
+	{ EEXIST, FZC_LEND_CLASS_REFUSED, " (the range overlaps bytes already placed or lent)", false },
 	{ ENOTCONN, FZC_LEND_CLASS_REFUSED, " (the connection is gone)", false },
 	{ EBADF, FZC_LEND_CLASS_REFUSED, "", false },
 	{ EFAULT, FZC_LEND_CLASS_REFUSED, "", false },

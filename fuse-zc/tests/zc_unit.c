@@ -1753,7 +1753,7 @@ static void test_backing_error(void)
 /* Item 7: every kernel refusal of a lending falls back to one copy reply. */
 static void test_lend_refusals(void)
 {
-	static const int refusals[] = { EOPNOTSUPP, EPERM, EXDEV, E2BIG, EINVAL, ENOENT };
+	static const int refusals[] = { EOPNOTSUPP, EPERM, EXDEV, E2BIG, EINVAL, ENOENT, EEXIST };
 	struct fusezc_stats st;
 	struct reply r;
 
