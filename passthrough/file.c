@@ -415,8 +415,7 @@ static void pzc_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in
 
 		if (fh->dio_fd >= 0 && len && pzc_dio_aligned(fs, off, len))
 			fd = fh->dio_fd;
-		fusezc_reply_write(req, fd, off, NULL, 0);
-		return;
+		return (void)fusezc_reply_write(req, fd, off, NULL, 0);
 	}
 	if (fh->direct_writes && fh->dio_fd >= 0 && pzc_dio_aligned(fs, off, size)) {
 		res = pzc_write_direct(fs, fh, in_buf, size, off);

@@ -46,17 +46,13 @@ enum fusezc_read_mode {
 
 /*
  * libfuse versions: fuse-zc hooks libfuse's reply path through the public
- * fuse_session_custom_io() (3.14+).  libfuse 3.17 keeps that path (and adds
- * its own passthrough API, which fuse-zc does not need); libfuse 3.18 can
- * answer requests over its io_uring transport, which bypasses the hooks and
- * would lose zero copy and the INIT rewrite without a word: refused here
- * until fuse-zc is ported and tested on it (docs/design.md, "Library").
+ * fuse_session_custom_io() (3.14+).  Tested with 3.14, 3.17 and 3.18
+ * (docs/design.md, "libfuse versions").  libfuse 3.18's io_uring transport
+ * (-o io_uring) would answer requests without those hooks: fuse-zc keeps
+ * the kernel's offer of it from libfuse at INIT, with one line.
  */
 #if !defined(FUSE_MAJOR_VERSION) || FUSE_MAJOR_VERSION != 3 || FUSE_MINOR_VERSION < 14
 #error "fuse-zc needs libfuse 3.14 or newer 3.x (fuse_session_custom_io)"
-#endif
-#if FUSE_MINOR_VERSION >= 18
-#error "fuse-zc is not ported to libfuse >= 3.18: its io_uring transport answers requests without the custom-I/O hooks fuse-zc's zero copy relies on (see docs/design.md)"
 #endif
 
 struct fusezc_session;
@@ -108,8 +104,8 @@ struct fusezc_options {
 	 * Zero copy: the server writes every read reply itself.  By default
 	 * the kernel answers a read whose lendings brought all of its data
 	 * (IORING_SPLICE_BUF_COMPLETE), which saves a write(2) a read; this
-	 * is for comparison.  Series kernels without it are detected and
-	 * answered by the server either way.
+	 * is for comparison.  Every kernel that offers zero copy at INIT
+	 * can answer; a lending's error never turns it off.
 	 */
 	bool server_replies;
 
@@ -198,9 +194,11 @@ const char *fusezc_zerocopy_status(const struct fusezc_session *zs);
  * when @off and @size suit the file's direct I/O alignment.  Zero copy may
  * answer after this returns (see sync_lending): @fd must stay open until
  * the read is answered, as an open file's descriptor closed at RELEASE
- * does.
+ * does.  Returns 0, or -errno when the reply could not be sent (as
+ * fuse_reply_*() do: -ENOENT when the request is gone, interrupted or
+ * aborted); 0 also when zero copy answers later.
  */
-void fusezc_reply_read(fuse_req_t req, int fd, off_t off, size_t size);
+int fusezc_reply_read(fuse_req_t req, int fd, off_t off, size_t size);
 
 /*
  * FUSE passthrough: register @fd as a backing file (>0 id) / release it.
@@ -234,8 +232,9 @@ bool fusezc_zerocopy_writes_active(const struct fusezc_session *zs);
  * from there.  Any other write is a pwrite() of @buf.  Replies exactly once,
  * with the bytes written (short only if @fd wrote short) or the error.
  * Call it from the write handler, on the thread libfuse called it on.
+ * Returns 0, or -errno when the reply could not be sent (as fuse_reply_*()).
  */
-void fusezc_reply_write(fuse_req_t req, int fd, off_t off, const void *buf, size_t size);
+int fusezc_reply_write(fuse_req_t req, int fd, off_t off, const void *buf, size_t size);
 
 /*
  * In the write handler (on libfuse's thread, before replying): the size of

@@ -78,9 +78,30 @@ struct fusezc_read_out {
 	uint64_t size;
 };
 
+/*
+ * A zero-copy FUSE_WRITE whose data the server cannot take by lending (its
+ * io_uring failed or cannot be set up, a transient error) is answered with
+ * fuse_out_header{unique | FUSEZC_UNIQUE_ZC_REPLY, error 0} followed by
+ * struct fusezc_write_out with FUSEZC_ZC_WRITE_SEND_DATA: the kernel queues
+ * the same write again with its data inline (FUSEZC_WRITE_ZERO_COPY clear),
+ * which the server answers as any write.  Refused with EBUSY while a loan
+ * of the write is out, EINVAL for a write that came with its data or
+ * unknown flags, ENOENT when the request is gone.  (Interface agreed with
+ * the kernel side in /work/briefs/interfaces.md; kernel/patches is the
+ * authority once it lands.)
+ */
+#define FUSEZC_ZC_WRITE_SEND_DATA	(1U << 0)
+
+struct fusezc_write_out {
+	uint32_t flags;
+	uint32_t padding;
+};
+
 /* FUSE passthrough (Linux 6.9+), for -o passthrough. */
 #define FUSEZC_INIT_PASSTHROUGH		(1ULL << 37)
 /* FUSE_NO_EXPORT_SUPPORT (Linux 6.9+): no file handles for this mount. */
+/* FUSE_OVER_IO_URING (Linux 6.14+): requests over io_uring, not /dev/fuse. */
+#define FUSEZC_INIT_OVER_IO_URING	(1ULL << 41)
 #define FUSEZC_INIT_NO_EXPORT_SUPPORT	(1ULL << 38)
 #define FUSEZC_FOPEN_PASSTHROUGH	(1U << 7)
 

@@ -4,7 +4,9 @@
  * it: backing files are registered with the /dev/fuse ioctls, and the
  * OPEN/CREATE reply is marked FOPEN_PASSTHROUGH by the writev hook.
  */
-#include "fuse_zc_int.h"
+#include "core.h"
+
+#include "worker.h"
 
 #include <errno.h>
 #include <sys/ioctl.h>

@@ -23,7 +23,11 @@
  * write's reply to what the lendings wrote out, so a lie cannot reach the
  * writer; a short write is reported as short.
  */
-#include "fuse_zc_int.h"
+#include "write.h"
+
+#include "reaper.h"
+#include "ring.h"
+#include "worker.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -33,11 +37,11 @@
 
 __thread struct fzc_write_reply *fzc_tls_write_reply;
 
-void fzc_note_zc_write(struct fusezc_session *zs, void *buf, size_t len)
+void fzc_record_zc_write(struct fusezc_session *zs, void *buf, size_t len)
 {
 	struct fuse_in_header *in = buf;
 	struct fuse_write_in *wi = (struct fuse_write_in *)(in + 1);
-	struct fzc_read_in r;
+	struct fzc_request r;
 
 	if (len < sizeof(*in) + sizeof(*wi) || !(wi->write_flags & FUSEZC_WRITE_ZERO_COPY))
 		return;
@@ -48,25 +52,7 @@ void fzc_note_zc_write(struct fusezc_session *zs, void *buf, size_t len)
 	/* libfuse checks the data it was given against size: none, 0 */
 	wi->size = 0;
 	if (zs != NULL)
-		fzc_reads_add(zs, &r);
-}
-
-static ssize_t pwrite_full(int fd, const void *buf, size_t size, off_t off)
-{
-	size_t done = 0;
-
-	while (done < size) {
-		ssize_t n = pwrite(fd, (const char *)buf + done, size - done, off + (off_t)done);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return done ? (ssize_t)done : -errno;
-		if (n == 0)
-			break;
-		done += (size_t)n;
-	}
-	return (ssize_t)done;
+		fzc_requests_add(&zs->requests, &r);
 }
 
 static int reply_written(int devfd, uint64_t unique, size_t written)
@@ -90,131 +76,106 @@ static int reply_result(int devfd, uint64_t unique, ssize_t n)
 	return reply_written(devfd, unique, (size_t)n);
 }
 
-enum write_outcome {
-	WRITE_DONE,		/* *written bytes went to the file */
-	WRITE_ANSWERED,		/* ... all of them, and the kernel answered */
-	WRITE_REFUSED,		/* the kernel would not lend for this file */
-	WRITE_FAILED,		/* the file's write failed: *err */
-};
-
-static bool write_lend_refused(int err)
-{
-	switch (-err) {
-	case EOPNOTSUPP:	/* the target is no regular file or block device */
-	case EXDEV:		/* on FUSE or a stacked file system */
-	case EINVAL:		/* O_DIRECT alignment, among others */
-	case E2BIG:
-	case ECANCELED:
-		return true;
-	default:
-		return false;
-	}
-}
-
 /*
- * Write @size bytes of request @unique's data to @fd at @off with
- * IORING_OP_WRITE_SPLICE_BUF, continuing after a short write until it all
- * went or the file fails.  @kernel_answers: the last lending may let the
- * kernel answer the write.
+ * Ask the kernel to send write @unique again with its data: the worker
+ * cannot take it by lending (no ring, a transient error that persisted, or
+ * a refusal even for the memfd).  Nothing is lost: the resent write is
+ * answered as any write with its data.  A kernel that refuses the request
+ * leaves the writer EIO.
  */
-static enum write_outcome lend_out_all(struct fusezc_worker *w, int devfd, uint64_t unique,
-				       int fd, off_t off, size_t size, bool kernel_answers,
-				       size_t *written, int *err)
+static int reply_send_data(struct fusezc_session *zs, int devfd, uint64_t unique, int why)
 {
-	*written = 0;
-	*err = fzc_ring_get(w);
-	if (*err < 0)
-		return WRITE_REFUSED;
-	while (*written < size) {
-		struct fzc_lending l = {
-			.devfd = devfd,
-			.fd = fd,
-			.off = (uint64_t)off + *written,
-			.len = (unsigned int)(size - *written),
-			.unique = unique,
-			.req_off = (uint32_t)*written,
-			.kernel_answers = kernel_answers,
-			.write = true,
-		};
-		bool answered = false;
-		int res;
+	struct fuse_out_header out = {
+		.unique = unique | FUSEZC_UNIQUE_ZC_REPLY,
+	};
+	struct fusezc_write_out wo = { .flags = FUSEZC_ZC_WRITE_SEND_DATA };
+	struct iovec iov[2] = {
+		{ &out, sizeof(out) },
+		{ &wo, sizeof(wo) },
+	};
+	int res;
 
-		*err = fzc_kops->ring_lend(w, &l, &res, &answered);
-		if (*err < 0) {
-			fzc_ring_failed(w, *err);
-			return *written ? WRITE_FAILED : WRITE_REFUSED;
-		}
-		if (res == -EINVAL && l.kernel_answers) {
-			/* a series kernel before IORING_SPLICE_BUF_COMPLETE */
-			atomic_store(&w->zs->kernel_answers, false);
-			kernel_answers = false;
-			continue;
-		}
-		if (res > 0 && (unsigned int)res > l.len)
-			res = -EIO;	/* a kernel bug: trust nothing */
-		if (answered && res > 0) {
-			*written += (size_t)res;
-			return WRITE_ANSWERED;
-		}
-		if (res < 0) {
-			*err = res;
-			if (*written == 0 && write_lend_refused(res))
-				return WRITE_REFUSED;
-			return WRITE_FAILED;
-		}
-		if (res == 0) {
-			*err = -EIO;
-			return WRITE_FAILED;
-		}
-		*written += (size_t)res;
+	out.len = sizeof(out) + sizeof(wo);
+	if (fzc_note_once(zs, FZC_NOTE_RING, why))
+		fzc_log(zs, FUSE_LOG_WARNING,
+			"zero-copy write not lent (%s); the kernel sends it again with its data",
+			strerror(-why));
+	res = fzc_dev_write(devfd, iov, 2);
+	if (res == 0) {
+		fzc_add(&zs->resent_writes, 1);
+		return 0;
 	}
-	return WRITE_DONE;
+	if (res == -ENOENT)
+		return res;
+	if (fzc_note_once(zs, FZC_NOTE_REPLY, res))
+		fzc_log(zs, FUSE_LOG_ERR,
+			"the kernel refused to send a zero-copy write again (%s); the writer gets EIO",
+			strerror(-res));
+	return fzc_reply_error(devfd, unique, -EIO);
 }
 
 /*
  * The kernel would not write the pages to @fd: borrow them into the
  * worker's memfd (a tmpfs file, always a valid target) and write them from
- * there.  Two copies, as a copying server makes.
+ * there.  Two copies, as a copying server makes.  The written count or
+ * -errno; FZC_LEND_UNAVAILABLE or _REFUSED of the memfd's lending in
+ * *@how (the caller has the write sent again).
  */
-static ssize_t write_via_memfd(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
-			       off_t off, size_t size)
+static ssize_t write_via_memfd(struct fusezc_worker *w, const struct fzc_lending *to_fd,
+			       enum fzc_lend_outcome *how)
 {
+	struct fzc_lending l = *to_fd;
 	size_t got;
 	void *buf;
 	ssize_t n;
 	int err;
 
+	*how = FZC_LENT;
 	if (w->memfd < 0) {
 		w->memfd = memfd_create("fuse-zc-write", MFD_CLOEXEC);
-		if (w->memfd < 0)
+		if (w->memfd < 0) {
+			*how = FZC_LEND_UNAVAILABLE;
 			return -errno;
+		}
 	}
-	if (lend_out_all(w, devfd, unique, w->memfd, 0, size, false, &got, &err) != WRITE_DONE)
-		return err < 0 ? err : -EIO;
-	buf = fzc_copybuf(w, size);
+	l.fd = w->memfd;
+	l.off = 0;
+	l.kernel_answers = false;
+	*how = fzc_lend(w, &l, &got, &err);
+	if (*how == FZC_LEND_IO_ERROR)
+		return err;
+	if (*how != FZC_LENT)
+		return err ? err : -EIO;
+	if (got != l.len)
+		return -EIO;	/* a tmpfs file that took less than all */
+	buf = fzc_copybuf(w, l.len);
 	if (buf == NULL)
 		return -ENOMEM;
-	n = fzc_pread_full(w->memfd, buf, size, 0);
-	if (n >= 0 && (size_t)n != size)
+	n = fzc_pread_full(w->memfd, buf, l.len, 0);
+	if (n >= 0 && (size_t)n != l.len)
 		n = -EIO;
 	if (n < 0)
 		return n;
-	return pwrite_full(fd, buf, size, off);
+	return fzc_pwrite_full(to_fd->fd, buf, l.len, (off_t)to_fd->off);
 }
 
 int fzc_answer_write(struct fusezc_worker *w, int devfd, uint64_t unique,
 		     const struct fzc_write_reply *wr)
 {
 	struct fusezc_session *zs = w->zs;
-	enum write_outcome how;
-	struct fzc_read_in ri;
+	struct fzc_lending l = {
+		.devfd = devfd, .fd = wr->fd, .off = (uint64_t)wr->off, .unique = unique,
+		.kernel_answers = atomic_load(&zs->kernel_answers), .write = true,
+	};
+	enum fzc_lend_outcome how;
+	struct fzc_request ri;
 	size_t written;
 	ssize_t n;
 	int err;
 
-	if (!fzc_reads_take(zs, unique, &ri) || !ri.write) {
+	if (!fzc_requests_take(&zs->requests, unique, &ri) || !ri.write) {
 		/* A write that came with its data. */
-		n = pwrite_full(wr->fd, wr->buf, wr->size, wr->off);
+		n = fzc_pwrite_full(wr->fd, wr->buf, wr->size, wr->off);
 		if (n > 0) {
 			fzc_add(&zs->copyw_bytes, (uint64_t)n);
 			fzc_add(&zs->copyw_requests, 1);
@@ -230,30 +191,41 @@ int fzc_answer_write(struct fusezc_worker *w, int devfd, uint64_t unique,
 	 * would come first, and the reaper may be watching it).
 	 */
 	if (w->inflight > 0)
-		fzc_worker_drain(w);
-	how = lend_out_all(w, devfd, unique, wr->fd, wr->off, ri.size,
-			   atomic_load(&zs->kernel_answers), &written, &err);
+		fzc_lendings_drain(w);
+	l.len = ri.size;
+	how = fzc_lend(w, &l, &written, &err);
 	switch (how) {
-	case WRITE_ANSWERED:
+	case FZC_LENT_ANSWERED:
 		fzc_add(&zs->zcw_kernel_answered, 1);
-		/* fall through */
-	case WRITE_DONE:
 		fzc_add(&zs->zcw_bytes, written);
 		fzc_add(&zs->zcw_requests, 1);
-		return how == WRITE_ANSWERED ? 0 : reply_written(devfd, unique, written);
-	case WRITE_FAILED:
+		return 0;
+	case FZC_LENT:
+		/* the file stopped taking bytes: a short count, or EIO for none */
+		fzc_add(&zs->zcw_bytes, written);
+		fzc_add(&zs->zcw_requests, 1);
+		return reply_result(devfd, unique, written ? (ssize_t)written : -EIO);
+	case FZC_LEND_IO_ERROR:
 		/* short: what went is the answer; nothing: the error */
-		if (written)
-			fzc_add(&zs->zcw_bytes, written);
+		fzc_add(&zs->zcw_bytes, written);
 		return reply_result(devfd, unique, written ? (ssize_t)written : err);
-	case WRITE_REFUSED:
+	case FZC_LEND_UNAVAILABLE:
+		/* the bytes already written do not matter: the resent write has all */
+		return reply_send_data(zs, devfd, unique, err);
+	case FZC_LEND_REFUSED:
+		if (written) {
+			fzc_add(&zs->zcw_bytes, written);
+			return reply_written(devfd, unique, written);
+		}
 		break;
 	}
 	if (fzc_note_once(zs, FZC_NOTE_LEND, err))
 		fzc_log(zs, FUSE_LOG_WARNING,
-			"zero-copy write refused by the kernel (%s); writing through a memfd",
-			strerror(-err));
-	n = write_via_memfd(w, devfd, unique, wr->fd, wr->off, ri.size);
+			"zero-copy write refused by the kernel (%s)%s; writing through a memfd",
+			strerror(-err), fzc_lend_hint(err));
+	n = write_via_memfd(w, &l, &how);
+	if (how == FZC_LEND_UNAVAILABLE || how == FZC_LEND_REFUSED)
+		return reply_send_data(zs, devfd, unique, (int)n);
 	if (n > 0) {
 		fzc_add(&zs->memfdw_bytes, (uint64_t)n);
 		fzc_add(&zs->memfdw_requests, 1);
@@ -264,32 +236,34 @@ int fzc_answer_write(struct fusezc_worker *w, int devfd, uint64_t unique,
 size_t fusezc_write_size(fuse_req_t req, size_t size)
 {
 	struct fusezc_worker *w = fzc_tls_worker;
-	struct fzc_read_in ri;
+	struct fzc_request ri;
 
 	(void)req;
 	if (w == NULL || !w->in_valid || w->in.opcode != FUSE_WRITE || size != 0 ||
-	    !fzc_reads_peek(w->zs, w->in.unique, &ri) || !ri.write)
+	    !fzc_requests_peek(&w->zs->requests, w->in.unique, &ri) || !ri.write)
 		return size;
 	return ri.size;
 }
 
-void fusezc_reply_write(fuse_req_t req, int fd, off_t off, const void *buf, size_t size)
+int fusezc_reply_write(fuse_req_t req, int fd, off_t off, const void *buf, size_t size)
 {
 	struct fzc_write_reply wr = { .fd = fd, .off = off, .buf = buf, .size = size };
 	ssize_t n;
+	int res;
 
 	if (fzc_tls_worker == NULL) {
 		/* not on a fusezc worker: the data is what libfuse had */
-		n = pwrite_full(fd, buf, size, off);
+		n = fzc_pwrite_full(fd, buf, size, off);
 		if (n < 0)
-			fuse_reply_err(req, (int)-n);
-		else
-			fuse_reply_write(req, (size_t)n);
-		return;
+			return fuse_reply_err(req, (int)-n);
+		return fuse_reply_write(req, (size_t)n);
 	}
 	fzc_tls_write_reply = &wr;
-	fuse_reply_write(req, size);
+	res = fuse_reply_write(req, size);
 	fzc_tls_write_reply = NULL;
-	if (!wr.answered)	/* libfuse sent nothing: nothing more we can do */
+	if (!wr.answered) {	/* libfuse sent nothing: nothing more we can do */
 		fzc_log(fzc_tls_worker->zs, FUSE_LOG_ERR, "libfuse did not send a write reply");
+		return res ? res : -EIO;
+	}
+	return res;
 }

@@ -3,6 +3,9 @@
  * zc_check FILE SIZE: verify a zc_hellofs file byte for byte: a sequential
  * read in 1 MiB chunks, preads at unaligned offsets, reads crossing and
  * past EOF, 1 MiB preads, and concurrent random preads from four threads.
+ * zc_check --direct=N FILE SIZE: N threads, each with its own O_DIRECT
+ * descriptor, 64 preads of 128 KiB at random aligned offsets each (the
+ * reader's own pages are lent).
  * Exit 0 when every byte matches.
  */
 #include "zc_pattern.h"
@@ -11,6 +14,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,21 +92,31 @@ static int check_sequential(unsigned char *buf)
 	return 0;
 }
 
+#define DIRECT_CHUNK	(128 * 1024)
+static bool direct;	/* --direct: aligned 128 KiB preads with O_DIRECT */
+
+/* 100 random preads (64 aligned ones with --direct) on a descriptor of its own. */
 static void *random_reader(void *arg)
 {
 	unsigned int seed = (unsigned int)(uintptr_t)arg;
-	unsigned char *buf = malloc(256 * 1024);
-	int lfd = open(path, O_RDONLY);
+	uint64_t chunks = (size + DIRECT_CHUNK - 1) / DIRECT_CHUNK;
+	int lfd = open(path, O_RDONLY | (direct ? O_DIRECT : 0));
 	intptr_t res = 0;
+	void *buf = NULL;
 
-	if (buf == NULL || lfd < 0) {
+	if (lfd < 0 || posix_memalign(&buf, 4096, 256 * 1024) != 0) {
+		fprintf(stderr, "zc_check: %s: %s\n", path, strerror(errno));
 		res = -1;
 		goto out;
 	}
-	for (int i = 0; i < 100 && res == 0; i++) {
+	for (int i = 0; i < (direct ? 64 : 100) && res == 0; i++) {
 		uint64_t off = (uint64_t)rand_r(&seed) % (size + 8192);
 		size_t len = (size_t)rand_r(&seed) % (256 * 1024) + 1;
 
+		if (direct) {
+			off = (uint64_t)rand_r(&seed) % chunks * DIRECT_CHUNK;
+			len = DIRECT_CHUNK;
+		}
 		if (check_pread(lfd, off, len, buf) != 0)
 			res = -1;
 	}
@@ -111,6 +125,26 @@ out:
 		close(lfd);
 	free(buf);
 	return (void *)res;
+}
+
+static int check_direct(unsigned int nthreads)
+{
+	pthread_t threads[64];
+	int failed = 0;
+
+	if (nthreads == 0 || nthreads > 64)
+		return -1;
+	for (uintptr_t i = 0; i < nthreads; i++)
+		if (pthread_create(&threads[i], NULL, random_reader,
+				   (void *)(i + 1 + (uintptr_t)getpid())) != 0)
+			return -1;
+	for (unsigned int i = 0; i < nthreads; i++) {
+		void *res;
+
+		pthread_join(threads[i], &res);
+		failed |= res != NULL;
+	}
+	return failed ? -1 : 0;
 }
 
 int main(int argc, char *argv[])
@@ -124,8 +158,14 @@ int main(int argc, char *argv[])
 	struct stat st;
 	int failed = 0;
 
+	unsigned int nthreads_direct = 0;
+
+	if (argc == 4 && sscanf(argv[1], "--direct=%u", &nthreads_direct) == 1) {
+		argv++;
+		argc--;
+	}
 	if (argc != 3 || buf == NULL) {
-		fprintf(stderr, "usage: zc_check FILE SIZE\n");
+		fprintf(stderr, "usage: zc_check [--direct=THREADS] FILE SIZE\n");
 		return 2;
 	}
 	path = argv[1];
@@ -141,6 +181,15 @@ int main(int argc, char *argv[])
 		return 1;
 	}
 
+	if (nthreads_direct) {
+		close(fd);
+		free(buf);
+		direct = true;
+		if (check_direct(nthreads_direct) != 0)
+			return 1;
+		printf("zc_check: %s: O_DIRECT, %u threads: ok\n", path, nthreads_direct);
+		return 0;
+	}
 	failed |= check_sequential(buf);
 	posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)

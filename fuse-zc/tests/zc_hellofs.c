@@ -8,8 +8,12 @@
  *
  *	zc_hellofs [--mode=copy|splice|zerocopy] [--required] [--threads=N]
  *		   [--size=BYTES] [--register-fd] [--passthrough]
- *		   [--defer=worker|thread] [--sync-lending]
+ *		   [--defer=worker|thread] [--sync-lending] [--zerocopy-writes]
  *		   [fuse options] MOUNTPOINT
+ *	zc_hellofs --version	(prints the libfuse it runs with)
+ *
+ * "scratch" (empty at start) is writable: its writes are answered by
+ * fusezc_reply_write(), zero copy with --zerocopy-writes.
  *
  * With --passthrough (needs CAP_SYS_ADMIN and Linux 6.9+) "data" is opened
  * with FOPEN_PASSTHROUGH, so its reads never reach the daemon.
@@ -51,6 +55,7 @@
 
 #define INO_DATA	2
 #define INO_DIRECT	3
+#define INO_SCRATCH	5	/* writable: "scratch" */
 
 struct hello_cfg {
 	char *mode;
@@ -61,6 +66,7 @@ struct hello_cfg {
 	char *size;
 	char *defer;
 	int sync_lending;
+	int zerocopy_writes;
 };
 
 enum defer_mode { DEFER_NONE, DEFER_WORKER, DEFER_THREAD };
@@ -83,6 +89,7 @@ struct deferral {
 
 struct hello {
 	int fd;			/* memfd with the content */
+	int scratch_fd;		/* memfd of "scratch" */
 	off_t size;
 	struct fusezc_session *zs;
 	atomic_uint pt_opens;
@@ -105,10 +112,13 @@ static const struct fuse_opt hello_opts[] = {
 	HELLO_OPT("--size=%s", size),
 	HELLO_OPT("--defer=%s", defer),
 	HELLO_OPT("--sync-lending", sync_lending),
+	HELLO_OPT("--zerocopy-writes", zerocopy_writes),
 	FUSE_OPT_END
 };
 
-static const char *const names[] = { [INO_DATA] = "data", [INO_DIRECT] = "direct" };
+static const char *const names[] = {
+	[INO_DATA] = "data", [INO_DIRECT] = "direct", [INO_SCRATCH] = "scratch",
+};
 
 /* GETATTRs of "block-*" waiting for "release"; threads that served requests. */
 #define INO_BLOCKED	4
@@ -196,6 +206,14 @@ static int hello_stat(fuse_ino_t ino, struct stat *st)
 		st->st_mode = S_IFREG | 0444;
 		st->st_nlink = 1;
 		st->st_size = hello.size;
+	} else if (ino == INO_SCRATCH) {
+		struct stat sst;
+
+		if (fstat(hello.scratch_fd, &sst) != 0)
+			return -1;
+		st->st_mode = S_IFREG | 0666;
+		st->st_nlink = 1;
+		st->st_size = sst.st_size;
 	} else {
 		return -1;
 	}
@@ -222,11 +240,13 @@ static void hello_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		ino = INO_DATA;
 	else if (strcmp(name, names[INO_DIRECT]) == 0)
 		ino = INO_DIRECT;
+	else if (strcmp(name, names[INO_SCRATCH]) == 0)
+		ino = INO_SCRATCH;
 	else
 		return (void)fuse_reply_err(req, ENOENT);
 	memset(&e, 0, sizeof(e));
 	e.ino = ino;
-	e.attr_timeout = 1.0;
+	e.attr_timeout = ino == INO_SCRATCH ? 0 : 1.0;	/* its size changes */
 	e.entry_timeout = 1.0;
 	hello_stat(ino, &e.attr);
 	fuse_reply_entry(req, &e);
@@ -252,7 +272,34 @@ static void hello_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	}
 	if (hello_stat(ino, &st) != 0)
 		return (void)fuse_reply_err(req, ENOENT);
-	fuse_reply_attr(req, &st, 1.0);
+	fuse_reply_attr(req, &st, ino == INO_SCRATCH ? 0 : 1.0);
+}
+
+/* "scratch" only: a truncate (O_TRUNC comes as a SETATTR of the size). */
+static void hello_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+			  struct fuse_file_info *fi)
+{
+	struct stat st;
+
+	(void)fi;
+	if (ino != INO_SCRATCH)
+		return (void)fuse_reply_err(req, EPERM);
+	if ((to_set & FUSE_SET_ATTR_SIZE) && ftruncate(hello.scratch_fd, attr->st_size) != 0)
+		return (void)fuse_reply_err(req, errno);
+	if (hello_stat(ino, &st) != 0)
+		return (void)fuse_reply_err(req, EIO);
+	fuse_reply_attr(req, &st, 0);
+}
+
+/* "scratch": every write through fuse-zc (zero copy with --zerocopy-writes). */
+static void hello_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
+			off_t off, struct fuse_file_info *fi)
+{
+	(void)fi;
+	note_thread();
+	if (ino != INO_SCRATCH)
+		return (void)fuse_reply_err(req, EBADF);
+	fusezc_reply_write(req, hello.scratch_fd, off, buf, size);
 }
 
 static void hello_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -303,6 +350,8 @@ static int backing_id(void)
 
 static void hello_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	if (ino == INO_SCRATCH)
+		return (void)fuse_reply_open(req, fi);
 	if (ino != INO_DATA && ino != INO_DIRECT)
 		return (void)fuse_reply_err(req, EISDIR);
 	if ((fi->flags & O_ACCMODE) != O_RDONLY)
@@ -379,6 +428,8 @@ static void hello_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
 	(void)fi;
 	note_thread();
+	if (ino == INO_SCRATCH)
+		return (void)fusezc_reply_read(req, hello.scratch_fd, off, size);
 	if (dfr.mode == DEFER_NONE || ino != INO_DIRECT) {
 		fusezc_reply_read(req, hello.fd, off, size);
 		return;
@@ -419,6 +470,8 @@ static const struct fuse_lowlevel_ops hello_ops = {
 	.readdir = hello_readdir,
 	.open = hello_open,
 	.read = hello_read,
+	.setattr = hello_setattr,
+	.write = hello_write,
 };
 
 static int make_content(off_t size)
@@ -443,6 +496,7 @@ static int make_content(off_t size)
 
 static void print_stats(const char *mode)
 {
+	struct fusezc_write_stats ws;
 	struct fusezc_stats st;
 
 	fusezc_get_stats(hello.zs, &st);
@@ -465,6 +519,13 @@ static void print_stats(const char *mode)
 		fusezc_zerocopy_status(hello.zs));
 	fprintf(stderr, "zc_hellofs: passthrough active=%d opens=%u\n",
 		fusezc_passthrough_active(hello.zs), atomic_load(&hello.pt_opens));
+	fusezc_get_write_stats(hello.zs, &ws);
+	fprintf(stderr, "zc_hellofs: write stats zcw_active=%d zcw_requests=%llu"
+		" zcw_bytes=%llu memfd_requests=%llu copyw_requests=%llu copyw_bytes=%llu"
+		" unanswered_zc=%llu\n", fusezc_zerocopy_writes_active(hello.zs),
+		(unsigned long long)ws.zc_requests, (unsigned long long)ws.zc_bytes,
+		(unsigned long long)ws.memfd_requests, (unsigned long long)ws.copy_requests,
+		(unsigned long long)ws.copy_bytes, (unsigned long long)ws.unanswered_zc);
 }
 
 int main(int argc, char *argv[])
@@ -481,10 +542,16 @@ int main(int argc, char *argv[])
 		return 1;
 	if (fuse_parse_cmdline(&args, &opts) != 0)
 		return 1;
+	if (opts.show_version) {
+		printf("zc_hellofs: libfuse %s\n", fuse_pkgversion());
+		ret = 0;
+		goto err_out1;
+	}
 	if (opts.show_help || opts.mountpoint == NULL) {
 		fprintf(stderr, "usage: %s [--mode=copy|splice|zerocopy] [--required] "
 			"[--threads=N] [--size=BYTES] [--register-fd] [--passthrough] "
-			"[--defer=worker|thread] [--sync-lending] MOUNTPOINT\n", argv[0]);
+			"[--defer=worker|thread] [--sync-lending] [--zerocopy-writes] MOUNTPOINT\n",
+			argv[0]);
 		goto err_out1;
 	}
 	if (cfg.mode == NULL || strcmp(cfg.mode, "copy") == 0)
@@ -501,6 +568,7 @@ int main(int argc, char *argv[])
 	zopts.register_fuse_fd = cfg.register_fd;
 	zopts.passthrough = cfg.passthrough;
 	zopts.sync_lending = cfg.sync_lending;
+	zopts.zerocopy_writes = cfg.zerocopy_writes;
 	/* --threads=N, else libfuse's -o max_threads (default 10). */
 	zopts.max_threads = cfg.threads ? cfg.threads : opts.max_threads;
 	zopts.max_idle_threads = opts.max_idle_threads;
@@ -525,7 +593,8 @@ int main(int argc, char *argv[])
 		}
 	}
 	hello.fd = make_content(hello.size);
-	if (hello.fd < 0) {
+	hello.scratch_fd = make_content(0);
+	if (hello.fd < 0 || hello.scratch_fd < 0) {
 		perror("zc_hellofs: content");
 		goto err_out1;
 	}
@@ -573,6 +642,7 @@ err_out3:
 	fuse_session_destroy(se);
 err_out2:
 	close(hello.fd);
+	close(hello.scratch_fd);
 err_out1:
 	free(opts.mountpoint);
 	fuse_opt_free_args(&args);

@@ -4,18 +4,28 @@
  * IORING_OP_READ_SPLICE_BUF SQE encoding, the ABI struct layouts and the
  * argument checks of the public API.
  */
-#include "fuse_zc_int.h"
+#include "core.h"
+#include "hooks.h"
+#include "read.h"
+#include "reaper.h"
+#include "ring.h"
+#include "table.h"
+#include "worker.h"
+#include "write.h"
 
 #include "zc_pattern.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stddef.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,9 +133,11 @@ static struct fusezc_session *mk_session(enum fusezc_read_mode mode, bool requir
 
 	fzc_sessions_del(&zs);
 	fzc_reaper_stop(&zs);
-	fzc_reads_free(&zs);
+	if (zs.requests.cap)
+		fzc_requests_destroy(&zs.requests);
 	free(worker.copybuf);
 	memset(&zs, 0, sizeof(zs));
+	fzc_requests_init(&zs.requests);
 	zs.se = test_se;
 	zs.opts.read_mode = mode;
 	zs.opts.zerocopy_required = required;
@@ -133,8 +145,11 @@ static struct fusezc_session *mk_session(enum fusezc_read_mode mode, bool requir
 	atomic_init(&zs.zc_status, "unset");
 	if (worker.memfd > 0)
 		close(worker.memfd);
+	if (worker.zs != NULL && worker.devref >= 0)
+		close(worker.devref);
 	memset(&worker, 0, sizeof(worker));
 	worker.memfd = -1;
+	worker.devref = -1;
 	worker.zs = &zs;
 	worker.devfd = pfd[0];	/* the file its read hook reads */
 	fzc_tls_worker = &worker;
@@ -365,27 +380,38 @@ static int nlendings;
 static int lend_results[MAX_LENDINGS];	/* scripted CQE res; 0 = all of it */
 static int lend_placed[MAX_LENDINGS];	/* the res each lending got */
 static bool lend_answers[MAX_LENDINGS];	/* scripted: the kernel answers the read */
-static bool kernel_before_answers;	/* a series kernel without IORING_SPLICE_BUF_COMPLETE */
 #define CQE_ZERO	INT_MIN		/* script a CQE res of 0 (end of file) */
 static int ring_setup_errors;		/* fail this many ring setups */
 static int ring_setups, ring_exits;
 static int zc_write_errno;		/* refuse zero-copy replies with this */
 
+static int ring_probe_error;		/* io_uring cannot be set up at all */
+static int ring_lend_errors;		/* fail the ring itself on this many lendings */
+
+static int fake_ring_probe(void)
+{
+	return ring_probe_error;
+}
+
+/* Each fake ring has a file of its own for the reaper's epoll, an eventfd
+ * in ring.ring_fd (the real ring's field, unused by the fake). */
 static int fake_ring_setup(struct fusezc_worker *w)
 {
-	(void)w;
 	ring_setups++;
 	if (ring_setup_errors > 0) {
 		ring_setup_errors--;
 		return -ENOMEM;
 	}
-	return 0;
+	w->ring.ring_fd = eventfd(0, EFD_CLOEXEC);
+	return w->ring.ring_fd < 0 ? -errno : 0;
 }
 
 static void fake_ring_exit(struct fusezc_worker *w)
 {
-	(void)w;
 	ring_exits++;
+	if (w->ring.ring_fd > 0)
+		close(w->ring.ring_fd);
+	w->ring.ring_fd = -1;
 }
 
 /* The scripted CQE of lending @i (lendings[i]); its res is also lend_placed[i]. */
@@ -394,16 +420,11 @@ static void scripted_cqe(int i, int *res, bool *answered)
 	const struct fzc_lending *l = &lendings[i];
 
 	*answered = l->kernel_answers && lend_answers[i];
-	if (l->kernel_answers && kernel_before_answers) {
-		*answered = false;
-		*res = -EINVAL;
-	} else {
-		*res = lend_results[i] ? lend_results[i] : (int)l->len;
-		if (*res == CQE_ZERO)
-			*res = 0;
-		if (*res > (int)l->len)
-			*res = (int)l->len;
-	}
+	*res = lend_results[i] ? lend_results[i] : (int)l->len;
+	if (*res == CQE_ZERO)
+		*res = 0;
+	if (*res > (int)l->len)
+		*res = (int)l->len;
 	lend_placed[i] = *res;
 }
 
@@ -425,6 +446,10 @@ static int fake_ring_lend(struct fusezc_worker *w, const struct fzc_lending *l, 
 {
 	if (w->inflight > 0)
 		sync_lend_while_inflight++;
+	if (ring_lend_errors > 0) {
+		ring_lend_errors--;
+		return -EBADF;	/* the ring itself failed: no CQE */
+	}
 	if (nlendings >= MAX_LENDINGS)
 		return -EIO;
 	lendings[nlendings] = *l;
@@ -469,12 +494,23 @@ static int fake_ring_submit_lend(struct fusezc_worker *w, const struct fzc_lendi
 	return 0;
 }
 
+/* Slots a test fills itself: fd says whether their CQE is there. */
+#define INJECTED_CQE		(-2)
+#define INJECTED_NO_CQE_YET	(-3)
+
 static int fake_ring_next_cqe(struct fusezc_worker *w, bool wait, uint64_t *user_data,
 			      int *res, bool *answered)
 {
 	int i = cqes_posted;
 
-	(void)w;
+	if (w->lends[0].busy && w->lends[0].fd == INJECTED_CQE) {
+		*user_data = 1;		/* a lending a test put in a slot */
+		*res = -EOPNOTSUPP;
+		*answered = false;
+		return 1;
+	}
+	if (w->lends[0].busy && w->lends[0].fd == INJECTED_NO_CQE_YET)
+		return 0;
 	if (i >= nlendings || (!wait && i >= cqes_released))
 		return 0;
 	scripted_cqe(i, res, answered);
@@ -483,18 +519,14 @@ static int fake_ring_next_cqe(struct fusezc_worker *w, bool wait, uint64_t *user
 	return 1;
 }
 
-/* Watched by the library's reaper, but never readable: the tests reap. */
+/* Watched by the library's reaper, readable when a test writes to it. */
 static int fake_ring_poll_fd(struct fusezc_worker *w)
 {
-	static int fd = -1;
-
-	(void)w;
-	if (fd < 0)
-		fd = eventfd(0, EFD_CLOEXEC);
-	return fd;
+	return w->ring.ring_fd;
 }
 
 static const struct fzc_kernel_ops fake_kops = {
+	.ring_probe = fake_ring_probe,
 	.ring_setup = fake_ring_setup,
 	.ring_exit = fake_ring_exit,
 	.ring_lend = fake_ring_lend,
@@ -597,6 +629,8 @@ static void process_read(uint64_t unique, off_t off, uint32_t size)
 static bool want_zc_writes;
 
 /* A zero-copy session of proc_se after a real INIT through libfuse. */
+static bool pipe_empty(void);
+
 static struct fusezc_session *zc_session(void)
 {
 	struct fuse_init_in ii = {
@@ -608,6 +642,9 @@ static struct fusezc_session *zc_session(void)
 	struct fusezc_session *zs;
 	unsigned char out[512];
 
+	/* what a failed test left unread must not fail the next one */
+	while (!pipe_empty() && read(pfd[0], out, sizeof(out)) > 0)
+		;
 	/* libfuse takes one INIT a session: a new session each time. */
 	if (proc_se != NULL)
 		fuse_session_destroy(proc_se);
@@ -621,6 +658,7 @@ static struct fusezc_session *zc_session(void)
 	CHECK(proc_se != NULL);
 	zs = mk_session(FUSEZC_READ_ZEROCOPY, false, false);
 	zs->opts.zerocopy_writes = want_zc_writes;
+	zs->opts.server_replies = true;	/* async_session(): the kernel answers */
 	zs->se = proc_se;
 	zs->fuse_fd = dup(pfd[1]);
 	CHECK(fuse_session_custom_io(proc_se, &unit_io, zs->fuse_fd) == 0);
@@ -631,9 +669,9 @@ static struct fusezc_session *zc_session(void)
 	nlendings = 0;
 	memset(lend_results, 0, sizeof(lend_results));
 	memset(lend_answers, 0, sizeof(lend_answers));
-	kernel_before_answers = false;
 	cqes_posted = cqes_released = 0;
 	ring_setup_errors = ring_setups = ring_exits = 0;
+	ring_probe_error = ring_lend_errors = 0;
 	zc_write_errno = 0;
 	plan = PLAN_NOW;
 	return zs;
@@ -749,6 +787,28 @@ static bool holds_pattern(int fd, off_t off, size_t len)
 	return memcmp(got, want, len) == 0;
 }
 
+/* A session with zero-copy writes to write_target_fd, a fresh memfd. */
+static struct fusezc_session *async_session(void);
+
+static struct fusezc_session *zcw_session(bool async)
+{
+	struct fusezc_session *zs;
+
+	write_target_fd = memfd_create("zc_unit_write_target", MFD_CLOEXEC);
+	CHECK(write_target_fd >= 0);
+	want_zc_writes = true;
+	zs = async ? async_session() : zc_session();
+	want_zc_writes = false;
+	CHECK(fusezc_zerocopy_writes_active(zs));
+	return zs;
+}
+
+static void zcw_session_end(void)
+{
+	close(write_target_fd);
+	write_target_fd = -1;
+}
+
 /*
  * Zero-copy writes: a FUSE_WRITE without its data is written by lending
  * (to the handler's fd, or through a memfd when that is refused), answered
@@ -761,12 +821,7 @@ static void test_zc_writes(void)
 	struct fusezc_session *zs;
 	struct reply r;
 
-	write_target_fd = memfd_create("zc_unit_write_target", MFD_CLOEXEC);
-	CHECK(write_target_fd >= 0);
-	want_zc_writes = true;
-	zs = zc_session();
-	want_zc_writes = false;
-	CHECK(fusezc_zerocopy_writes_active(zs));
+	zs = zcw_session(false);
 	atomic_store(&zs->kernel_answers, false);
 
 	/* the handler sees size 0 from libfuse (never bytes the kernel did not
@@ -807,10 +862,11 @@ static void test_zc_writes(void)
 	next_reply(&r);
 	CHECK(r.hdr.unique == 306 && r.hdr.error == -ENOSPC);
 
-	/* refused for this file (EXDEV): borrowed into a memfd, then written */
+	/* refused for this write (EINVAL: O_DIRECT alignment): borrowed into
+	 * a memfd, then written */
 	nlendings = 0;
 	memset(lend_results, 0, sizeof(lend_results));
-	lend_results[0] = -EXDEV;
+	lend_results[0] = -EINVAL;
 	process_write(308, 40960, 5000, true);
 	next_reply(&r);
 	CHECK(wrote(&r, 308, 5000));
@@ -848,9 +904,8 @@ static void test_zc_writes(void)
 	CHECK(ws.zc_bytes == 8192 + 3000 + 1000 + 4096);
 	CHECK(ws.memfd_requests == 1 && ws.memfd_bytes == 5000);
 	CHECK(ws.copy_requests == 1 && ws.copy_bytes == 200 && ws.unanswered_zc == 1);
-	CHECK(zs->reads.used == 0 && pipe_empty());
-	close(write_target_fd);
-	write_target_fd = -1;
+	CHECK(zs->requests.used == 0 && pipe_empty());
+	zcw_session_end();
 }
 
 /*
@@ -859,18 +914,12 @@ static void test_zc_writes(void)
  * CQEs are answered first).  Before the fix the worker waited for a CQE
  * the reaper took, and fsstress hung in the VM.
  */
-static struct fusezc_session *async_session(void);
-
 static void test_zc_write_after_async_reads(void)
 {
 	struct fusezc_session *zs;
 	struct reply r;
 
-	write_target_fd = memfd_create("zc_unit_write_target", MFD_CLOEXEC);
-	CHECK(write_target_fd >= 0);
-	want_zc_writes = true;
-	zs = async_session();
-	want_zc_writes = false;
+	zs = zcw_session(true);
 	sync_lend_while_inflight = 0;
 	lend_answers[0] = lend_answers[1] = true;
 	process_read(40, 0, 8192);
@@ -886,9 +935,524 @@ static void test_zc_write_after_async_reads(void)
 	next_reply(&r);
 	CHECK(wrote(&r, 42, 4096));
 	CHECK(holds_pattern(write_target_fd, 4096, 4096));
-	CHECK(pipe_empty() && zs->reads.used == 0);
-	close(write_target_fd);
-	write_target_fd = -1;
+	CHECK(pipe_empty() && zs->requests.used == 0);
+	zcw_session_end();
+}
+
+/*
+ * Item 4: a worker cancelled (libfuse's loop ending) inside the read hook,
+ * while it answers a lending's CQE: the fallback's pread()/writev() are
+ * cancellation points.  Before the fix the thread unwound holding its
+ * lend_lock and deadlocked in its own destructor, which drains its
+ * lendings under that lock: the daemon never exited.
+ */
+static struct {
+	sem_t ready, go, in_done;
+	int release[2];		/* blocking_done waits until this is written */
+	int dev[2];		/* the cancelled worker's /dev/fuse */
+	struct fusezc_worker *worker;	/* its state */
+} cancel_test;
+
+/* A fallback reply that blocks in a cancellation point (a slow pread). */
+static void blocking_done(struct fusezc_worker *w, struct fusezc_worker *cw,
+			  const struct fzc_inflight *p, int res, bool answered)
+{
+	char c;
+
+	(void)w, (void)cw, (void)p, (void)res, (void)answered;
+	sem_post(&cancel_test.in_done);
+	if (read(cancel_test.release[0], &c, 1) != 1)
+		fprintf(stderr, "cancel_in_hook: release pipe: %s\n", strerror(errno));
+}
+
+static void *cancelled_worker(void *arg)
+{
+	unsigned char buf[256];
+
+	(void)arg;
+	/* libfuse's receive: cancellable inside the read hook only */
+	pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+	fzc_io_read(cancel_test.dev[0], buf, sizeof(buf), NULL);	/* its first request */
+	cancel_test.worker = fzc_tls_worker;
+	sem_post(&cancel_test.ready);
+	sem_wait(&cancel_test.go);
+	fzc_io_read(cancel_test.dev[0], buf, sizeof(buf), NULL);	/* never returns */
+	return NULL;
+}
+
+static void test_cancel_in_hook(void)
+{
+	static struct fusezc_session zs;
+	struct fuse_in_header in = { .len = sizeof(in), .opcode = FUSE_GETATTR, .unique = 2 };
+	struct fusezc_worker *w;
+	struct timespec deadline;
+	pthread_t t;
+	int joined;
+
+	CHECK(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, cancel_test.dev) == 0);
+	CHECK(pipe2(cancel_test.release, O_CLOEXEC) == 0);
+	sem_init(&cancel_test.ready, 0, 0);
+	sem_init(&cancel_test.go, 0, 0);
+	sem_init(&cancel_test.in_done, 0, 0);
+	memset(&zs, 0, sizeof(zs));
+	fzc_requests_init(&zs.requests);
+	pthread_mutex_init(&zs.reaper_lock, NULL);
+	zs.se = test_se;
+	zs.fuse_fd = cancel_test.dev[0];
+	zs.reaper_epfd = zs.reaper_stopfd = -1;
+	atomic_init(&zs.init_seen, true);
+	CHECK(fzc_workers_init() == 0);
+	fzc_sessions_add(&zs);
+
+	CHECK(write(cancel_test.dev[1], &in, sizeof(in)) == sizeof(in));
+	CHECK(pthread_create(&t, NULL, cancelled_worker, NULL) == 0);
+	sem_wait(&cancel_test.ready);
+	/* a lending in flight on its ring, whose CQE needs a fallback reply */
+	w = cancel_test.worker;
+	CHECK(w != NULL);
+	if (w == NULL)
+		return;
+	pthread_mutex_lock(&w->lend_lock);
+	w->ring_ready = true;
+	w->ring.ring_fd = -1;
+	w->lends[0] = (struct fzc_inflight){
+		.done = blocking_done, .busy = true, .fd = INJECTED_CQE,
+	};
+	w->inflight = 1;
+	pthread_mutex_unlock(&w->lend_lock);
+	sem_post(&cancel_test.go);
+	sem_wait(&cancel_test.in_done);
+	pthread_cancel(t);
+	usleep(100 * 1000);
+	CHECK(write(cancel_test.release[1], "x", 1) == 1);	/* the slow pread ends */
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += 10;
+	joined = pthread_timedjoin_np(t, NULL, &deadline);
+	if (joined != 0)
+		fprintf(stderr, "cancel_in_hook: the cancelled worker did not end within 10 s "
+			"(its destructor waits for the lend_lock it holds)\n");
+	CHECK(joined == 0);
+	fzc_sessions_del(&zs);
+	if (joined != 0)
+		return;		/* leave the stuck thread's state alone */
+	fzc_workers_free_retired(&zs);
+	fzc_requests_destroy(&zs.requests);
+	close(cancel_test.dev[0]);
+	close(cancel_test.dev[1]);
+	close(cancel_test.release[0]);
+	close(cancel_test.release[1]);
+}
+
+/*
+ * Item 2: once zero-copy writes are negotiated, a write's data reaches the
+ * server only by lending.  So INIT accepts them only when this process can
+ * set up an io_uring (io_uring_disabled=2 refuses every ring); before the
+ * fix INIT accepted them and every write failed with EIO.
+ */
+static void test_zc_writes_need_a_ring(void)
+{
+	const uint32_t zcw2 = (uint32_t)(FUSEZC_INIT_ZC_WRITE >> 32);
+	const uint32_t zc2 = (uint32_t)(FUSEZC_INIT_ZC_READ >> 32);
+	struct fuse_out_header hdr;
+	struct fuse_init_out io;
+	struct fusezc_session *zs;
+
+	zs = mk_session(FUSEZC_READ_ZEROCOPY, false, false);
+	zs->opts.zerocopy_writes = true;
+	ring_probe_error = -EPERM;
+	do_init(zs, FUSEZC_INIT_ZC_READ | FUSEZC_INIT_ZC_WRITE, 0, &hdr, &io);
+	ring_probe_error = 0;
+	CHECK(hdr.error == 0 && !(io.flags2 & (zcw2 | zc2)));
+	CHECK(!fusezc_zerocopy_writes_active(zs) && !fusezc_zerocopy_active(zs));
+	CHECK(strstr(fusezc_zerocopy_status(zs), "io_uring") != NULL);
+
+	/* required: refused as when the kernel does not offer it */
+	zs = mk_session(FUSEZC_READ_ZEROCOPY, true, false);
+	ring_probe_error = -EPERM;
+	do_init(zs, FUSEZC_INIT_ZC_READ, 0, &hdr, &io);
+	ring_probe_error = 0;
+	CHECK(hdr.error == -EPROTO && zs->init_error == -EOPNOTSUPP);
+	fuse_session_reset(test_se);
+}
+
+/* The reply asking the kernel to send WRITE @unique again with its data. */
+static bool asks_resend(const struct reply *r, uint64_t unique)
+{
+	struct fusezc_write_out wo;
+
+	if (r->hdr.unique != (unique | FUSEZC_UNIQUE_ZC_REPLY) || r->hdr.error != 0 ||
+	    r->data_len != sizeof(wo))
+		return false;
+	memcpy(&wo, r->data, sizeof(wo));
+	return wo.flags == FUSEZC_ZC_WRITE_SEND_DATA && wo.padding == 0;
+}
+
+/*
+ * Item 2: a zero-copy write the worker cannot lend loses nothing.  A
+ * transient CQE error (EAGAIN, EINTR, ENOMEM) is retried; a worker without
+ * a ring (it failed, or is backing off) asks the kernel to send the write
+ * again with its data, and that delivery is written as it came.  Before
+ * the fix the writer got the transient error, or ENOMEM/EIO, and the data
+ * was lost (silently so with the write-back cache).
+ */
+static void test_zc_write_no_loss(void)
+{
+	static const int transient[] = { EAGAIN, EINTR, ENOMEM };
+	struct fusezc_session *zs;
+	struct reply r;
+
+	zs = zcw_session(false);
+
+	for (size_t i = 0; i < sizeof(transient) / sizeof(transient[0]); i++) {
+		nlendings = 0;
+		memset(lend_results, 0, sizeof(lend_results));
+		lend_results[0] = -transient[i];
+		process_write(400 + 2 * i, 8192 * (off_t)i, 4096, true);
+		next_reply(&r);
+		if (!wrote(&r, 400 + 2 * i, 4096))
+			fprintf(stderr, "zc_write_no_loss: %s: reply error %d\n",
+				strerror(transient[i]), r.hdr.error);
+		CHECK(wrote(&r, 400 + 2 * i, 4096) && nlendings == 2);
+		CHECK(holds_pattern(write_target_fd, 8192 * (off_t)i, 4096));
+	}
+
+	/* no ring (setup failed, then the back-off): sent again with its data */
+	for (int how = 0; how < 2; how++) {
+		uint64_t unique = 420 + 2 * (uint64_t)how;
+		off_t off = 65536 + 8192 * how;
+
+		nlendings = 0;
+		memset(lend_results, 0, sizeof(lend_results));
+		if (how == 0) {
+			fzc_ring_failed(&worker, -ENOMEM);	/* backing off */
+		} else {
+			worker.ring_retry_at = 0;
+			ring_lend_errors = 2;	/* the ring fails under the lending */
+		}
+		process_write(unique, off, 4096, true);
+		next_reply(&r);
+		if (!asks_resend(&r, unique))
+			fprintf(stderr, "zc_write_no_loss: no ring (%d): reply unique %#llx error %d\n",
+				how, (unsigned long long)r.hdr.unique, r.hdr.error);
+		CHECK(asks_resend(&r, unique));
+		/* the kernel sends it again, with its data */
+		process_write(unique, off, 200, false);
+		next_reply(&r);
+		CHECK(wrote(&r, unique, 200) && holds_pattern(write_target_fd, off, 200));
+	}
+	CHECK(zs->requests.used == 0 && pipe_empty());
+	zcw_session_end();
+}
+
+/* A transient error of a read's lending is retried, not copied. */
+static void test_read_transient(void)
+{
+	struct fusezc_stats st;
+	struct reply r;
+
+	zc_session();
+	lend_results[0] = -EAGAIN;
+	process_read(60, 0, 4096);
+	next_reply(&r);
+	CHECK(answers(&r, 60, 0, 4096) && (r.hdr.unique & FUSEZC_UNIQUE_ZC_REPLY));
+	fusezc_get_stats(worker.zs, &st);
+	CHECK(st.fallbacks == 0 && nlendings == 2);
+}
+
+/*
+ * Item 1: with clone_fd, libfuse's retiring worker (max_idle_threads)
+ * closes its clone before the library's thread destructor runs.  A
+ * lending in flight must still be answered on that clone, and never
+ * through the fd number, which a backing file's open() may take next.
+ * Before the fix the fallback reply went into the regular file that took
+ * the number (on the patched kernel the clone's close aborted every lent
+ * read: ECONNABORTED).
+ */
+static void test_clone_closed_under_lending(void)
+{
+	struct fusezc_session *zs = async_session();
+	struct fuse_in_header in = { .len = sizeof(in), .opcode = FUSE_GETATTR, .unique = 502 };
+	struct fzc_read_reply rr = { .fd = content_fd, .off = 4096, .size = 4096 };
+	struct fuse_out_header hdr = { .len = sizeof(hdr), .unique = 500 };
+	struct iovec iov = { &hdr, sizeof(hdr) };
+	struct timeval tv = { .tv_sec = 5 };
+	unsigned char buf[256];
+	int clone[2], clone_fd, reg;
+	struct stat st;
+	struct reply r;
+	ssize_t n;
+
+	plan = PLAN_DEFER;
+	process_read(500, 4096, 4096);		/* kept for a reply on the clone */
+	CHECK(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, clone) == 0);
+	CHECK(setsockopt(clone[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0);
+	clone_fd = clone[0];
+	CHECK(fzc_claim_clone_fds(zs, true) == 0);
+	/* the worker reads its next request from its clone ... */
+	CHECK(write(clone[1], &in, sizeof(in)) == sizeof(in));
+	CHECK(fzc_io_read(clone_fd, buf, sizeof(buf), NULL) == sizeof(in));
+	CHECK(worker.devfd == clone_fd);
+	/* ... and answers READ 500 there: lent asynchronously */
+	lend_results[0] = -EPERM;		/* its CQE: a refusal, answered by copy */
+	fzc_tls_read_reply = &rr;
+	CHECK(fzc_io_writev(clone_fd, &iov, 1, NULL) == sizeof(hdr));
+	fzc_tls_read_reply = NULL;
+	CHECK(worker.inflight == 1);
+	/* io-wq may issue the SQE after the clone closed: it names the
+	 * library's own descriptor too */
+	CHECK(nlendings == 1 && lendings[0].devfd == worker.devref && worker.devref >= 0);
+	/* libfuse's retiring worker closes the clone; a backing file's open()
+	 * takes the number */
+	close(clone_fd);
+	reg = memfd_create("zc_unit_backing", MFD_CLOEXEC);
+	CHECK(reg >= 0 && dup2(reg, clone_fd) == clone_fd);
+	if (reg != clone_fd)
+		close(reg);
+	fzc_lendings_drain(&worker);		/* the thread destructor's drain */
+	CHECK(fstat(clone_fd, &st) == 0);
+	if (st.st_size != 0)
+		fprintf(stderr, "clone_closed: the fallback reply went into the file that took "
+			"the clone's number (%lld bytes)\n", (long long)st.st_size);
+	CHECK(st.st_size == 0);
+	n = read(clone[1], buf, sizeof(buf));
+	CHECK(n > 0);	/* the copy reply reached the clone's file */
+	memcpy(&r.hdr, buf, sizeof(r.hdr));
+	CHECK(n > 0 && r.hdr.unique == 500 && r.hdr.error == 0 &&
+	      r.hdr.len == sizeof(r.hdr) + 4096);
+	close(clone_fd);
+	close(clone[1]);
+	fzc_claim_clone_fds(zs, false);
+	fuse_reply_err(deferred.req, EIO);	/* free libfuse's request */
+	next_reply(&r);
+	worker.devfd = pfd[0];
+}
+
+/*
+ * Item 11: the real ring's completion queue holds every lending a worker
+ * may have in flight (FZC_INFLIGHT_MAX), whatever ring_entries says: the
+ * default 8 gave a CQ of 16 for 32 lendings.  Needs io_uring on the host.
+ */
+static void test_ring_cq_size(void)
+{
+	struct fusezc_session zs = { .opts = { .ring_entries = FZC_DEFAULT_RING } };
+	struct fusezc_worker w = { .zs = &zs, .devfd = -1, .devref = -1, .memfd = -1 };
+	int res = fzc_real_kops.ring_setup(&w);
+
+	if (res < 0) {
+		printf("ring_cq_size: no io_uring here (%s): not checked\n", strerror(-res));
+		return;
+	}
+	if (*w.ring.cq.kring_entries < FZC_INFLIGHT_MAX)
+		fprintf(stderr, "ring_cq_size: CQ of %u entries for %d lendings in flight\n",
+			*w.ring.cq.kring_entries, FZC_INFLIGHT_MAX);
+	CHECK(*w.ring.cq.kring_entries >= FZC_INFLIGHT_MAX);
+	fzc_real_kops.ring_exit(&w);
+}
+
+/*
+ * Item 11: a worker whose ring failed gets a new ring, and the reaper
+ * watches that one.  Before the fix its "watched" flag outlived the old
+ * ring: EPOLL_CTL_MOD of the new ring's fd failed (ENOENT), and from then
+ * on the worker waited for its own lendings before each request.
+ */
+static void test_ring_failed_rewatch(void)
+{
+	/* FORGETs (no reply, no drain) make the worker wait for requests */
+	static const struct fuse_forget_in forget = { .nlookup = 1 };
+	struct fusezc_session *zs = async_session();
+	struct reply r;
+
+	lend_answers[0] = lend_answers[1] = true;	/* the kernel answers 70, 78 */
+	process_read(70, 0, 4096);			/* lent asynchronously */
+	process(FUSE_FORGET, 72, &forget, sizeof(forget));	/* watched */
+	CHECK(worker.inflight == 1 && worker.watched);
+	cqes_released = 1;
+	process(FUSE_FORGET, 74, &forget, sizeof(forget));	/* reaped */
+	CHECK(worker.inflight == 0);
+	/* the ring fails under a synchronous lending, and is made again */
+	zs->opts.sync_lending = true;
+	ring_lend_errors = 1;
+	process_read(76, 4096, 4096);
+	next_reply(&r);
+	CHECK(answers(&r, 76, 4096, 4096) && r.hdr.unique == 76);	/* a copy */
+	zs->opts.sync_lending = false;
+	CHECK(!worker.ring_ready);
+	worker.ring_retry_at = 0;
+	process_read(78, 0, 4096);			/* a new ring */
+	process(FUSE_FORGET, 80, &forget, sizeof(forget));
+	if (worker.inflight != 1)
+		fprintf(stderr, "ring_failed_rewatch: the worker waited for its lending "
+			"(the reaper did not watch its new ring)\n");
+	CHECK(worker.inflight == 1 && worker.watched && ring_setups == 2);
+	fzc_lendings_drain(&worker);
+}
+
+/*
+ * Item 11: a refusal that is the file's for good (EXDEV: a backing file on
+ * FUSE or a stacked file system) is remembered for that file, so its next
+ * reads are copied without a lending; another file, or another file that
+ * took the same fd number, is lent again.  Before the fix every read of
+ * such a file paid a refused lending first.
+ */
+static void test_refused_file(void)
+{
+	static unsigned char data[1 << 16];
+	int saved = content_fd, other;
+	struct reply r;
+
+	zc_session();
+	lend_results[0] = -EXDEV;
+	process_read(90, 0, 4096);
+	next_reply(&r);
+	CHECK(answers(&r, 90, 0, 4096) && r.hdr.unique == 90 && nlendings == 1);
+	process_read(92, 4096, 4096);
+	next_reply(&r);
+	CHECK(answers(&r, 92, 4096, 4096) && r.hdr.unique == 92);
+	if (nlendings != 1)
+		fprintf(stderr, "refused_file: the refused file was lent again (%d lendings)\n",
+			nlendings);
+	CHECK(nlendings == 1);
+
+	/* another file with the same bytes: lent */
+	other = memfd_create("zc_unit_other", MFD_CLOEXEC);
+	zc_pattern_fill(data, 0, sizeof(data));
+	CHECK(other >= 0 && pwrite(other, data, sizeof(data), 0) == (ssize_t)sizeof(data));
+	content_fd = other;
+	process_read(94, 0, 4096);
+	next_reply(&r);
+	CHECK(answers(&r, 94, 0, 4096) && (r.hdr.unique & FUSEZC_UNIQUE_ZC_REPLY) && nlendings == 2);
+	/* the refused file's number taken by another file: lent */
+	CHECK(dup2(other, saved) == saved);
+	content_fd = saved;
+	process_read(96, 0, 4096);
+	next_reply(&r);
+	CHECK(answers(&r, 96, 0, 4096) && (r.hdr.unique & FUSEZC_UNIQUE_ZC_REPLY) && nlendings == 3);
+	close(other);
+}
+
+/*
+ * Item 11: the reaper answers the lendings of every worker waiting for a
+ * request; a fallback reply that blocks (a slow backing file's pread) must
+ * not stall the others'.  Before the fix the reaper ran every fallback
+ * itself: worker B's waited for worker A's.
+ */
+static struct {
+	sem_t slow_started, fast_done;
+	int release[2];
+} handoff_test;
+
+static void slow_done(struct fusezc_worker *w, struct fusezc_worker *cw,
+		      const struct fzc_inflight *p, int res, bool answered)
+{
+	char c;
+
+	(void)w, (void)cw, (void)p, (void)res, (void)answered;
+	sem_post(&handoff_test.slow_started);
+	if (read(handoff_test.release[0], &c, 1) != 1)
+		fprintf(stderr, "reaper_hands_off: release pipe: %s\n", strerror(errno));
+}
+
+static void fast_done(struct fusezc_worker *w, struct fusezc_worker *cw,
+		      const struct fzc_inflight *p, int res, bool answered)
+{
+	(void)w, (void)cw, (void)p, (void)res, (void)answered;
+	sem_post(&handoff_test.fast_done);
+}
+
+static bool sem_wait_s(sem_t *sem, int seconds)
+{
+	struct timespec deadline;
+
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += seconds;
+	while (sem_timedwait(sem, &deadline) != 0)
+		if (errno != EINTR)
+			return false;
+	return true;
+}
+
+static void test_reaper_hands_off(void)
+{
+	struct fusezc_session *zs = async_session();
+	static struct fusezc_worker a, b;
+	struct fusezc_worker *ws[2] = { &a, &b };
+	uint64_t one = 1;
+	bool fast;
+
+	sem_init(&handoff_test.slow_started, 0, 0);
+	sem_init(&handoff_test.fast_done, 0, 0);
+	CHECK(pipe2(handoff_test.release, O_CLOEXEC) == 0);
+	for (int i = 0; i < 2; i++) {
+		struct fusezc_worker *w = ws[i];
+
+		memset(w, 0, sizeof(*w));
+		pthread_mutex_init(&w->lend_lock, NULL);
+		w->zs = zs;
+		w->devfd = w->devref = w->memfd = -1;
+		CHECK(fake_ring_setup(w) == 0);
+		w->ring_ready = true;
+		w->lends[0] = (struct fzc_inflight){
+			.done = i == 0 ? slow_done : fast_done, .busy = true,
+			.fd = INJECTED_NO_CQE_YET, .devfd = -1,
+		};
+		w->inflight = 1;
+		fzc_lendings_before_wait(w);	/* both wait for requests */
+		CHECK(w->watched && w->inflight == 1);
+	}
+	/* A's CQE: its fallback blocks on the reaper (or a helper) */
+	a.lends[0].fd = INJECTED_CQE;
+	CHECK(write(a.ring.ring_fd, &one, sizeof(one)) == sizeof(one));
+	CHECK(sem_wait_s(&handoff_test.slow_started, 10));
+	/* B's CQE must be answered meanwhile */
+	b.lends[0].fd = INJECTED_CQE;
+	CHECK(write(b.ring.ring_fd, &one, sizeof(one)) == sizeof(one));
+	fast = sem_wait_s(&handoff_test.fast_done, 5);
+	if (!fast)
+		fprintf(stderr, "reaper_hands_off: worker B's CQE waited for worker A's slow "
+			"fallback\n");
+	CHECK(fast);
+	CHECK(write(handoff_test.release[1], "x", 1) == 1);
+	if (!fast)
+		CHECK(sem_wait_s(&handoff_test.fast_done, 10));
+	for (int i = 0; i < 2; i++) {
+		fzc_lendings_drain(ws[i]);
+		CHECK(ws[i]->inflight == 0);
+		fake_ring_exit(ws[i]);
+	}
+	fzc_reaper_stop(zs);
+	close(handoff_test.release[0]);
+	close(handoff_test.release[1]);
+}
+
+/*
+ * Item 11: an asynchronous lending completes in its worker's task work
+ * (the kernel's ->ki_complete), which runs while the worker waits in
+ * read(2) of /dev/fuse but not while a handler sleeps uninterruptibly
+ * (a stat or fsync of the source on a slow disk).  So a worker with
+ * lendings in flight answers them before it hands libfuse a request whose
+ * handler may block; reads, writes, interrupts and forgets go on at once.
+ * Before the fix the GETATTR's handler ran with the lending in flight.
+ */
+static void test_no_blocking_handler_with_lendings(void)
+{
+	static const char getattr_in[16];
+	static const struct fuse_forget_in forget = { .nlookup = 1 };
+	struct reply r;
+
+	async_session();
+	lend_answers[0] = lend_answers[1] = true;
+	process_read(110, 0, 4096);
+	CHECK(worker.inflight == 1);
+	process(FUSE_FORGET, 112, &forget, sizeof(forget));	/* no reply */
+	process_read(114, 4096, 4096);
+	CHECK(worker.inflight == 2);
+	process(FUSE_GETATTR, 116, getattr_in, sizeof(getattr_in));
+	next_reply(&r);
+	CHECK(r.hdr.unique == 116);
+	if (worker.inflight != 0)
+		fprintf(stderr, "no_blocking_handler: GETATTR handled with %u lendings in flight\n",
+			worker.inflight);
+	CHECK(worker.inflight == 0 && cqes_posted == 2 && pipe_empty());
 }
 
 /* Not offered, or not asked for: INIT leaves the capability out. */
@@ -932,7 +1496,7 @@ static void test_deferred_reply(void)
 		next_reply(&r);
 		CHECK(answers(&r, 100, 0, 4096));
 		CHECK(lendings_match(100, 0) && lendings_match(200, 8192));
-		CHECK(worker.zs->reads.used == 0);
+		CHECK(worker.zs->requests.used == 0);
 		if (!lendings_match(100, 0))
 			fprintf(stderr, "deferred(%s): READ A's pages were lent B's range\n",
 				variant ? "thread" : "worker");
@@ -944,28 +1508,28 @@ static void test_deferred_reply(void)
 static void test_read_table(void)
 {
 	struct fusezc_session *zs = zc_session();
-	struct fzc_read_in r;
+	struct fzc_request r;
 	const int n = 5000;
 
 	for (int i = 1; i <= n; i++) {
-		r = (struct fzc_read_in){ .unique = 2 * (uint64_t)i, .offset = (uint64_t)i, .size = 4096 };
-		fzc_reads_add(zs, &r);
+		r = (struct fzc_request){ .unique = 2 * (uint64_t)i, .offset = (uint64_t)i, .size = 4096 };
+		fzc_requests_add(&zs->requests, &r);
 	}
-	CHECK(zs->reads.used == (size_t)n);
+	CHECK(zs->requests.used == (size_t)n);
 	for (int i = 1; i <= n; i += 3)
-		CHECK(fzc_reads_take(zs, 2 * (uint64_t)i, &r) && r.offset == (uint64_t)i);
-	CHECK(!fzc_reads_take(zs, 2, NULL) && !fzc_reads_take(zs, 3, NULL));
+		CHECK(fzc_requests_take(&zs->requests, 2 * (uint64_t)i, &r) && r.offset == (uint64_t)i);
+	CHECK(!fzc_requests_take(&zs->requests, 2, NULL) && !fzc_requests_take(&zs->requests, 3, NULL));
 	for (int i = 1; i <= n; i++)
 		if (i % 3 != 1)
-			CHECK(fzc_reads_take(zs, 2 * (uint64_t)i, &r) && r.offset == (uint64_t)i);
-	CHECK(zs->reads.used == 0);
+			CHECK(fzc_requests_take(&zs->requests, 2 * (uint64_t)i, &r) && r.offset == (uint64_t)i);
+	CHECK(zs->requests.used == 0);
 
 	/* A READ answered by fuse_reply_err() leaves nothing behind. */
 	plan = PLAN_DEFER;
 	process_read(40, 0, 4096);
-	CHECK(zs->reads.used == 1);
+	CHECK(zs->requests.used == 1);
 	fuse_reply_err(deferred.req, EIO);
-	CHECK(zs->reads.used == 0);
+	CHECK(zs->requests.used == 0);
 	{
 		struct reply rep;
 
@@ -1016,8 +1580,10 @@ static void test_short_cqe(void)
 
 /*
  * IORING_SPLICE_BUF_COMPLETE: a read the kernel answered gets no reply
- * from the server; a series kernel without it (EINVAL) is answered by the
- * server from then on, this read included.
+ * from the server.  Whether the kernel answers is the INIT capability's
+ * to say: an EINVAL (a misaligned O_DIRECT read, which any local user can
+ * send) refuses that one read, never the flag for the session.  Before the
+ * fix one such read switched every later read to the server's replies.
  */
 static void test_kernel_answers(void)
 {
@@ -1040,14 +1606,16 @@ static void test_kernel_answers(void)
 	zs = zc_session();
 	atomic_store(&zs->kernel_answers, true);
 	zs->opts.sync_lending = true;
-	kernel_before_answers = true;
+	lend_results[0] = -EINVAL;
+	lend_answers[1] = true;
 	process_read(21, 0, 4096);
 	next_reply(&r);
-	CHECK(answers(&r, 21, 0, 4096) && (r.hdr.unique & FUSEZC_UNIQUE_ZC_REPLY));
-	CHECK(nlendings == 2 && lendings[0].kernel_answers && !lendings[1].kernel_answers);
-	CHECK(!atomic_load(&zs->kernel_answers));
+	CHECK(answers(&r, 21, 0, 4096) && r.hdr.unique == 21);	/* a copy */
+	process_read(23, 4096, 4096);
+	CHECK(nlendings == 2 && lendings[0].kernel_answers && lendings[1].kernel_answers);
+	CHECK(atomic_load(&zs->kernel_answers));
 	fusezc_get_stats(zs, &st);
-	CHECK(st.zc_requests == 1 && st.zc_kernel_answered == 0 && st.fallbacks == 0);
+	CHECK(st.zc_requests == 1 && st.zc_kernel_answered == 1 && st.fallbacks == 1);
 	CHECK(pipe_empty());
 }
 
@@ -1056,6 +1624,7 @@ static struct fusezc_session *async_session(void)
 {
 	struct fusezc_session *zs = zc_session();
 
+	zs->opts.server_replies = false;
 	atomic_store(&zs->kernel_answers, true);
 	return zs;
 }
@@ -1100,7 +1669,7 @@ static void test_async_lending(void)
 	fusezc_get_stats(zs, &st);
 	CHECK(st.zc_requests == 1 && st.zc_kernel_answered == 1 && st.zc_bytes == 8192);
 	CHECK(st.copy_requests == 2 && st.fallbacks == 2);
-	CHECK(zs->reads.used == 0);
+	CHECK(zs->requests.used == 0);
 }
 
 /* More reads than a worker keeps in flight: it waits for the oldest. */
@@ -1117,7 +1686,7 @@ static void test_async_full(void)
 		CHECK(worker.inflight <= FZC_INFLIGHT_MAX);
 	}
 	CHECK(nlendings == n && cqes_posted == 3);
-	fzc_worker_drain(&worker);
+	fzc_lendings_drain(&worker);
 	CHECK(worker.inflight == 0 && cqes_posted == n);
 	fusezc_get_stats(zs, &st);
 	CHECK(st.zc_kernel_answered == (uint64_t)n && st.copy_requests == 0);
@@ -1125,30 +1694,32 @@ static void test_async_full(void)
 }
 
 /*
- * A series kernel without IORING_SPLICE_BUF_COMPLETE refuses it (EINVAL):
- * that read is copied, later ones lent synchronously, the server replying.
- * sync_lending does the same from the start.
+ * An asynchronous lending refused with EINVAL (a misaligned O_DIRECT read)
+ * is that read's copy; the next read is lent asynchronously again, for the
+ * kernel to answer.  Before the fix the session went synchronous for good
+ * (zc_kernel_answered stopped while zc_requests went on).  sync_lending
+ * lends synchronously from the start.
  */
-static void test_async_fallback_to_sync(void)
+static void test_async_einval_one_read(void)
 {
 	struct fusezc_session *zs = async_session();
 	struct fusezc_stats st;
 	struct reply r;
 
-	kernel_before_answers = true;
+	lend_results[0] = -EINVAL;
+	lend_answers[1] = true;
 	process_read(40, 0, 4096);
 	CHECK(nlendings == 1 && worker.inflight == 1 && pipe_empty());
-	fzc_worker_drain(&worker);
+	fzc_lendings_drain(&worker);
 	next_reply(&r);
 	CHECK(answers(&r, 40, 0, 4096) && r.hdr.unique == 40);
-	CHECK(!atomic_load(&zs->kernel_answers));
-	kernel_before_answers = false;
-	process_read(42, 4096, 4096);	/* synchronous: the server replies */
-	next_reply(&r);
-	CHECK(answers(&r, 42, 4096, 4096) && (r.hdr.unique & FUSEZC_UNIQUE_ZC_REPLY));
+	CHECK(atomic_load(&zs->kernel_answers));
+	process_read(42, 4096, 4096);	/* asynchronous again: the kernel answers */
+	CHECK(nlendings == 2 && worker.inflight == 1 && lendings[1].kernel_answers);
+	fzc_lendings_drain(&worker);
 	CHECK(worker.inflight == 0 && pipe_empty());
 	fusezc_get_stats(zs, &st);
-	CHECK(st.zc_requests == 1 && st.copy_requests == 1);
+	CHECK(st.zc_kernel_answered == 1 && st.copy_requests == 1);
 
 	zs = async_session();
 	zs->opts.sync_lending = true;
@@ -1182,7 +1753,7 @@ static void test_backing_error(void)
 /* Item 7: every kernel refusal of a lending falls back to one copy reply. */
 static void test_lend_refusals(void)
 {
-	static const int refusals[] = { EOPNOTSUPP, EPERM, EXDEV, E2BIG, EINVAL, ENOENT };
+	static const int refusals[] = { EOPNOTSUPP, EPERM, EXDEV, E2BIG, EINVAL, ENOENT, EEXIST };
 	struct fusezc_stats st;
 	struct reply r;
 
@@ -1346,6 +1917,39 @@ static void test_events(void)
 	fuse_session_reset(test_se);
 }
 
+/*
+ * libfuse 3.18's io_uring transport (-o io_uring, on kernels that offer
+ * FUSE_OVER_IO_URING) answers requests without the custom-I/O hooks, so
+ * zero copy, the INIT rewrite and passthrough replies would be lost in
+ * silence.  The read hook takes the offer out of the INIT request, so
+ * libfuse stays on /dev/fuse, and says so in one line.  Before: the offer
+ * reached libfuse (and 3.18 was refused at compile time).
+ */
+static void test_io_uring_transport_refused(void)
+{
+	struct {
+		struct fuse_in_header h;
+		struct fuse_init_in i;
+	} req = {
+		.h = { .len = sizeof(req), .opcode = FUSE_INIT, .unique = 2 },
+		.i = { .major = 7, .minor = 42, .flags = FUSE_INIT_EXT,
+		       .flags2 = (uint32_t)((FUSEZC_INIT_OVER_IO_URING | FUSEZC_INIT_ZC_READ) >> 32) },
+	}, got;
+	struct fusezc_session *zs = mk_session(FUSEZC_READ_ZEROCOPY, false, false);
+
+	zs->opts.log = on_log;
+	zs->opts.event_data = &init_events;
+	logged[0] = '\0';
+	CHECK(write(pfd[1], &req, sizeof(req)) == sizeof(req));
+	CHECK(fzc_io_read(pfd[0], &got, sizeof(got), NULL) == sizeof(got));
+	CHECK(!(got.i.flags2 & (uint32_t)(FUSEZC_INIT_OVER_IO_URING >> 32)));
+	CHECK(got.i.flags2 & (uint32_t)(FUSEZC_INIT_ZC_READ >> 32));
+	CHECK(strstr(logged, "io_uring") != NULL);
+	if (strstr(logged, "io_uring") == NULL)
+		fprintf(stderr, "io_uring_transport_refused: no line said why\n");
+	fuse_session_reset(test_se);
+}
+
 /* Item 8: the options are versioned by their size. */
 static void test_versioned_options(void)
 {
@@ -1400,16 +2004,27 @@ int main(void)
 		{ "backing_error", test_backing_error },
 		{ "async_lending", test_async_lending },
 		{ "async_full", test_async_full },
-		{ "async_fallback_to_sync", test_async_fallback_to_sync },
+		{ "async_einval_one_read", test_async_einval_one_read },
 		{ "lend_refusals", test_lend_refusals },
 		{ "reply_refused", test_reply_refused },
 		{ "ring_retry", test_ring_retry },
 		{ "lend_through_request_fd", test_lend_through_request_fd },
 		{ "events", test_events },
 		{ "versioned_options", test_versioned_options },
+		{ "io_uring_transport_refused", test_io_uring_transport_refused },
 		{ "zc_writes", test_zc_writes },
 		{ "zc_writes_negotiation", test_zc_writes_negotiation },
 		{ "zc_write_after_async_reads", test_zc_write_after_async_reads },
+		{ "cancel_in_hook", test_cancel_in_hook },
+		{ "zc_writes_need_a_ring", test_zc_writes_need_a_ring },
+		{ "zc_write_no_loss", test_zc_write_no_loss },
+		{ "read_transient", test_read_transient },
+		{ "clone_closed_under_lending", test_clone_closed_under_lending },
+		{ "ring_cq_size", test_ring_cq_size },
+		{ "ring_failed_rewatch", test_ring_failed_rewatch },
+		{ "refused_file", test_refused_file },
+		{ "reaper_hands_off", test_reaper_hands_off },
+		{ "no_blocking_handler_with_lendings", test_no_blocking_handler_with_lendings },
 	};
 	static const struct fuse_lowlevel_ops no_ops;
 	char *argv[] = { "zc_unit", NULL };

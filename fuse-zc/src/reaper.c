@@ -1,0 +1,441 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/* Lendings in flight and the reaper thread (see reaper.h). */
+#include "reaper.h"
+
+#include "ring.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+/*
+ * w->lend_lock, taken with cancellation off: a thread cancelled while it
+ * held the lock (in a fallback's pread() or writev()) would unwind into its
+ * destructor, which takes the lock again.
+ */
+static int lend_lock(struct fusezc_worker *w)
+{
+	int old;
+
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+	pthread_mutex_lock(&w->lend_lock);
+	return old;
+}
+
+static void lend_unlock(struct fusezc_worker *w, int cancel_state)
+{
+	pthread_mutex_unlock(&w->lend_lock);
+	pthread_setcancelstate(cancel_state, NULL);
+}
+
+/* ------------------------------------------------------------------ */
+/* Helpers: the fallback replies the reaper hands off                  */
+
+struct fzc_handoff {
+	struct fusezc_worker *w;
+	struct fzc_inflight p;
+	int res;
+	struct fzc_handoff *next;
+};
+
+static void *helper_main(void *arg)
+{
+	struct fusezc_session *zs = arg;
+	struct fusezc_worker hw = { .zs = zs, .devfd = -1, .devref = -1, .memfd = -1 };
+	struct fzc_handoff *job;
+
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+	pthread_mutex_lock(&zs->reaper_lock);
+	for (;;) {
+		while (zs->handoff_head == NULL && !zs->helpers_stop) {
+			zs->helpers_idle++;
+			pthread_cond_wait(&zs->handoff_cond, &zs->reaper_lock);
+			zs->helpers_idle--;
+		}
+		job = zs->handoff_head;
+		if (job == NULL)
+			break;		/* stopped, nothing left */
+		zs->handoff_head = job->next;
+		if (zs->handoff_head == NULL)
+			zs->handoff_tail = NULL;
+		zs->handoff_queued--;
+		pthread_mutex_unlock(&zs->reaper_lock);
+		job->p.done(job->w, &hw, &job->p, job->res, false);
+		pthread_mutex_lock(&zs->reaper_lock);
+		if (--job->w->handed_off == 0)
+			pthread_cond_broadcast(&zs->handoff_done);
+		free(job);
+	}
+	pthread_mutex_unlock(&zs->reaper_lock);
+	free(hw.copybuf);
+	return NULL;
+}
+
+/* Under zs->reaper_lock. */
+static int helper_start(struct fusezc_session *zs)
+{
+	sigset_t all, old;
+	int err;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	err = pthread_create(&zs->helper_threads[zs->helpers], NULL, helper_main, zs);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (err == 0)
+		zs->helpers++;
+	return -err;
+}
+
+/* The reaper, under w->lend_lock: have a helper answer @p's CQE.  false:
+ * no helper can (out of memory, no thread), the caller answers it. */
+static bool hand_off(struct fusezc_worker *w, const struct fzc_inflight *p, int res)
+{
+	struct fusezc_session *zs = w->zs;
+	struct fzc_handoff *job = malloc(sizeof(*job));
+
+	if (job == NULL)
+		return false;
+	*job = (struct fzc_handoff){ .w = w, .p = *p, .res = res };
+	pthread_mutex_lock(&zs->reaper_lock);
+	if (zs->handoff_queued + 1 > zs->helpers_idle && zs->helpers < FZC_HELPERS_MAX)
+		helper_start(zs);
+	if (zs->helpers == 0) {
+		pthread_mutex_unlock(&zs->reaper_lock);
+		free(job);
+		return false;
+	}
+	if (zs->handoff_tail != NULL)
+		zs->handoff_tail->next = job;
+	else
+		zs->handoff_head = job;
+	zs->handoff_tail = job;
+	zs->handoff_queued++;
+	w->handed_off++;
+	pthread_cond_signal(&zs->handoff_cond);
+	pthread_mutex_unlock(&zs->reaper_lock);
+	return true;
+}
+
+/* Under w->lend_lock: until no helper answers a CQE of @w's. */
+static void wait_handed_off(struct fusezc_worker *w)
+{
+	struct fusezc_session *zs = w->zs;
+
+	pthread_mutex_lock(&zs->reaper_lock);
+	while (w->handed_off > 0)
+		pthread_cond_wait(&zs->handoff_done, &zs->reaper_lock);
+	pthread_mutex_unlock(&zs->reaper_lock);
+}
+
+static void helpers_stop(struct fusezc_session *zs)
+{
+	unsigned int i, n;
+
+	pthread_mutex_lock(&zs->reaper_lock);
+	zs->helpers_stop = true;
+	pthread_cond_broadcast(&zs->handoff_cond);
+	n = zs->helpers;
+	pthread_mutex_unlock(&zs->reaper_lock);
+	for (i = 0; i < n; i++)
+		pthread_join(zs->helper_threads[i], NULL);
+	pthread_mutex_lock(&zs->reaper_lock);
+	zs->helpers = 0;
+	zs->helpers_stop = false;
+	pthread_mutex_unlock(&zs->reaper_lock);
+}
+
+/* ------------------------------------------------------------------ */
+/* Answering CQEs                                                      */
+
+/*
+ * Under w->lend_lock: answer one CQE; 1, 0 none, -errno of the ring.  The
+ * reaper (@hand_off_fallbacks) only counts what the kernel answered and
+ * hands the rest to a helper: a slow backing file stalls that helper,
+ * never the reaper.
+ */
+static int reap_one_locked(struct fusezc_worker *w, struct fusezc_worker *cw, bool wait,
+			   bool hand_off_fallbacks)
+{
+	struct fzc_inflight p;
+	uint64_t ud;
+	bool answered = false;
+	int res = 0, got;
+
+	got = fzc_kops->ring_next_cqe(w, wait, &ud, &res, &answered);
+	if (got <= 0)
+		return got;
+	if (ud == 0 || ud > FZC_INFLIGHT_MAX || !w->lends[ud - 1].busy) {
+		fzc_log(w->zs, FUSE_LOG_ERR, "a CQE for no lending in flight (%llu)",
+			(unsigned long long)ud);
+		return 1;
+	}
+	p = w->lends[ud - 1];
+	w->lends[ud - 1].busy = false;
+	w->inflight--;
+	if (!answered && hand_off_fallbacks && hand_off(w, &p, res))
+		return 1;
+	p.done(w, cw, &p, res, answered);
+	return 1;
+}
+
+/* Under w->lend_lock: answer every CQE there is; @cw lends its copy
+ * buffer to fallbacks (NULL: the reaper, which hands them off).  With
+ * @wait, until nothing is in flight. */
+static void reap_locked(struct fusezc_worker *w, struct fusezc_worker *cw, bool wait)
+{
+	struct fusezc_worker *own = cw ? cw : &w->zs->reaper_worker;
+	int got;
+
+	if (!w->ring_ready)
+		return;
+	while (w->inflight > 0) {
+		got = reap_one_locked(w, own, wait, cw == NULL);
+		if (got < 0 && got != -EINTR) {
+			fzc_log(w->zs, FUSE_LOG_ERR, "cannot reap zero-copy lendings (%s)",
+				strerror(-got));
+			return;
+		}
+		if (got == 0)
+			return;
+	}
+}
+
+/* Under w->lend_lock, after its ring is gone: lendings whose CQE was lost
+ * with it are answered as cancelled (by copy). */
+static void abandon_locked(struct fusezc_worker *w, struct fusezc_worker *cw)
+{
+	for (unsigned int i = 0; i < FZC_INFLIGHT_MAX && w->inflight > 0; i++) {
+		struct fzc_inflight p = w->lends[i];
+
+		if (!p.busy)
+			continue;
+		w->lends[i].busy = false;
+		w->inflight--;
+		p.done(w, cw, &p, -ECANCELED, false);
+	}
+}
+
+bool fzc_lend_async(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
+		    off_t off, size_t size, fzc_lend_done_fn *done)
+{
+	struct fusezc_session *zs = w->zs;
+	struct fzc_lending l = {
+		.devfd = devfd, .fd = fd, .off = (uint64_t)off,
+		.len = (unsigned int)size, .unique = unique, .kernel_answers = true,
+	};
+	unsigned int i;
+	int err, cancel_state, answer_fd;
+
+	/*
+	 * The lending may be issued (io-wq) and answered after libfuse has let
+	 * go of the request and of its channel, which a retiring worker closes:
+	 * only a file the library holds open may be named, never a number
+	 * that may be reused.
+	 * The session's fd outlives the loop; a worker's clone has w->devref.
+	 * Requests of another clone are lent synchronously.
+	 */
+	if (devfd == zs->fuse_fd)
+		answer_fd = devfd;
+	else if (devfd == w->devfd && w->devref >= 0)
+		answer_fd = w->devref;
+	else
+		return false;
+	/* The SQE too: io-wq may look its lender up after libfuse closed it
+	 * (a registered file holds its own reference). */
+	if (!(w->ring_fixed && devfd == w->ring_fd))
+		l.devfd = answer_fd;
+	if (zs->opts.sync_lending || !atomic_load(&zs->kernel_answers) || size == 0 ||
+	    fzc_kops->ring_submit_lend == NULL || fzc_file_refused(zs, fd, &err) ||
+	    fzc_ring_get(w) < 0)
+		return false;
+	cancel_state = lend_lock(w);
+	reap_locked(w, w, false);
+	while (w->inflight == FZC_INFLIGHT_MAX && reap_one_locked(w, w, true, false) > 0)
+		;
+	for (i = 0; i < FZC_INFLIGHT_MAX && w->lends[i].busy; i++)
+		;
+	if (i == FZC_INFLIGHT_MAX) {
+		lend_unlock(w, cancel_state);
+		return false;
+	}
+	err = fzc_kops->ring_submit_lend(w, &l, i + 1);
+	if (err == 0) {
+		w->lends[i] = (struct fzc_inflight){
+			.done = done, .unique = unique, .devfd = answer_fd, .fd = fd,
+			.off = off, .size = size, .busy = true,
+		};
+		w->inflight++;
+	}
+	if (err < 0) {
+		/*
+		 * A ring that failed a submission may still hold the SQE, which
+		 * its next io_uring_enter() would issue: answer what is in
+		 * flight, then drop it (the caller answers this request).
+		 */
+		reap_locked(w, w, true);
+		fzc_ring_failed(w, err);
+		abandon_locked(w, w);
+	}
+	lend_unlock(w, cancel_state);
+	return err == 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* The reaper: answers CQEs of workers that wait for requests          */
+
+static void reaper_watch(struct fusezc_worker *w, struct fusezc_worker *cw);
+
+static void *reaper_main(void *arg)
+{
+	struct fusezc_session *zs = arg;
+	struct epoll_event ev[16];
+	int n, i;
+
+	/* stopped by its eventfd, never cancelled while answering a CQE */
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+	for (;;) {
+		n = epoll_wait(zs->reaper_epfd, ev, 16, -1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			fzc_log(zs, FUSE_LOG_ERR, "reaper: epoll_wait: %s", strerror(errno));
+			return NULL;
+		}
+		for (i = 0; i < n; i++) {
+			struct fusezc_worker *w = ev[i].data.ptr;
+
+			if (w == NULL)
+				return NULL;	/* fzc_reaper_stop() */
+			pthread_mutex_lock(&w->lend_lock);
+			reap_locked(w, NULL, false);
+			if (w->inflight > 0)
+				reaper_watch(w, NULL);
+			pthread_mutex_unlock(&w->lend_lock);
+		}
+	}
+}
+
+/* Under zs->reaper_lock. */
+static int reaper_start(struct fusezc_session *zs)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+	sigset_t all, old;
+	int err;
+
+	zs->reaper_epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (zs->reaper_epfd < 0)
+		return -errno;
+	zs->reaper_stopfd = eventfd(0, EFD_CLOEXEC);
+	if (zs->reaper_stopfd < 0 ||
+	    epoll_ctl(zs->reaper_epfd, EPOLL_CTL_ADD, zs->reaper_stopfd, &ev) < 0) {
+		err = -errno;
+		goto fail;
+	}
+	zs->reaper_worker.zs = zs;
+	/* signals are for the file system's main thread, as with libfuse's workers */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	err = -pthread_create(&zs->reaper, NULL, reaper_main, zs);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (err == 0) {
+		zs->reaper_running = true;
+		return 0;
+	}
+fail:
+	if (zs->reaper_stopfd >= 0)
+		close(zs->reaper_stopfd);
+	close(zs->reaper_epfd);
+	zs->reaper_epfd = zs->reaper_stopfd = -1;
+	return err;
+}
+
+/* Under w->lend_lock, a worker about to block in read(2): let the reaper
+ * watch its CQEs (without a reaper, they are waited for, @cw as in
+ * reap_locked()). */
+static void reaper_watch(struct fusezc_worker *w, struct fusezc_worker *cw)
+{
+	struct fusezc_session *zs = w->zs;
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLONESHOT, .data.ptr = w };
+	int fd = fzc_kops->ring_poll_fd ? fzc_kops->ring_poll_fd(w) : -1;
+	int err = fd < 0 ? -EOPNOTSUPP : 0;
+
+	pthread_mutex_lock(&zs->reaper_lock);
+	if (err == 0 && !zs->reaper_running)
+		err = reaper_start(zs);
+	if (err == 0) {
+		int op = w->watched ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+		int res = epoll_ctl(zs->reaper_epfd, op, fd, &ev);
+
+		/* a ring made since it was watched: epoll forgot the old one */
+		if (res < 0 && op == EPOLL_CTL_MOD && errno == ENOENT)
+			res = epoll_ctl(zs->reaper_epfd, EPOLL_CTL_ADD, fd, &ev);
+		if (res < 0)
+			err = -errno;
+	}
+	pthread_mutex_unlock(&zs->reaper_lock);
+	if (err == 0) {
+		w->watched = true;
+		return;
+	}
+	if (fzc_note_once(zs, FZC_NOTE_RING, err))
+		fzc_log(zs, FUSE_LOG_WARNING,
+			"no reaper for zero-copy lendings (%s); workers wait for theirs",
+			strerror(-err));
+	reap_locked(w, cw, true);
+}
+
+void fzc_lendings_before_wait(struct fusezc_worker *w)
+{
+	int cancel_state = lend_lock(w);
+
+	reap_locked(w, w, false);
+	if (w->inflight > 0)
+		reaper_watch(w, w);
+	lend_unlock(w, cancel_state);
+}
+
+void fzc_lendings_drain(struct fusezc_worker *w)
+{
+	struct fusezc_session *zs = w->zs;
+	int fd, cancel_state;
+
+	cancel_state = lend_lock(w);
+	reap_locked(w, w, true);
+	wait_handed_off(w);
+	if (w->watched) {
+		fd = fzc_kops->ring_poll_fd(w);
+		pthread_mutex_lock(&zs->reaper_lock);
+		if (zs->reaper_running)
+			epoll_ctl(zs->reaper_epfd, EPOLL_CTL_DEL, fd, NULL);
+		pthread_mutex_unlock(&zs->reaper_lock);
+		w->watched = false;
+	}
+	lend_unlock(w, cancel_state);
+}
+
+void fzc_reaper_stop(struct fusezc_session *zs)
+{
+	uint64_t one = 1;
+	bool running;
+
+	pthread_mutex_lock(&zs->reaper_lock);
+	running = zs->reaper_running;
+	zs->reaper_running = false;
+	pthread_mutex_unlock(&zs->reaper_lock);
+	if (!running)
+		return;
+	/* an eventfd's counter only fails to grow at 2^64 - 1 */
+	while (write(zs->reaper_stopfd, &one, sizeof(one)) < 0 && errno == EINTR)
+		;
+	pthread_join(zs->reaper, NULL);
+	helpers_stop(zs);
+	close(zs->reaper_stopfd);
+	close(zs->reaper_epfd);
+	zs->reaper_epfd = zs->reaper_stopfd = -1;
+	free(zs->reaper_worker.copybuf);
+	zs->reaper_worker.copybuf = NULL;
+}

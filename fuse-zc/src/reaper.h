@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Lendings in flight: a worker submits a lending without waiting, keeps
+ * what answering its request needs in one of its FZC_INFLIGHT_MAX slots,
+ * and returns to /dev/fuse.  Each CQE is answered exactly once, by the
+ * slot's done function: on the worker before it reads its next request, or,
+ * while it waits in read(2), on the session's reaper thread, which watches
+ * the worker's ring with epoll.  w->lend_lock keeps the two apart; it is
+ * never held where the thread can be cancelled (libfuse cancels its
+ * workers inside the read hook; answering a CQE calls pread()/writev()),
+ * or the thread's destructor, which drains under it, would deadlock.
+ */
+#ifndef FZC_REAPER_H
+#define FZC_REAPER_H
+
+#include "core.h"
+
+/* Submit the lending of @size bytes of @fd at @off to request @unique of
+ * /dev/fuse @devfd, with IORING_SPLICE_BUF_COMPLETE; @done answers its CQE.
+ * false: not submitted, the caller answers the request itself. */
+bool fzc_lend_async(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
+		    off_t off, size_t size, fzc_lend_done_fn *done);
+/* @w is about to wait for a request: answer what finished, and let the
+ * reaper watch the rest (without a reaper, wait for it). */
+void fzc_lendings_before_wait(struct fusezc_worker *w);
+/* Answer everything @w has in flight and stop watching it (its thread
+ * ends, its ring goes, or it lends synchronously next). */
+void fzc_lendings_drain(struct fusezc_worker *w);
+/* End the reaper thread (the loop has ended; nothing is in flight). */
+void fzc_reaper_stop(struct fusezc_session *zs);
+
+#endif /* FZC_REAPER_H */

@@ -1,0 +1,135 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The kernel side of the library: a worker's io_uring (created lazily,
+ * dropped when it fails, created again after a back-off), one lending, and
+ * the writes to /dev/fuse.  The unit tests replace fzc_kops to play the
+ * patched kernel (short completions, refusals, failing rings) on any host.
+ */
+#ifndef FZC_RING_H
+#define FZC_RING_H
+
+#include "core.h"
+
+#include <string.h>
+#include <sys/uio.h>
+
+/* One IORING_OP_READ_SPLICE_BUF: @len bytes of @fd at @off into the data of
+ * FUSE request @unique, from byte @req_off of that data.  @devfd is the
+ * /dev/fuse file the request was read from (a clone with clone_fd): the
+ * kernel finds the request on that file's processing queue only. */
+struct fzc_lending {
+	int devfd;
+	int fd;
+	uint64_t off;
+	unsigned int len;
+	uint64_t unique;
+	uint32_t req_off;
+	bool kernel_answers;	/* IORING_SPLICE_BUF_COMPLETE */
+	bool write;		/* IORING_OP_WRITE_SPLICE_BUF: the pages to @fd */
+};
+
+struct fzc_kernel_ops {
+	/* Can this process set up an io_uring at all (io_uring_disabled,
+	 * RLIMIT_MEMLOCK, seccomp)?  0 or -errno.  Asked at INIT. */
+	int (*ring_probe)(void);
+	int (*ring_setup)(struct fusezc_worker *w);	/* 0 or -errno */
+	void (*ring_exit)(struct fusezc_worker *w);
+	/* Submit @l and wait for it: 0, the CQE's res in *res and whether the
+	 * kernel answered the request in *answered, or -errno when the ring
+	 * itself failed (the ring is then dropped). */
+	int (*ring_lend)(struct fusezc_worker *w, const struct fzc_lending *l, int *res,
+			 bool *answered);
+	ssize_t (*dev_writev)(int fd, const struct iovec *iov, int count);
+	/* Asynchronous lending: submit @l without waiting, its CQE to carry
+	 * @user_data (0 or -errno of the ring) ... */
+	int (*ring_submit_lend)(struct fusezc_worker *w, const struct fzc_lending *l,
+				uint64_t user_data);
+	/* ... and take the next CQE: 1 with its user_data, res and whether the
+	 * kernel answered; 0 none (after waiting for one when @wait); -errno. */
+	int (*ring_next_cqe)(struct fusezc_worker *w, bool wait, uint64_t *user_data,
+			     int *res, bool *answered);
+	/* A file descriptor readable while CQEs wait, for the reaper's epoll
+	 * (-1: none; the worker then waits for its lendings itself). */
+	int (*ring_poll_fd)(struct fusezc_worker *w);
+};
+extern const struct fzc_kernel_ops *fzc_kops;
+/* The real kernel's (the unit tests check what it sets up). */
+extern const struct fzc_kernel_ops fzc_real_kops;
+
+/*
+ * What a lending's error means: one table (ring.c) for reads and writes.
+ */
+enum fzc_lend_class {
+	FZC_LEND_CLASS_IO,	/* the file's own I/O failed: the answer */
+	FZC_LEND_CLASS_RETRY,	/* transient (EAGAIN, EINTR, ENOMEM, EBUSY): again */
+	FZC_LEND_CLASS_REFUSED,	/* the kernel will not lend this request to this file */
+};
+enum fzc_lend_class fzc_lend_class(int err);
+/* A hint for the log line of a refusal ("" when none). */
+const char *fzc_lend_hint(int err);
+
+/*
+ * A refusal that is the file's for good (EXDEV) is remembered for @fd and
+ * the file it names; fzc_file_refused() says whether @fd still names a
+ * remembered file (*err: the refusal), for a request not to be lent.
+ */
+void fzc_file_refusal(struct fusezc_session *zs, int fd, int err);
+bool fzc_file_refused(struct fusezc_session *zs, int fd, int *err);
+
+enum fzc_lend_outcome {
+	FZC_LENT,		/* *done bytes went: all, or (reads) up to the file's end */
+	FZC_LENT_ANSWERED,	/* ... and the kernel answered the request with them */
+	FZC_LEND_REFUSED,	/* refused (*err) after *done bytes */
+	FZC_LEND_UNAVAILABLE,	/* no working ring, or a transient error persisted */
+	FZC_LEND_IO_ERROR,	/* the file failed (*err) after *done bytes */
+};
+
+/*
+ * Lend @l->len bytes of request @l->unique from @l->req_off, again after a
+ * short completion (at the next offset of the request and the file) until
+ * all went or a completion of 0 (the end of the file); a transient error is
+ * tried again, up to three times.  Nothing else may be in flight on the
+ * worker's ring: the lending waits for its own CQE.
+ */
+enum fzc_lend_outcome fzc_lend(struct fusezc_worker *w, const struct fzc_lending *l,
+			       size_t *done, int *err);
+
+/* Can this process set up an io_uring?  0 or -errno (asked at INIT). */
+int fzc_ring_probe(void);
+/* The worker's ring: 0 when it has one, else -errno (failed, backing off). */
+int fzc_ring_get(struct fusezc_worker *w);
+/* Drop a ring that failed with @err; a new one after a growing back-off. */
+void fzc_ring_failed(struct fusezc_worker *w, int err);
+
+/* Write a reply to /dev/fuse @devfd (EINTR retried): 0 or -errno. */
+int fzc_dev_write(int devfd, const struct iovec *iov, int count);
+/* An error reply @err (-errno) to request @unique. */
+int fzc_reply_error(int devfd, uint64_t unique, int err);
+
+/*
+ * The IORING_OP_READ_SPLICE_BUF SQE: read @len bytes of @fd at @off into the
+ * data pages of the in-flight FUSE request @unique of /dev/fuse @fuse_fd
+ * (@fuse_fd is a registered file index when @fixed).  Every other field 0.
+ * With @op IORING_OP_WRITE_SPLICE_BUF: write those pages to @fd at @off.
+ */
+static inline void fzc_prep_lend_op(struct io_uring_sqe *sqe, int op, int fd,
+				    uint64_t off, unsigned int len, int fuse_fd,
+				    bool fixed, uint64_t unique)
+{
+	memset(sqe, 0, sizeof(*sqe));
+	io_uring_prep_rw(op, sqe, fd, NULL, len, off);
+	sqe->splice_fd_in = fuse_fd;
+	sqe->splice_off_in = fusezc_lend_pos(unique, 0);
+	sqe->splice_flags = fixed ? FUSEZC_SPLICE_F_FD_IN_FIXED : 0;
+	sqe->user_data = unique;
+}
+
+static inline void fzc_prep_lend(struct io_uring_sqe *sqe, int fd, uint64_t off,
+				 unsigned int len, int fuse_fd, bool fixed,
+				 uint64_t unique)
+{
+	fzc_prep_lend_op(sqe, FUSEZC_IORING_OP_READ_SPLICE_BUF, fd, off, len, fuse_fd,
+			 fixed, unique);
+}
+
+#endif /* FZC_RING_H */
