@@ -921,6 +921,15 @@ int zc_main(int argc, char **argv, const struct zc_subtest *subtests, size_t nr)
 	}
 	if (optind >= argc)
 		goto usage;
+	/* a name of another program's subtest must not be left out silently */
+	for (j = optind; j < argc; j++) {
+		for (i = 0; i < (int)nr && strcmp(argv[j], subtests[i].name); i++)
+			;
+		if (i == (int)nr && strcmp(argv[j], "all")) {
+			fprintf(stderr, "%s: no subtest '%s'\n", prog, argv[j]);
+			goto usage;
+		}
+	}
 	if (geteuid() != 0) {
 		fprintf(stderr, "%s: needs root\n", prog);
 		return zc_required() ? T_FAIL : T_SKIP;
