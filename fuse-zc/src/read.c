@@ -75,6 +75,39 @@ static int reply_copy_raw(struct fusezc_worker *w, int devfd, uint64_t unique,
 	return fzc_reply_error(devfd, unique, -EIO);
 }
 
+/*
+ * The server's zero-copy reply: @placed bytes are in the request's pages.
+ * 0, -ENOENT (the request is gone) or the kernel's refusal.
+ */
+static int reply_zc_placed(struct fusezc_session *zs, int devfd, uint64_t unique,
+			   size_t placed)
+{
+	struct fusezc_read_out ro;
+	struct fuse_out_header out;
+	struct iovec iov[2];
+	int res;
+
+	memset(&ro, 0, sizeof(ro));
+	ro.size = placed;
+	out.len = sizeof(out) + sizeof(ro);
+	out.error = 0;
+	out.unique = unique | FUSEZC_UNIQUE_ZC_REPLY;
+	iov[0].iov_base = &out;
+	iov[0].iov_len = sizeof(out);
+	iov[1].iov_base = &ro;
+	iov[1].iov_len = sizeof(ro);
+	res = fzc_dev_write(devfd, iov, 2);
+	if (res == 0) {
+		fzc_add(&zs->zc_bytes, placed);
+		fzc_add(&zs->zc_requests, 1);
+	} else if (res != -ENOENT && fzc_note_once(zs, FZC_NOTE_REPLY, res)) {
+		fzc_log(zs, FUSE_LOG_WARNING,
+			"zero-copy reply refused by the kernel (%s); falling back to copy",
+			strerror(-res));
+	}
+	return res;
+}
+
 /* ------------------------------------------------------------------ */
 /* Asynchronous lending                                                */
 
@@ -101,6 +134,19 @@ static void read_lend_done(struct fusezc_worker *w, struct fusezc_worker *cw,
 		fzc_reply_error(p->devfd, p->unique, res);
 		return;
 	}
+	/*
+	 * All that was lent was placed, but the kernel did not answer: the
+	 * lending was shorter than the request (the caller's data ends inside
+	 * it, e.g. a member of an archive), so the request is not complete in
+	 * the kernel's eyes.  Its data is: the server answers zero copy.
+	 */
+	if (res > 0 && (size_t)res == p->size) {
+		int r = reply_zc_placed(zs, p->devfd, p->unique, (size_t)res);
+
+		if (r == 0 || r == -ENOENT)
+			return;
+		err = r;
+	}
 	/* a refusal, a transient error (the reaper may not submit on this
 	 * worker's ring), or a lending short before the end of the file */
 	if (res < 0) {
@@ -115,10 +161,7 @@ int fzc_answer_read(struct fusezc_worker *w, int devfd, uint64_t unique,
 		    const struct fzc_read_reply *rr)
 {
 	struct fusezc_session *zs = w->zs;
-	struct fusezc_read_out ro;
-	struct fuse_out_header out;
 	struct fzc_request ri;
-	struct iovec iov[2];
 	struct fzc_lending l = {
 		.devfd = devfd, .fd = rr->fd, .off = (uint64_t)rr->off,
 		.unique = unique, .kernel_answers = atomic_load(&zs->kernel_answers),
@@ -159,29 +202,11 @@ int fzc_answer_read(struct fusezc_worker *w, int devfd, uint64_t unique,
 	case FZC_LENT:
 		if (placed == 0)	/* at or past the end of file */
 			return reply_copy_raw(w, devfd, unique, rr->fd, rr->off, size);
-		memset(&ro, 0, sizeof(ro));
-		ro.size = placed;
-		out.len = sizeof(out) + sizeof(ro);
-		out.error = 0;
-		out.unique = unique | FUSEZC_UNIQUE_ZC_REPLY;
-		iov[0].iov_base = &out;
-		iov[0].iov_len = sizeof(out);
-		iov[1].iov_base = &ro;
-		iov[1].iov_len = sizeof(ro);
-		res = fzc_dev_write(devfd, iov, 2);
-		if (res == 0) {
-			fzc_add(&zs->zc_bytes, placed);
-			fzc_add(&zs->zc_requests, 1);
-			return 0;
-		}
-		if (res == -ENOENT)
+		res = reply_zc_placed(zs, devfd, unique, placed);
+		if (res == 0 || res == -ENOENT)
 			return res;
 		/* Refused (contract v2: EINVAL, the request stays in flight). */
 		err = res;
-		if (fzc_note_once(zs, FZC_NOTE_REPLY, err))
-			fzc_log(zs, FUSE_LOG_WARNING,
-				"zero-copy reply refused by the kernel (%s); falling back to copy",
-				strerror(-err));
 		break;
 	}
 	fzc_count_fallback(zs, err);
