@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * tarfs_zc: shared types (options, the file system).  The index is
+ * immutable once built, so the handlers take no lock.
+ */
+#ifndef TARFS_H
+#define TARFS_H
+
+#include "fuse_zc.h"
+#include "index.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define TARFS_VERSION "0.1.0"
+
+enum tarfs_mode {
+	TARFS_MODE_DEFAULT,	/* zero copy with fallback */
+	TARFS_MODE_ZEROCOPY,
+	TARFS_MODE_ZEROCOPY_REQUIRED,
+	TARFS_MODE_SPLICE,
+	TARFS_MODE_COPY,
+};
+
+/* Everything -o and the command line set; filled by one fuse_opt table. */
+struct tarfs_config {
+	char *archive;
+	int mode;		/* enum tarfs_mode */
+	unsigned int threads;
+	unsigned int max_readahead;
+	int sync_lending;
+	int server_replies;
+	int stats;
+	int progress;		/* 1 on, 0 off, -1 on a terminal */
+	/* from fuse_parse_cmdline */
+	int debug;
+	int foreground;
+	int singlethread;
+	char *mountpoint;
+};
+
+struct tarfs_cmdline {
+	struct tarfs_config cfg;
+	char *nonopt[2];
+	int nnonopt;
+	int too_many;
+	int has_fsname;
+};
+
+struct tarfs_fs {
+	struct tarfs_config cfg;
+	struct tarfs_index *ix;
+	int archive_fd;		/* buffered (never O_DIRECT): byte-granular lending */
+	struct fuse_session *se;
+	struct fusezc_session *zs;
+};
+
+/* options.c */
+void tarfs_help(const char *prog);
+int tarfs_parse_options(struct fuse_args *args, struct tarfs_cmdline *cl);
+int tarfs_add_fsname(struct fuse_args *args, const char *source);
+const char *tarfs_mode_name(int mode);
+
+/* ops.c */
+void tarfs_ops_init(struct fuse_lowlevel_ops *ops);
+
+#endif /* TARFS_H */
