@@ -57,6 +57,7 @@ struct pax {
 	uint64_t uid, gid;
 	bool has_size, has_mtime, has_uid, has_gid;
 	bool sparse;
+	char *sparse_name;
 };
 
 struct parser {
@@ -328,9 +329,9 @@ static int node_new(struct tarfs_index *ix, uint32_t parent, const char *name,
 
 /*
  * Member names as GNU tar extracts them: leading '/' removed, '.' and empty
- * components dropped, and everything up to the last ".." component
- * removed, so that every name stays inside the mount.  Done in place;
- * returns the normalised name ("" for the root).
+ * components dropped.  A name with a ".." component is not extracted by
+ * GNU tar ("Member name contains '..'"): NULL, the member is skipped.
+ * Done in place; returns the normalised name ("" for the root).
  */
 static char *normalise(char *name)
 {
@@ -347,10 +348,8 @@ static char *normalise(char *name)
 			s++;
 		if (len == 0 || (len == 1 && c[0] == '.'))
 			continue;
-		if (len == 2 && c[0] == '.' && c[1] == '.') {
-			out = start;	/* drop everything before */
-			continue;
-		}
+		if (len == 2 && c[0] == '.' && c[1] == '.')
+			return NULL;
 		if (out != start)
 			*out++ = '/';
 		memmove(out, c, len);
@@ -413,6 +412,9 @@ static int read_block(struct parser *p, void *buf, uint64_t off)
 				continue;
 			return fail(p, errno, "read: %s", strerror(errno));
 		}
+		if (n == 0 && got)
+			return fail(p, EINVAL, "archive ends inside a header block "
+				    "(truncated)");
 		if (n == 0)
 			return 1;	/* end of file */
 		got += (size_t)n;
@@ -486,6 +488,7 @@ static void pax_clear(struct pax *x)
 {
 	free(x->path);
 	free(x->linkpath);
+	free(x->sparse_name);
 	memset(x, 0, sizeof(*x));
 }
 
@@ -550,6 +553,9 @@ static int parse_pax(struct parser *p, const char *buf, size_t size, struct pax 
 		}
 		if (klen >= 11 && !memcmp(sp + 1, "GNU.sparse.", 11)) {
 			x->sparse = true;
+			/* the member's real name (its path is GNUSparseFile.N/...) */
+			if (KEY("GNU.sparse.name") && set_str(&x->sparse_name, val, vlen))
+				return fail(p, ENOMEM, "out of memory");
 			continue;
 		}
 		if (!KEY("size") && !KEY("mtime") && !KEY("uid") && !KEY("gid"))
@@ -692,6 +698,10 @@ static int add_member(struct parser *p, const struct ustar_header *h, char type,
 	if (ftype == S_IFREG && type != '1' && *name && name[strlen(name) - 1] == '/')
 		ftype = S_IFDIR;
 	path = normalise(name);
+	if (!path) {
+		ix->skipped_dotdot++;
+		goto out;
+	}
 	for (const char *c = path; *c;) {
 		size_t len = strcspn(c, "/");
 
@@ -715,6 +725,10 @@ static int add_member(struct parser *p, const struct ustar_header *h, char type,
 		const char *tlast;
 		uint32_t tdir = 0;
 
+		if (!tp) {
+			ix->skipped_dotdot++;
+			goto out;
+		}
 		if (*tp) {
 			res = walk_parent(p, tp, &tdir, &tlast);
 			if (res)
@@ -910,10 +924,6 @@ static int parse(struct parser *p)
 			free(buf);
 			if (res)
 				return res;
-			if (p->ext.sparse || p->global.sparse)
-				return fail(p, EOPNOTSUPP, "member %s is a GNU sparse file: "
-					    "tarfs_zc does not serve sparse members",
-					    p->ext.path ? p->ext.path : "(pax)");
 			break;
 		}
 		case 'S': {
@@ -929,6 +939,17 @@ static int parse(struct parser *p)
 		case 'V':
 			break;	/* volume label */
 		default:
+			if (p->ext.sparse || p->global.sparse) {
+				const char *sn = p->ext.sparse_name ? p->ext.sparse_name :
+						 p->global.sparse_name;
+				char *name = sn ? strdup(sn) : member_name(p, h, posix);
+
+				res = fail(p, EOPNOTSUPP, "member %s is a GNU sparse file: "
+					   "tarfs_zc does not serve sparse members",
+					   name ? name : "?");
+				free(name);
+				return res;
+			}
 			ix->members++;
 			res = add_member(p, h, type, data_off, size, posix);
 			if (res)

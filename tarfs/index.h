@@ -52,6 +52,7 @@ struct tarfs_index {
 	uint32_t *child_count;
 	uint64_t archive_size;
 	uint64_t members;	/* headers of members seen (not counting pax/GNU ones) */
+	uint64_t skipped_dotdot; /* members not served: ".." in the name (as GNU tar) */
 };
 
 struct tarfs_index_opts {

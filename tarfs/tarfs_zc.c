@@ -219,6 +219,10 @@ static int tarfs_load(struct tarfs_fs *fs)
 		if (pr.shown)
 			fputc('\n', stderr);
 		fprintf(stderr, "tarfs_zc: %s: %s\n", fs->cfg.archive, err);
+	} else if (fs->ix->skipped_dotdot) {
+		fprintf(stderr, "tarfs_zc: %s: %" PRIu64 " member(s) with '..' in the "
+			"name not served (GNU tar does not extract them either)\n",
+			fs->cfg.archive, fs->ix->skipped_dotdot);
 	}
 	return res;
 }
