@@ -6,14 +6,15 @@
 #   make check      deps + build + kernels + ctest (what CI runs)
 #   make demo       deps + build + zero-copy demo and short benchmark in a VM
 #                   (builds the release kernel first: minutes, first run only)
-#   make bench      deps + build + release kernel + the benchmarks (read/write, metadata)
+#   make bench      deps + build + release kernel + the benchmarks (read/write, metadata, archive)
 #   make deps       install missing Debian packages (needs root)
 # `make demo` and `make check` each work as the first command on a fresh
 # Debian 12, in either order: each installs what is missing first.
 
 NPROC := $(shell nproc)
 DEPS := build-essential cmake pkg-config libfuse3-dev fuse3 liburing-dev \
-	qemu-system-x86 busybox-static python3-pytest fio gnuplot-nox ccache file
+	qemu-system-x86 busybox-static python3-pytest fio gnuplot-nox ccache file \
+	libarchive-tools archivemount
 
 .PHONY: all kernel check demo bench deps clean
 
@@ -48,6 +49,7 @@ bench:
 	kernel/build release
 	tests/bench/run
 	tests/bench/meta
+	tests/bench/tar
 
 deps:
 	@missing=$$(for p in $(DEPS); do \

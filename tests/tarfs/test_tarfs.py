@@ -336,3 +336,48 @@ def test_usage_errors(tmp_path):
         r = subprocess.run([tarutil.binary(), *args], capture_output=True, text=True,
                            timeout=60)
         assert r.returncode != 0 and expect in r.stderr, r.stderr
+
+
+def _conn_stats(mnt):
+    """zerocopy_stats ('name value' lines) of the mount's connection."""
+    dev = os.stat(mnt).st_dev
+    path = f"/sys/fs/fuse/connections/{os.minor(dev)}/zerocopy_stats"
+    stats = {}
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 2:
+                stats[parts[0]] = int(parts[1])
+    return stats
+
+
+@pytest.mark.skipif(os.environ.get("FUSEZC_EXPECT_ZC") != "1",
+                    reason="FUSEZC_EXPECT_ZC=1 not set (stock kernel)")
+def test_zerocopy_connection_stats(archives, tree, mode, tmp_path):
+    """On the patched kernel: every member byte read went zero copy by the
+    kernel's own count (zc_read_bytes), none copied, none refused: members
+    at 512-byte offsets, partial last pages and reads clipped at a member's
+    end included."""
+    if not mode.startswith("zerocopy"):
+        pytest.skip("zero-copy accounting applies to the zerocopy modes")
+    mnt = str(tmp_path / "m")
+    with mounted(archives["gnutar-posix"], mnt, mode) as m:
+        before = _conn_stats(mnt)
+        for name in ("zc_read_bytes", "copy_read_bytes", "zc_refused"):
+            assert name in before, before
+        total = 0
+        for dirpath, _, files in os.walk(mnt):
+            for f in files:
+                p = os.path.join(dirpath, f)
+                if stat.S_ISREG(os.lstat(p).st_mode):
+                    want = open(os.path.join(tree, os.path.relpath(p, mnt)), "rb").read()
+                    assert open(p, "rb").read() == want, p
+        total = tarutil.member_bytes(mnt)
+        after = _conn_stats(mnt)
+    zc = after["zc_read_bytes"] - before["zc_read_bytes"]
+    copied = after["copy_read_bytes"] - before["copy_read_bytes"]
+    refused = after["zc_refused"] - before["zc_refused"]
+    assert zc >= total, (zc, total, after)
+    assert copied == 0 and refused == 0, after
+    assert m.stats["fallbacks"] == 0 and m.stats["copy_bytes"] == 0, m.text
+    assert m.stats["splice_bytes"] == 0 and m.stats["zc_bytes"] >= total, m.text
