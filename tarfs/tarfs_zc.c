@@ -111,6 +111,7 @@ struct progress {
 	const char *archive;
 	struct timespec start, last;
 	bool shown;
+	bool forced;		/* -o progress: also for quick archives */
 };
 
 /* A progress line on a terminal, for archives that take a while. */
@@ -123,10 +124,8 @@ static void tarfs_progress(uint64_t members, uint64_t pos, uint64_t size, void *
 	if (pos < size && (now.tv_sec - pr->last.tv_sec) * 1000 +
 	    (now.tv_nsec - pr->last.tv_nsec) / 1000000 < 500)
 		return;
-	if (!pr->shown && pos < size && now.tv_sec - pr->start.tv_sec < 1)
-		return;		/* quick archives show nothing */
-	if (!pr->shown && pos >= size)
-		return;
+	if (!pr->forced && !pr->shown && (pos >= size || now.tv_sec - pr->start.tv_sec < 1))
+		return;		/* quick archives show nothing on a terminal */
 	pr->last = now;
 	pr->shown = true;
 	fprintf(stderr, "\rtarfs_zc: indexing %s: %" PRIu64 " members, %3.0f%%%s",
@@ -210,6 +209,7 @@ static int tarfs_load(struct tarfs_fs *fs)
 	io.mtime = st.st_mtim.tv_sec;
 	clock_gettime(CLOCK_MONOTONIC, &pr.start);
 	pr.last = pr.start;
+	pr.forced = fs->cfg.progress > 0;
 	if (fs->cfg.progress > 0 || (fs->cfg.progress < 0 && isatty(STDERR_FILENO))) {
 		io.progress = tarfs_progress;
 		io.progress_data = &pr;

@@ -301,7 +301,7 @@ def test_100k_members(tmp_path):
         f.write(b"\0" * 1024)
     mnt = str(tmp_path / "m")
     t0 = time.monotonic()
-    with mounted(path, mnt, "copy") as m:
+    with mounted(path, mnt, "copy", ["progress"]) as m:
         took = time.monotonic() - t0
         assert open(f"{mnt}/d099/m099999", "rb").read() == b"99999\n"
         assert len(os.listdir(f"{mnt}/d050")) == 1000
@@ -310,6 +310,7 @@ def test_100k_members(tmp_path):
     per_member = (m.stats["index_bytes"] - names) / m.stats["members"]
     assert m.stats["members"] == 100_000
     assert per_member <= 160, per_member
+    assert re.search(r"tarfs_zc: indexing .*many.tar: 100000 members, 100%", m.text), m.text
 
 
 def test_help_and_docs():
