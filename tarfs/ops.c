@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #define TARFS_TIMEOUT 86400.0	/* nothing ever changes */
 
@@ -57,9 +58,16 @@ static void tarfs_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct tarfs_fs *fs = userdata;
 
+	unsigned int want = fs->cfg.max_readahead ? fs->cfg.max_readahead :
+			    geteuid() == 0 ? TARFS_DEFAULT_READAHEAD : 0;
+
 	fusezc_conn_init(NULL, conn);
-	if (fs->cfg.max_readahead)
-		conn->max_readahead = fs->cfg.max_readahead;
+	/* INIT can only lower the kernel's offer (its bdi default, 128 KiB):
+	 * more is written to the bdi once INIT is done (bdi.c) */
+	if (want && want < conn->max_readahead)
+		conn->max_readahead = want;
+	else if (want > conn->max_readahead)
+		fs->raise_readahead_kb = want / 1024;
 	/* the kernel's cache is always right: nothing changes under it */
 	if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA)
 		conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;

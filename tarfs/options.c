@@ -42,7 +42,7 @@ static const struct {
 	{ "splice", "splice reads into /dev/fuse" },
 	{ "copy", "read into a buffer and copy" },
 	{ "threads=N", "worker threads (as -o max_threads=N)" },
-	{ "max_readahead=N", "read-ahead (bytes)" },
+	{ "max_readahead=N", "read-ahead (bytes; default 1 MiB as root, else 128 KiB)" },
 	{ "sync_lending", "zerocopy: wait for each lending before the next request" },
 	{ "server_replies", "zerocopy: the server writes each reply, not the kernel" },
 	{ "[no_]progress", "indexing progress on stderr (default: on a terminal)" },

@@ -53,13 +53,21 @@ struct tarfs_fs {
 	int archive_fd;		/* buffered (never O_DIRECT): byte-granular lending */
 	struct fuse_session *se;
 	struct fusezc_session *zs;
+	unsigned int raise_readahead_kb; /* set in init: more than INIT could give */
 };
+
+/* A root server's read-ahead without -o max_readahead: one FUSE_READ of
+ * 256 pages (libfuse's largest) per window. */
+#define TARFS_DEFAULT_READAHEAD (1024 * 1024)
 
 /* options.c */
 void tarfs_help(const char *prog);
 int tarfs_parse_options(struct fuse_args *args, struct tarfs_cmdline *cl);
 int tarfs_add_fsname(struct fuse_args *args, const char *source);
 const char *tarfs_mode_name(int mode);
+
+/* bdi.c */
+void tarfs_raise_readahead(struct tarfs_fs *fs);
 
 /* ops.c */
 void tarfs_ops_init(struct fuse_lowlevel_ops *ops);

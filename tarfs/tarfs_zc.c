@@ -74,9 +74,10 @@ static void tarfs_notify_parent(bool ok)
 static void tarfs_init_done(struct fusezc_session *zs, int error, void *data)
 {
 	(void)zs;
-	(void)data;
-	if (!error)
-		tarfs_notify_parent(true);
+	if (error)
+		return;
+	tarfs_raise_readahead(data);
+	tarfs_notify_parent(true);
 }
 
 /* Fork; the parent waits for the child's word and exits with it. */
@@ -157,7 +158,7 @@ static void tarfs_print_report(struct tarfs_fs *fs)
 		tarfs_index_bytes(fs->ix));
 }
 
-static void tarfs_zc_options(const struct tarfs_fs *fs, const struct fuse_cmdline_opts *opts,
+static void tarfs_zc_options(struct tarfs_fs *fs, const struct fuse_cmdline_opts *opts,
 			     struct fusezc_options *z)
 {
 	switch (fs->cfg.mode) {
@@ -182,6 +183,7 @@ static void tarfs_zc_options(const struct tarfs_fs *fs, const struct fuse_cmdlin
 	z->max_idle_threads = opts->max_idle_threads;
 	z->clone_fd = opts->clone_fd;
 	z->init_done = tarfs_init_done;
+	z->event_data = fs;
 	z->log = tarfs_lib_log;
 }
 
