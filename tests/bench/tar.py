@@ -247,7 +247,8 @@ def report(a):
                 continue
             med, lo, hi, cpu = s[c]
             cpu_s = "" if c == "native" else f", {cpu:.2f} s/GiB"
-            cells.append(f"{med:.0f} ({lo:.0f}-{hi:.0f}){cpu_s}")
+            d = 1 if med < 100 else 0   # small numbers keep a decimal
+            cells.append(f"{med:.{d}f} ({lo:.{d}f}-{hi:.{d}f}){cpu_s}")
         lines.append(f"| {backing} | {kind} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("MB/s: median (min-max) over the repetitions; s/GiB: the server's CPU "
