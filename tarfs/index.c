@@ -47,6 +47,7 @@ struct ustar_header {
 };
 
 _Static_assert(sizeof(struct ustar_header) == BLOCK, "tar header is one block");
+_Static_assert(sizeof(struct tarfs_node) == 72, "tarfs/README.md states 72 bytes a node");
 
 /* pax values (x overrides g overrides the header); has_* say which are set */
 struct pax {

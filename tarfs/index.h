@@ -9,8 +9,10 @@
  * is a node whose @ino names the node it links to (the same inode); every
  * other node is its own inode (@ino == its index).
  *
- * Memory: sizeof(struct tarfs_node) (64 bytes) + 8 bytes of hash and child
- * tables + the name (and a symlink's target) with a NUL, per member.
+ * Memory per name: a 72-byte node, 12 bytes of child tables, 8-16 bytes of
+ * hash buckets (at most one node per two buckets), and the last path
+ * component (and a symlink's target) with a NUL in the arena; the node
+ * table and arena grow by doubling.  tarfs/README.md states the bound.
  */
 #ifndef TARFS_INDEX_H
 #define TARFS_INDEX_H
