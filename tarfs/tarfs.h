@@ -54,6 +54,8 @@ struct tarfs_fs {
 	struct fuse_session *se;
 	struct fusezc_session *zs;
 	unsigned int raise_readahead_kb; /* set in init: more than INIT could give */
+	bool no_open;		/* set in init: OPEN answered ENOSYS, no RELEASE */
+	bool no_opendir;
 };
 
 /* A root server's read-ahead without -o max_readahead: one FUSE_READ of

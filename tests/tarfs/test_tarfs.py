@@ -313,6 +313,28 @@ def test_100k_members(tmp_path):
     assert re.search(r"tarfs_zc: indexing .*many.tar: 100000 members, 100%", m.text), m.text
 
 
+def test_zero_message_opens(archives, tree, tmp_path):
+    """Where the kernel offers FUSE_NO_OPEN_SUPPORT, one OPEN is answered
+    ENOSYS and no OPEN or RELEASE follows: a member costs a LOOKUP and its
+    READs.  The page cache stays across opens."""
+    mnt = str(tmp_path / "m")
+    names = [f"dir/f{s}" for s in tarutil.SIZES]
+    reads = []
+    with mounted(archives["gnutar-posix"], mnt, "copy", ["debug"]) as m:
+        for _ in range(2):
+            for n in names:
+                with open(os.path.join(mnt, n), "rb") as f:
+                    assert f.read() == open(os.path.join(tree, n), "rb").read(), n
+            os.listdir(os.path.join(mnt, "dir"))
+            reads.append(m.log().count("opcode: READ "))
+    log = m.text
+    assert log.count("opcode: OPEN ") <= 1, log.count("opcode: OPEN ")
+    assert log.count("opcode: RELEASE ") == 0
+    assert log.count("opcode: OPENDIR ") <= 1
+    # the second pass came from the page cache: no READ at all
+    assert reads[0] >= len([s for s in tarutil.SIZES if s]) and reads[1] == reads[0], reads
+
+
 def test_help_and_docs():
     """--help, the man page and tarfs/README.md name the same options."""
     out = subprocess.run([tarutil.binary(), "--help"], capture_output=True, text=True,
