@@ -6,7 +6,8 @@ mode (passthrough.resources):
   tree of hundreds of files (inode fds are bounded; file handles reopen),
   and a close() through the mount never fails, not even when the daemon's
   fd table is full; an inode number the source reuses once an inode's fd
-  is closed names another file through the mount too;
+  is closed names another file through the mount too; a SIGTERM while
+  the daemon's fd table is full stops it cleanly;
 - a refusal of kernel passthrough for one file (a backing file on a stacked
   file system) serves that file in the read mode and keeps passthrough for
   the others.
@@ -15,6 +16,7 @@ mode (passthrough.resources):
 import errno
 import os
 import shutil
+import signal
 import subprocess
 
 import pytest
@@ -156,6 +158,44 @@ def test_close_never_fails_with_a_full_fd_table(few_fds):
     assert not errors, f"close() failed: {[errno.errorcode[e] for e in errors]}"
     with open(os.path.join(mnt, "f299")) as f:
         assert f.read() == "file 299\n"
+
+
+def test_stop_with_a_full_fd_table(tmp_path):
+    """SIGTERM while the daemon's fd table is full (files held open through
+    the mount): a clean stop, exit 0.  libfuse cancels its workers with
+    pthread_cancel(), whose first call loads libgcc_s: with no fd left that
+    aborted the daemon ("libgcc_s.so.1 must be installed for pthread_cancel
+    to work", SIGABRT)."""
+    src, mnt = tmp_path / "src", tmp_path / "mnt"
+    src.mkdir()
+    mnt.mkdir()
+    for i in range(300):
+        (src / f"f{i:03d}").write_text(f"file {i}\n")
+    d = util.Daemon(str(src), str(mnt), ["-o", "copy"], str(tmp_path / "daemon.log"),
+                    wrapper=["prlimit", f"--nofile={NOFILE}:{NOFILE}", "--"])
+    held = []
+    try:
+        for i in range(300):
+            try:
+                held.append(os.open(os.path.join(mnt, f"f{i:03d}"), os.O_RDONLY))
+            except OSError as e:
+                assert e.errno in (errno.EMFILE, errno.ENFILE), e
+                break
+        else:
+            pytest.fail(f"300 opens with a {NOFILE}-fd daemon")
+        d.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = d.proc.wait(util.MOUNT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the daemon did not stop on SIGTERM:\n{d.log()}")
+        assert rc == 0, f"exit {rc}:\n{d.log()}"
+    finally:
+        for fd in held:
+            try:
+                os.close(fd)
+            except OSError:
+                pass	# the connection is gone
+        d.kill()
 
 
 def test_reused_inode_number_is_another_file(block_source, tmp_path):
