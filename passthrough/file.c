@@ -253,7 +253,7 @@ static void pzc_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	 * followed: O_NOFOLLOW fails it with ELOOP. */
 	fh->fd = pzc_open_as_caller(req, dfd, name, fi->flags, O_CREAT | O_NOFOLLOW,
 				    mode, PZC_CREATING);
-	err = fh->fd < 0 ? fh->fd : pzc_lookup_at(req, dfd, name, &e);
+	err = fh->fd < 0 ? fh->fd : pzc_lookup_at(req, parent, dfd, name, &e);
 	pzc_ifd_put(req, parent);
 	if (fh->fd < 0) {
 		free(fh);
