@@ -109,7 +109,8 @@ static void pzc_do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 			} else {
 				/* relative to the open directory: no inode
 				 * fd needed */
-				err = pzc_lookup_at(req, dirfd(d->dp), ent->d_name, &e);
+				err = pzc_lookup_at(req, ino, dirfd(d->dp),
+						    ent->d_name, &e);
 				if (err == -ENOENT) {
 					/* removed since readdir() saw it */
 					err = 0;

@@ -15,6 +15,10 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+/* An OPEN carries the file's f_flags, where execve(2) sets __FMODE_EXEC
+ * (FMODE_EXEC, 1 << 5: no O_ flag uses that bit). */
+#define PZC_FMODE_EXEC 0x20
+
 static bool pzc_dio_aligned(const struct pzc_fs *fs, off_t off, size_t size)
 {
 	return !(((uint64_t)off | size) & (uint64_t)(fs->pagesize - 1));
@@ -202,7 +206,7 @@ static int pzc_open_as_caller(fuse_req_t req, int dirfd, const char *name,
 	int flags = pzc_open_flags(fs, uflags) | extra;
 	char path[PZC_PROCFD_LEN];
 	struct pzc_creds creds;
-	bool as_asked = false;
+	bool as_asked = false, for_exec = false;
 	int fd, err;
 
 	err = act == PZC_CREATING ? pzc_caller_begin(req, &creds) :
@@ -214,11 +218,24 @@ static int pzc_open_as_caller(fuse_req_t req, int dirfd, const char *name,
 		fd = pzc_openat(fs, dirfd, name, (flags & ~O_ACCMODE) | O_WRONLY, mode);
 		as_asked = fd != -1;
 	}
-	err = fd == -1 ? -errno : 0;
+	/* execve(2) needs execute permission, not read, and open(2) cannot
+	 * ask for that: the source decides with access(X_OK) as the caller,
+	 * then the server opens it. */
+	if (fd == -1 && errno == EACCES && act != PZC_CREATING &&
+	    (uflags & PZC_FMODE_EXEC) && (uflags & O_ACCMODE) == O_RDONLY) {
+		for_exec = faccessat(dirfd, name, X_OK, AT_EACCESS) == 0;
+		if (!for_exec)
+			errno = EACCES;		/* as open(2) said */
+	}
+	err = fd == -1 && !for_exec ? -errno : 0;
 	if (act == PZC_CREATING)
 		pzc_caller_end(req, &creds);
 	else
 		pzc_creds_leave(req, &creds);
+	if (for_exec) {
+		fd = pzc_openat(fs, dirfd, name, flags, mode);
+		return fd == -1 ? -errno : fd;
+	}
 	if (err || !as_asked)
 		return err ? err : fd;
 	pzc_procfd(path, fd);
@@ -253,7 +270,7 @@ static void pzc_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	 * followed: O_NOFOLLOW fails it with ELOOP. */
 	fh->fd = pzc_open_as_caller(req, dfd, name, fi->flags, O_CREAT | O_NOFOLLOW,
 				    mode, PZC_CREATING);
-	err = fh->fd < 0 ? fh->fd : pzc_lookup_at(req, dfd, name, &e);
+	err = fh->fd < 0 ? fh->fd : pzc_lookup_at(req, parent, dfd, name, &e);
 	pzc_ifd_put(req, parent);
 	if (fh->fd < 0) {
 		free(fh);

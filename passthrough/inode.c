@@ -18,14 +18,30 @@
  * stay open, the least recently used closed first, reopened on the next
  * use (as virtiofsd's --inode-file-handles).  A fd in use (pinned by
  * pzc_inode_fd() until pzc_inode_fd_put()) or of an inode that is open is
- * never closed.  Without a handle (an unprivileged server, a source that
- * cannot export them: FUSE, some overlayfs) the fd stays open, as does the
- * root's.
+ * never closed; nor is the root's.
+ *
+ * Without a handle (an unprivileged server, a source that cannot export
+ * them: FUSE, overlayfs without nfs_export) an inode keeps the directory
+ * it was last seen in (parent, held: it outlives the kernel's FORGET
+ * while a child names it) and its name there, and its fd is in the same
+ * cache: reopened by openat(parent's fd, name), the parent reopened the
+ * same way if need be.  Every lookup renews the name; a rename through the
+ * mount moves it; before an unlink, or a rename onto it, through the mount
+ * the inode named reopens its fd, loses the name and keeps the fd until a
+ * lookup names it again (a second hard link, or an open file).  A reopen
+ * that finds no object, or another (st_dev, st_ino), under the name (the
+ * source was changed behind the mount) fails with ESTALE.
  *
  * Without its fd an inode no longer pins its object, so its (st_dev,
  * st_ino) may come back for another object: a lookup that finds the key
  * with another handle unhashes the old inode (it lives on, unreachable by
- * key, until the kernel forgets it) and makes a new one.
+ * key, until the kernel forgets it) and makes a new one.  Without a handle
+ * there is nothing to compare: an object deleted behind the mount whose
+ * inode number the source gives to a new one at the same or another name
+ * is taken for the old one (the kernel then sees a changed size and
+ * mtime, as with any file changed behind a FUSE mount).  Only an inode
+ * whose fd was closed is exposed, which happens only once more than
+ * fd_cap inodes are known: never with the usual RLIMIT_NOFILE.
  *
  * The mount is one st_dev, so the inode numbers it reports must be unique
  * across every file system mounted under SOURCE (see pzc_ino_number).
@@ -34,6 +50,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/capability.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,7 +138,7 @@ static void pzc_underflow(const char *count, const struct pzc_inode *inode)
 	abort();
 }
 
-/* --- the fd cache: inodes with a handle and an open fd, most recent first */
+/* --- the fd cache: reopenable inodes with an open fd, most recent first */
 
 static bool pzc_lru_linked(const struct pzc_fs *fs, const struct pzc_inode *inode)
 {
@@ -152,6 +169,24 @@ static void pzc_lru_push(struct pzc_fs *fs, struct pzc_inode *inode)
 		fs->lru_tail = inode;
 	fs->lru_head = inode;
 	fs->nfds_cached++;
+}
+
+/* Whether @inode's fd can be closed and reopened: by handle or by name. */
+static bool pzc_reopenable(const struct pzc_inode *inode)
+{
+	return inode->handle || inode->name;
+}
+
+/* Put @inode on the fd cache (most recent) if its fd is open and can be
+ * reopened, else off it.  Called with fs->lock held. */
+static void pzc_lru_update(struct pzc_fs *fs, struct pzc_inode *inode)
+{
+	bool want = inode->fd >= 0 && pzc_reopenable(inode);
+
+	if (pzc_lru_linked(fs, inode))
+		pzc_lru_unlink(fs, inode);
+	if (want)
+		pzc_lru_push(fs, inode);
 }
 
 /*
@@ -356,6 +391,7 @@ static void pzc_inode_free(struct pzc_inode *inode)
 {
 	if (inode->fd >= 0)
 		close(inode->fd);
+	free(inode->name);
 	free(inode->handle);
 	pthread_mutex_destroy(&inode->lock);
 	free(inode);
@@ -413,17 +449,108 @@ static void pzc_unlink_stale(struct pzc_fs *fs, struct pzc_inode *inode)
 	*pp = inode->hnext;
 }
 
+static void pzc_release(struct pzc_inode *inode)
+{
+	if (!inode->nholds)
+		pzc_underflow("hold count", inode);
+	inode->nholds--;
+}
+
+/*
+ * Take @inode out of the table if nothing holds it any more (no lookup
+ * reference, no open, no hold), then its parent likewise.  Called with
+ * fs->lock held; the inodes taken out are chained on *@dead through hnext,
+ * for pzc_free_dead() once unlocked.
+ */
+static void pzc_reap(struct pzc_fs *fs, struct pzc_inode *inode,
+		     struct pzc_inode **dead)
+{
+	struct pzc_inode *parent;
+
+	while (inode && inode != &fs->root && !inode->nlookup && !inode->nopen &&
+	       !inode->nholds) {
+		if (inode->hashed)
+			pzc_unhash(fs, inode);
+		else
+			pzc_unlink_stale(fs, inode);
+		if (pzc_lru_linked(fs, inode))
+			pzc_lru_unlink(fs, inode);
+		if (inode->name)
+			fs->nnamed--;
+		parent = inode->parent;
+		inode->parent = NULL;
+		inode->hnext = *dead;
+		*dead = inode;
+		if (parent)
+			pzc_release(parent);
+		inode = parent;
+	}
+}
+
+static void pzc_free_dead(struct pzc_inode *dead)
+{
+	struct pzc_inode *next;
+
+	for (; dead; dead = next) {
+		next = dead->hnext;
+		pzc_inode_free(dead);
+	}
+}
+
+/*
+ * Record that @inode (no handle) is @name (malloc'd, taken; NULL: no name)
+ * in @parent, and put it on or off the fd cache accordingly.  A parent
+ * that has @inode among its own parents (records of different times, the
+ * source changed behind the mount) would make a loop: no name then.
+ * Called with fs->lock held; an old parent nothing holds any more goes
+ * to *@dead.
+ */
+static void pzc_set_name(struct pzc_fs *fs, struct pzc_inode *inode,
+			 struct pzc_inode *parent, char *name, struct pzc_inode **dead)
+{
+	struct pzc_inode *old = inode->parent, *p;
+
+	for (p = parent; p && name; p = p->parent) {
+		if (p == inode) {
+			free(name);
+			name = NULL;
+		}
+	}
+	if (!name)
+		parent = NULL;
+	if (parent)
+		parent->nholds++;
+	fs->nnamed += !!name - !!inode->name;
+	free(inode->name);
+	inode->name = name;
+	inode->parent = parent;
+	if (old) {
+		pzc_release(old);
+		pzc_reap(fs, old, dead);
+	}
+	pzc_lru_update(fs, inode);
+}
+
+/* Whether @inode takes names: not the root, not one with a handle. */
+static bool pzc_takes_names(struct pzc_fs *fs, const struct pzc_inode *inode)
+{
+	return inode != &fs->root && !inode->handle;
+}
+
 /*
  * Find or create the inode for @st and take one lookup reference.  @fd is
- * an O_PATH descriptor of the object and @handle its file handle (or NULL)
- * on @mount_id; the table takes both, whatever the outcome (a known inode
- * whose fd was closed takes the fd as its own).  NULL means ENOMEM.
+ * an O_PATH descriptor of the object, found as @name in directory @parent,
+ * and @handle its file handle (or NULL) on @mount_id; the table takes fd
+ * and handle, whatever the outcome (a known inode whose fd was closed
+ * takes the fd as its own).  NULL means ENOMEM.
  */
 struct pzc_inode *pzc_inode_get(struct pzc_fs *fs, int fd, const struct stat *st,
-				struct file_handle *handle, int mount_id)
+				struct file_handle *handle, int mount_id,
+				struct pzc_inode *parent, const char *name)
 {
 	int closing[PZC_EVICT_BATCH + 1];
-	struct pzc_inode *p;
+	struct pzc_inode *p, *dead = NULL;
+	char *nm = strdup(name);	/* NULL: the fd is not closed */
 	size_t nclose = 0;
 
 	pthread_mutex_lock(&fs->lock);
@@ -435,12 +562,16 @@ struct pzc_inode *pzc_inode_get(struct pzc_fs *fs, int fd, const struct stat *st
 			break;
 		}
 		p->nlookup++;
-		if (p->fd < 0) {
+		if (p->fd < 0)
 			p->fd = fd;
-			pzc_lru_push(fs, p);
-		} else {
+		else
 			closing[nclose++] = fd;
+		if (pzc_takes_names(fs, p) &&
+		    (p->parent != parent || !p->name || !nm || strcmp(p->name, nm))) {
+			pzc_set_name(fs, p, parent, nm, &dead);
+			nm = NULL;
 		}
+		pzc_lru_update(fs, p);
 		goto out;
 	}
 	p = calloc(1, sizeof(*p));
@@ -459,18 +590,63 @@ struct pzc_inode *pzc_inode_get(struct pzc_fs *fs, int fd, const struct stat *st
 		if (p->mount_fd >= 0) {
 			p->handle = handle;
 			handle = NULL;
-			pzc_lru_push(fs, p);
 		}
 	}
 	pzc_maybe_grow(fs);
 	pzc_insert(fs, p);
+	if (pzc_takes_names(fs, p)) {
+		pzc_set_name(fs, p, parent, nm, &dead);
+		nm = NULL;
+	}
+	pzc_lru_update(fs, p);
 out:
 	nclose += pzc_lru_evict(fs, closing + nclose, PZC_EVICT_BATCH);
 	pthread_mutex_unlock(&fs->lock);
 	pzc_close_all(closing, nclose);
+	pzc_free_dead(dead);
+	free(nm);
 	if (!p || p->handle != handle)
 		free(handle);
 	return p;
+}
+
+/*
+ * Reopen @inode (no handle) through its parent's fd and its name: the fd,
+ * or -errno (ESTALE: the name leads nowhere).  The parent is held while
+ * unlocked, and its fd reopened the same way if it was closed.
+ */
+static int pzc_reopen_by_name(struct pzc_fs *fs, struct pzc_inode *inode)
+{
+	struct pzc_inode *parent, *dead = NULL;
+	char name[NAME_MAX + 1];
+	int pfd, fd;
+
+	pthread_mutex_lock(&fs->lock);
+	parent = inode->parent;
+	if (!parent || !inode->name || strlen(inode->name) > NAME_MAX) {
+		pthread_mutex_unlock(&fs->lock);
+		return -ESTALE;
+	}
+	strcpy(name, inode->name);
+	parent->nholds++;
+	pthread_mutex_unlock(&fs->lock);
+
+	pfd = pzc_inode_fd(fs, parent);
+	if (pfd >= 0) {
+		fd = openat(pfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		if (fd == -1)
+			fd = errno == ENOENT ? -ESTALE : -errno;
+		pzc_inode_fd_put(fs, parent);
+	} else {
+		fd = pfd == -ENOENT ? -ESTALE : pfd;
+	}
+
+	pthread_mutex_lock(&fs->lock);
+	pzc_release(parent);
+	pzc_reap(fs, parent, &dead);
+	pthread_mutex_unlock(&fs->lock);
+	pzc_free_dead(dead);
+	return fd;
 }
 
 /*
@@ -490,7 +666,7 @@ int pzc_inode_fd(struct pzc_fs *fs, struct pzc_inode *inode)
 	fd = inode->fd;
 	if (fd >= 0) {
 		inode->fd_users++;
-		if (inode->handle && fs->lru_head != inode) {
+		if (pzc_lru_linked(fs, inode) && fs->lru_head != inode) {
 			pzc_lru_unlink(fs, inode);
 			pzc_lru_push(fs, inode);
 		}
@@ -499,14 +675,20 @@ int pzc_inode_fd(struct pzc_fs *fs, struct pzc_inode *inode)
 	}
 	pthread_mutex_unlock(&fs->lock);
 
-	fd = open_by_handle_at(inode->mount_fd, inode->handle, O_PATH | O_CLOEXEC);
-	if (fd == -1)
-		return errno == ESTALE ? -ENOENT : -errno;
+	if (inode->handle) {
+		fd = open_by_handle_at(inode->mount_fd, inode->handle, O_PATH | O_CLOEXEC);
+		if (fd == -1)
+			return errno == ESTALE ? -ENOENT : -errno;
+	} else {
+		fd = pzc_reopen_by_name(fs, inode);
+		if (fd < 0)
+			return fd;
+	}
 	/* A mount id can be reused by another file system mounted under
-	 * SOURCE: the handle must name the same object there. */
+	 * SOURCE, a name by another object: it must be the same object. */
 	if (fstat(fd, &st) == -1 || st.st_dev != inode->dev || st.st_ino != inode->ino) {
 		close(fd);
-		return -ENOENT;
+		return inode->handle ? -ENOENT : -ESTALE;
 	}
 
 	pthread_mutex_lock(&fs->lock);
@@ -515,7 +697,7 @@ int pzc_inode_fd(struct pzc_fs *fs, struct pzc_inode *inode)
 		fd = inode->fd;
 	} else {
 		inode->fd = fd;
-		pzc_lru_push(fs, inode);
+		pzc_lru_update(fs, inode);
 	}
 	inode->fd_users++;
 	nclose = pzc_lru_evict(fs, closing, PZC_EVICT_BATCH);
@@ -543,18 +725,11 @@ void pzc_inode_ref(struct pzc_fs *fs, struct pzc_inode *inode)
 /* Called with fs->lock held; unlocks it. */
 static void pzc_put_locked(struct pzc_fs *fs, struct pzc_inode *inode)
 {
-	if (inode->nlookup || inode->nopen || inode == &fs->root) {
-		pthread_mutex_unlock(&fs->lock);
-		return;
-	}
-	if (inode->hashed)
-		pzc_unhash(fs, inode);
-	else
-		pzc_unlink_stale(fs, inode);
-	if (pzc_lru_linked(fs, inode))
-		pzc_lru_unlink(fs, inode);
+	struct pzc_inode *dead = NULL;
+
+	pzc_reap(fs, inode, &dead);
 	pthread_mutex_unlock(&fs->lock);
-	pzc_inode_free(inode);
+	pzc_free_dead(dead);
 }
 
 void pzc_inode_unref(struct pzc_fs *fs, struct pzc_inode *inode, uint64_t n)
@@ -580,6 +755,86 @@ void pzc_inode_close(struct pzc_fs *fs, struct pzc_inode *inode)
 		pzc_underflow("open count", inode);
 	inode->nopen--;
 	pzc_put_locked(fs, inode);
+}
+
+/* The inode of what @name in directory @dfd is now, if known and reopened
+ * by name, held; or NULL.  Nothing to find while no inode has a name. */
+static struct pzc_inode *pzc_named_inode(struct pzc_fs *fs, int dfd, const char *name)
+{
+	struct pzc_inode *p = NULL;
+	struct stat st;
+	bool any;
+
+	pthread_mutex_lock(&fs->lock);
+	any = fs->nnamed;
+	pthread_mutex_unlock(&fs->lock);
+	if (!any || fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == -1)
+		return NULL;
+	pthread_mutex_lock(&fs->lock);
+	for (p = fs->buckets[pzc_hash(fs, st.st_dev, st.st_ino)]; p; p = p->hnext)
+		if (p->ino == st.st_ino && p->dev == st.st_dev)
+			break;
+	if (p && pzc_takes_names(fs, p))
+		p->nholds++;
+	else
+		p = NULL;
+	pthread_mutex_unlock(&fs->lock);
+	return p;
+}
+
+static void pzc_named_put(struct pzc_fs *fs, struct pzc_inode *inode)
+{
+	pthread_mutex_lock(&fs->lock);
+	pzc_release(inode);
+	pzc_put_locked(fs, inode);
+}
+
+/*
+ * @name in directory @parent (fd @dfd) is about to be removed, or replaced
+ * by a rename, through the mount.  If the inode it names is recorded under
+ * that name, its fd is reopened while the name still leads to it, and
+ * kept: the inode loses the name (a later lookup by another name, a
+ * second hard link, gives it one again).  As the server; best effort.
+ */
+void pzc_inode_unnamed(struct pzc_fs *fs, struct pzc_inode *parent, int dfd,
+		       const char *name)
+{
+	struct pzc_inode *p = pzc_named_inode(fs, dfd, name), *dead = NULL;
+	bool same;
+
+	if (!p)
+		return;
+	pthread_mutex_lock(&fs->lock);
+	same = p->parent == parent && p->name && !strcmp(p->name, name);
+	pthread_mutex_unlock(&fs->lock);
+	if (same && pzc_inode_fd(fs, p) >= 0) {
+		pthread_mutex_lock(&fs->lock);
+		if (p->parent == parent && p->name && !strcmp(p->name, name))
+			pzc_set_name(fs, p, NULL, NULL, &dead);
+		pthread_mutex_unlock(&fs->lock);
+		pzc_free_dead(dead);
+		pzc_inode_fd_put(fs, p);
+	}
+	pzc_named_put(fs, p);
+}
+
+/* @name in directory @parent (fd @dfd) was just made, by a rename through
+ * the mount: the inode it names, if known and reopened by name, is
+ * recorded under it.  As the server; best effort. */
+void pzc_inode_named(struct pzc_fs *fs, struct pzc_inode *parent, int dfd,
+		     const char *name)
+{
+	struct pzc_inode *p = pzc_named_inode(fs, dfd, name), *dead = NULL;
+	char *nm;
+
+	if (!p)
+		return;
+	nm = strdup(name);
+	pthread_mutex_lock(&fs->lock);
+	pzc_set_name(fs, p, parent, nm, &dead);
+	pthread_mutex_unlock(&fs->lock);
+	pzc_free_dead(dead);
+	pzc_named_put(fs, p);
 }
 
 /*

@@ -34,9 +34,9 @@ void pzc_entry_init(struct pzc_fs *fs, struct fuse_entry_param *e)
 	e->entry_timeout = fs->cfg.timeout;
 }
 
-/* Look @name up in the directory @dirfd, taking one lookup reference.
- * 0 or -errno. */
-int pzc_lookup_at(fuse_req_t req, int dirfd, const char *name,
+/* Look @name up in the directory @dirfd (inode @parent), taking one
+ * lookup reference.  0 or -errno. */
+int pzc_lookup_at(fuse_req_t req, fuse_ino_t parent, int dirfd, const char *name,
 		  struct fuse_entry_param *e)
 {
 	struct pzc_fs *fs = pzc_fs(req);
@@ -56,7 +56,8 @@ int pzc_lookup_at(fuse_req_t req, int dirfd, const char *name,
 	handle = pzc_handle_of(fs, fd, &mount_id);
 	if (handle && S_ISDIR(e->attr.st_mode))
 		pzc_note_mount(fs, mount_id, fd, handle);
-	inode = pzc_inode_get(fs, fd, &e->attr, handle, mount_id);
+	inode = pzc_inode_get(fs, fd, &e->attr, handle, mount_id,
+			      pzc_inode(req, parent), name);
 	if (!inode)
 		return -ENOMEM;
 	pzc_stat_ino(fs, &e->attr);
@@ -77,7 +78,7 @@ int pzc_do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name,
 
 	if (dfd < 0)
 		return dfd;
-	err = pzc_lookup_at(req, dfd, name, e);
+	err = pzc_lookup_at(req, parent, dfd, name, e);
 	pzc_ifd_put(req, parent);
 	return err;
 }
@@ -429,7 +430,7 @@ static void pzc_make_node(fuse_req_t req, fuse_ino_t parent, const char *name,
 	err = res == -1 ? -errno : 0;
 	pzc_caller_end(req, &creds);
 	if (!err)
-		err = pzc_lookup_at(req, dfd, name, &e);
+		err = pzc_lookup_at(req, parent, dfd, name, &e);
 out:
 	pzc_ifd_put(req, parent);
 	if (err)
@@ -528,6 +529,7 @@ static int pzc_remove(fuse_req_t req, fuse_ino_t parent, const char *name, int f
 
 	if (dfd < 0)
 		return dfd;
+	pzc_inode_unnamed(pzc_fs(req), pzc_inode(req, parent), dfd, name);
 	err = pzc_creds_enter(req, &creds, PZC_CHECKING);
 	if (!err) {
 		err = unlinkat(dfd, name, flags) == -1 ? -errno : 0;
@@ -550,6 +552,7 @@ static void pzc_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 static void pzc_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		       fuse_ino_t newparent, const char *newname, unsigned int flags)
 {
+	struct pzc_fs *fs = pzc_fs(req);
 	struct pzc_creds creds;
 	int fds[2], err;
 
@@ -558,10 +561,18 @@ static void pzc_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	err = pzc_ifd_pair(req, parent, newparent, fds);
 	if (err)
 		return (void)fuse_reply_err(req, -err);
+	/* inodes reopened by name follow (inode.c) */
+	if (!(flags & (RENAME_EXCHANGE | RENAME_NOREPLACE)))
+		pzc_inode_unnamed(fs, pzc_inode(req, newparent), fds[1], newname);
 	err = pzc_creds_enter(req, &creds, PZC_CHECKING);
 	if (!err) {
 		err = renameat2(fds[0], name, fds[1], newname, flags) == -1 ? -errno : 0;
 		pzc_creds_leave(req, &creds);
+	}
+	if (!err) {
+		pzc_inode_named(fs, pzc_inode(req, newparent), fds[1], newname);
+		if (flags & RENAME_EXCHANGE)
+			pzc_inode_named(fs, pzc_inode(req, parent), fds[0], name);
 	}
 	pzc_ifd_pair_put(req, parent, newparent);
 	fuse_reply_err(req, -err);

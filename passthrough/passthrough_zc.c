@@ -14,6 +14,7 @@
  */
 #include "pzc.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -146,6 +147,20 @@ static void pzc_raise_fd_limit(void)
 	}
 }
 
+/*
+ * libfuse stops its workers with pthread_cancel(), and glibc loads the
+ * unwinder (libgcc_s) on the first cancellation: with the fd table full at
+ * that moment (every fd taken by files open through the mount) it cannot,
+ * and aborts the daemon.  Loaded now, glibc finds it loaded then.  Kept
+ * for the life of the process (the handle is never closed).
+ */
+static void pzc_load_unwinder(void)
+{
+	if (!dlopen("libgcc_s.so.1", RTLD_NOW | RTLD_NODELETE))
+		fprintf(stderr, "passthrough_zc: cannot load libgcc_s.so.1 (%s): a stop "
+			"with every fd in use would abort\n", dlerror());
+}
+
 /* The configuration from our options and libfuse's command line. */
 static void pzc_config_init(struct pzc_fs *fs, const struct pzc_cmdline *cl,
 			    const struct fuse_cmdline_opts *opts)
@@ -247,6 +262,7 @@ int main(int argc, char *argv[])
 	if (pzc_validate(&fs.cfg, &root_fd) != 0)
 		goto out_args;
 	pzc_raise_fd_limit();
+	pzc_load_unwinder();
 	res = pzc_creds_init(&fs);
 	if (!res)
 		res = pzc_itable_init(&fs, root_fd);

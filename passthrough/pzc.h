@@ -84,10 +84,13 @@ struct pzc_inode {
 	struct pzc_inode *lru_next;
 	dev_t dev;			/* key, immutable */
 	ino_t ino;			/* key, immutable */
-	struct file_handle *handle;	/* immutable; NULL: fd always open */
+	struct file_handle *handle;	/* immutable; NULL: reopened by name */
 	int mount_fd;			/* for open_by_handle_at, with handle */
 	int fd;				/* O_PATH or -1: pzc_inode_fd(); pzc_fs.lock */
 	unsigned int fd_users;		/* pins on fd; pzc_fs.lock */
+	struct pzc_inode *parent;	/* no handle: directory of name, held; pzc_fs.lock */
+	char *name;			/* no handle: its name there, NULL: none; pzc_fs.lock */
+	unsigned int nholds;		/* children naming it parent, users unlocked; pzc_fs.lock */
 	bool hashed;			/* pzc_fs.lock */
 	uint64_t generation;		/* immutable */
 	uint64_t nlookup;		/* pzc_fs.lock */
@@ -123,6 +126,7 @@ struct pzc_fs {
 	struct pzc_inode *lru_head;	/* inode fds that may be closed (inode.c) */
 	struct pzc_inode *lru_tail;
 	size_t nfds_cached;
+	size_t nnamed;			/* inodes reopened by name (inode.c) */
 	size_t fd_cap;
 	struct pzc_mount_fd *mounts;	/* open_by_handle_at's mount fds */
 	size_t nmounts;
@@ -247,7 +251,7 @@ static inline void pzc_procfd(char buf[PZC_PROCFD_LEN], int fd)
 /* ops.c: the operations table, nodes and attributes */
 void pzc_ops_init(struct fuse_lowlevel_ops *ops);
 void pzc_entry_init(struct pzc_fs *fs, struct fuse_entry_param *e);
-int pzc_lookup_at(fuse_req_t req, int dirfd, const char *name,
+int pzc_lookup_at(fuse_req_t req, fuse_ino_t parent, int dirfd, const char *name,
 		  struct fuse_entry_param *e);
 int pzc_do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name,
 		  struct fuse_entry_param *e);
@@ -296,7 +300,12 @@ struct file_handle *pzc_handle_of(struct pzc_fs *fs, int fd, int *mount_id);
 void pzc_note_mount(struct pzc_fs *fs, int mount_id, int fd,
 		    struct file_handle *handle);
 struct pzc_inode *pzc_inode_get(struct pzc_fs *fs, int fd, const struct stat *st,
-				struct file_handle *handle, int mount_id);
+				struct file_handle *handle, int mount_id,
+				struct pzc_inode *parent, const char *name);
+void pzc_inode_unnamed(struct pzc_fs *fs, struct pzc_inode *parent, int dfd,
+		       const char *name);
+void pzc_inode_named(struct pzc_fs *fs, struct pzc_inode *parent, int dfd,
+		     const char *name);
 void pzc_inode_ref(struct pzc_fs *fs, struct pzc_inode *inode);
 void pzc_inode_unref(struct pzc_fs *fs, struct pzc_inode *inode, uint64_t n);
 void pzc_inode_open(struct pzc_fs *fs, struct pzc_inode *inode);

@@ -90,17 +90,18 @@ static inline void put32(unsigned char *p, uint32_t v)
 static bool rewrite_init_reply(struct fusezc_session *zs, unsigned char *msg,
 			       size_t len)
 {
-	struct fuse_out_header *out = (struct fuse_out_header *)msg;
-	unsigned char *arg = msg + sizeof(*out);
-	size_t arglen = len - sizeof(*out);
+	struct fuse_out_header out;	/* @msg need not be aligned for it */
+	unsigned char *arg = msg + sizeof(out);
+	size_t arglen = len - sizeof(out);
 	uint64_t offered = zs->init_offered;
 	bool want_zc = zs->opts.read_mode == FUSEZC_READ_ZEROCOPY;
 	bool has_zc = offered & FUSEZC_INIT_ZC_READ;
 	uint32_t flags, flags2;
 	int ring_err;
 
-	if (out->error != 0) {
-		zs->init_error = out->error;
+	memcpy(&out, msg, sizeof(out));
+	if (out.error != 0) {
+		zs->init_error = out.error;
 		atomic_store(&zs->zc_status, "FUSE INIT failed");
 		return true;
 	}
@@ -327,7 +328,8 @@ static ssize_t sent(int res, size_t total)
 ssize_t fzc_io_writev(int fd, struct iovec *iov, int count, void *userdata)
 {
 	struct fusezc_worker *w = fzc_tls_worker;
-	struct fuse_out_header *hdr;
+	struct fuse_out_header hdr;	/* a copy: neither the caller's buffer
+					 * nor w->msg is aligned for it */
 	size_t total = 0, off = 0;
 	ssize_t res;
 	int i, err;
@@ -335,10 +337,10 @@ ssize_t fzc_io_writev(int fd, struct iovec *iov, int count, void *userdata)
 	(void)userdata;
 	if (count < 1 || iov[0].iov_len < sizeof(struct fuse_out_header))
 		return writev(fd, iov, count);
-	hdr = iov[0].iov_base;
+	memcpy(&hdr, iov[0].iov_base, sizeof(hdr));
 	for (i = 0; i < count; i++)
 		total += iov[i].iov_len;
-	if (hdr->unique == 0)
+	if (hdr.unique == 0)
 		return writev(fd, iov, count);	/* a notification */
 
 	if (w == NULL) {
@@ -346,28 +348,28 @@ ssize_t fzc_io_writev(int fd, struct iovec *iov, int count, void *userdata)
 		struct fusezc_session *zs = fzc_session_by_fd(fd);
 
 		if (zs != NULL && fzc_table_active(zs))
-			forget_request(zs, hdr->unique);
+			forget_request(zs, hdr.unique);
 		return writev(fd, iov, count);
 	}
 	/* fusezc_reply_write() or _read(): answer the request this reply is for. */
 	if (fzc_tls_write_reply != NULL && !fzc_tls_write_reply->answered &&
-	    hdr->error == 0) {
+	    hdr.error == 0) {
 		fzc_tls_write_reply->answered = true;
-		return sent(fzc_answer_write(w, fd, hdr->unique, fzc_tls_write_reply), total);
+		return sent(fzc_answer_write(w, fd, hdr.unique, fzc_tls_write_reply), total);
 	}
 	if (fzc_tls_read_reply != NULL && !fzc_tls_read_reply->answered &&
-	    hdr->error == 0) {
+	    hdr.error == 0) {
 		fzc_tls_read_reply->answered = true;
-		return sent(fzc_answer_read(w, fd, hdr->unique, fzc_tls_read_reply), total);
+		return sent(fzc_answer_read(w, fd, hdr.unique, fzc_tls_read_reply), total);
 	}
 	if (fzc_table_active(w->zs))
-		forget_request(w->zs, hdr->unique);
-	w->written_bytes = hdr->error ? -1 : (ssize_t)(total - sizeof(*hdr));
-	if (!w->in_valid || hdr->unique != w->in.unique)
+		forget_request(w->zs, hdr.unique);
+	w->written_bytes = hdr.error ? -1 : (ssize_t)(total - sizeof(hdr));
+	if (!w->in_valid || hdr.unique != w->in.unique)
 		return writev(fd, iov, count);
 
 	if (!(w->in.opcode == FUSE_INIT ||
-	      (w->pend == FZC_PEND_OPEN && hdr->error == 0 &&
+	      (w->pend == FZC_PEND_OPEN && hdr.error == 0 &&
 	       (w->in.opcode == FUSE_OPEN || w->in.opcode == FUSE_CREATE))) ||
 	    total > sizeof(w->msg))
 		return writev(fd, iov, count);
@@ -377,7 +379,6 @@ ssize_t fzc_io_writev(int fd, struct iovec *iov, int count, void *userdata)
 		memcpy(w->msg + off, iov[i].iov_base, iov[i].iov_len);
 		off += iov[i].iov_len;
 	}
-	hdr = (struct fuse_out_header *)w->msg;
 
 	if (w->in.opcode == FUSE_INIT) {
 		struct fusezc_session *zs = w->zs;
@@ -386,16 +387,18 @@ ssize_t fzc_io_writev(int fd, struct iovec *iov, int count, void *userdata)
 		atomic_store(&zs->init_seen, true);
 		if (!ok) {
 			/* Like libfuse on a capability mismatch: EPROTO, exit. */
-			hdr->len = sizeof(*hdr);
-			hdr->error = -EPROTO;
-			res = write_all(fd, w->msg, sizeof(*hdr));
+			hdr.len = sizeof(hdr);
+			hdr.error = -EPROTO;
+			memcpy(w->msg, &hdr, sizeof(hdr));
+			res = write_all(fd, w->msg, sizeof(hdr));
 			fuse_session_exit(zs->se);
 			report_init(zs, zs->init_error);
 			return res < 0 ? res : (ssize_t)total;
 		}
 		res = write_all(fd, w->msg, total);
 		/* The kernel processes an INIT reply within the write. */
-		err = res < 0 ? -errno : hdr->error;
+		memcpy(&hdr, w->msg, sizeof(hdr));
+		err = res < 0 ? -errno : hdr.error;
 		report_init(zs, err);
 		if (res < 0) {
 			errno = -err;
@@ -405,7 +408,7 @@ ssize_t fzc_io_writev(int fd, struct iovec *iov, int count, void *userdata)
 	}
 
 	/* FZC_PEND_OPEN: fuse_open_out is the last part of OPEN and CREATE replies. */
-	if (total >= sizeof(*hdr) + sizeof(struct fzc_open_out)) {
+	if (total >= sizeof(hdr) + sizeof(struct fzc_open_out)) {
 		struct fzc_open_out oo;
 		unsigned char *p = w->msg + total - sizeof(oo);
 

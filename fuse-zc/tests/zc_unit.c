@@ -167,7 +167,8 @@ static void feed_request(uint32_t opcode, uint64_t unique, const void *arg, size
 	ssize_t n;
 
 	memcpy(buf, &in, sizeof(in));
-	memcpy(buf + sizeof(in), arg, len);
+	if (len)
+		memcpy(buf + sizeof(in), arg, len);
 	CHECK(write(pfd[1], buf, sizeof(in) + len) == (ssize_t)(sizeof(in) + len));
 	n = fzc_io_read(pfd[0], buf, sizeof(buf), NULL);
 	CHECK(n == (ssize_t)(sizeof(in) + len));
@@ -467,9 +468,10 @@ static int fake_ring_lend(struct fusezc_worker *w, const struct fzc_lending *l, 
 
 static ssize_t fake_dev_writev(int fd, const struct iovec *iov, int count)
 {
-	const struct fuse_out_header *hdr = iov[0].iov_base;
+	struct fuse_out_header hdr;	/* the library's buffer is not aligned for it */
 
-	if (zc_write_errno && (hdr->unique & FUSEZC_UNIQUE_ZC_REPLY)) {
+	memcpy(&hdr, iov[0].iov_base, sizeof(hdr));
+	if (zc_write_errno && (hdr.unique & FUSEZC_UNIQUE_ZC_REPLY)) {
 		errno = zc_write_errno;
 		return -1;
 	}
@@ -609,7 +611,8 @@ static void process(uint32_t opcode, uint64_t unique, const void *arg, size_t le
 	ssize_t n;
 
 	memcpy(buf, &in, sizeof(in));
-	memcpy(buf + sizeof(in), arg, len);
+	if (len)
+		memcpy(buf + sizeof(in), arg, len);
 	CHECK(write(pfd[1], buf, sizeof(in) + len) == (ssize_t)(sizeof(in) + len));
 	n = fzc_io_read(pfd[0], buf, sizeof(buf), NULL);
 	CHECK(n == (ssize_t)(sizeof(in) + len));

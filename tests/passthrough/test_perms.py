@@ -214,6 +214,15 @@ def _script(d, i):
     set_acl(d / "x", "u::rwx,u:bob:r--,g::r-x,m::r-x,o::r-x", i)
 
 
+def _exec_only(mode):
+    """alice's copy of /bin/true with @mode: running a binary needs x, not r."""
+    def setup(d, i):
+        shutil.copyfile("/bin/true", d / "x")
+        os.chown(d / "x", i.alice, i.alice_gid)
+        os.chmod(d / "x", mode)
+    return setup
+
+
 def _setgid_dir(d, i):
     mkd(d / "g", 0o2777, 0, i.other)
 
@@ -285,6 +294,13 @@ ATTACKS = [
            [("bob", "os.listdir(p('sub'))"), ("bob", "read('sub/f')")],
            ["EACCES", "ok inner"]),
     Attack("acl-denies-exec", _script, [("bob", "run('x')")], ["EACCES"]),
+    # execve(2) of a binary needs only x (xfstests generic/126): the
+    # server's open as the caller cannot ask for that
+    Attack("exec-only-binary", _exec_only(0o711),
+           [("bob", "run('x')"), ("alice", "run('x')"), ("bob", "read('x')")],
+           ["ok", "ok", "EACCES"]),
+    Attack("exec-denied-without-x", _exec_only(0o744),
+           [("bob", "run('x')")], ["EACCES"]),
     Attack("acl-access-check", _acl_file("u::rw,u:bob:r--,g::r,m::rw,o::rw", 0o666),
            [("bob", "os.access(p('f'), os.W_OK)"), ("bob", "os.access(p('f'), os.R_OK)")],
            ["ok False", "ok True"]),
