@@ -68,8 +68,6 @@ int tarfs_parse_options(struct fuse_args *args, struct tarfs_cmdline *cl);
 int tarfs_add_fsname(struct fuse_args *args, const char *source);
 const char *tarfs_mode_name(int mode);
 
-/* bdi.c */
-void tarfs_raise_readahead(struct tarfs_fs *fs);
 
 /* ops.c */
 void tarfs_ops_init(struct fuse_lowlevel_ops *ops);

@@ -70,6 +70,24 @@ static void tarfs_notify_parent(bool ok)
 	close(fd);
 }
 
+/*
+ * -o max_readahead (or, without it, a root server's default of 1 MiB: one
+ * FUSE_READ of 256 pages per window) above the kernel's INIT offer.  Needs
+ * root with a writable sysfs; otherwise one line (only with -d for the
+ * default) and the kernel's value stays.
+ */
+static void tarfs_raise_readahead(struct tarfs_fs *fs)
+{
+	int err;
+
+	if (!fs->raise_readahead_kb)
+		return;
+	err = fusezc_set_readahead(fs->cfg.mountpoint, fs->raise_readahead_kb);
+	if (err && (fs->cfg.max_readahead || fs->cfg.debug))
+		fprintf(stderr, "tarfs_zc: cannot raise the read-ahead to %u KiB (%s); "
+			"the kernel's stays\n", fs->raise_readahead_kb, strerror(-err));
+}
+
 /* fusezc_options.init_done: the kernel took INIT (0) or INIT failed. */
 static void tarfs_init_done(struct fusezc_session *zs, int error, void *data)
 {

@@ -253,6 +253,15 @@ struct fusezc_write_stats {
 };
 void fusezc_get_write_stats(const struct fusezc_session *zs, struct fusezc_write_stats *st);
 
+/*
+ * Set the read-ahead of the FUSE mount on @mountpoint to @kb KiB through its
+ * bdi (/sys/class/bdi/<dev>/read_ahead_kb), above what FUSE_INIT can grant.
+ * Call it once the kernel has processed the INIT reply (which would lower it
+ * again), e.g. from the session loop's start.  Needs root and a writable
+ * sysfs.  0 or -errno.
+ */
+int fusezc_set_readahead(const char *mountpoint, unsigned int kb);
+
 #ifdef __cplusplus
 }
 #endif
