@@ -47,15 +47,18 @@
 #define FUSEZC_CQE_F_LENDER_COMPLETED	(1U << 12)
 
 /*
- * sqe->splice_off_in for a /dev/fuse lender: the low 39 bits of the request's
- * unique id and a byte offset into that request's data buffer.  The lent
+ * sqe->splice_off_in for a /dev/fuse lender: the low 31 bits of the request's
+ * unique id above a 32-bit byte offset into that request's data buffer (a
+ * request reaches 65535 pages, 256 MiB, from Linux 6.13 on; uniques advance
+ * by 2, so 31 bits tell 2^30 requests in flight apart).  Bit 63 stays
+ * clear: a file position is never negative.  The lent
  * range (offset + len) must lie inside the request's data, else the CQE is
  * -EINVAL.  Lending may be refused with -EOPNOTSUPP, -EPERM (contract v2:
  * CAP_SYS_ADMIN only by default), -EXDEV (backing file on FUSE or a stacked
  * file system) or -E2BIG; the server then answers by copy.
  */
-#define FUSEZC_POS_OFFSET_BITS		24
-#define FUSEZC_POS_UNIQUE_BITS		39
+#define FUSEZC_POS_OFFSET_BITS		32
+#define FUSEZC_POS_UNIQUE_BITS		31
 
 static inline uint64_t fusezc_lend_pos(uint64_t unique, uint32_t offset)
 {

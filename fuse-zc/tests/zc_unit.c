@@ -44,11 +44,16 @@ static int failures;
 
 static void test_lend_pos(void)
 {
-	CHECK(fusezc_lend_pos(1, 0) == (1ULL << 24));
-	CHECK(fusezc_lend_pos(1, 4096) == ((1ULL << 24) | 4096));
-	/* Only the low 39 bits of the unique id are encoded. */
-	CHECK(fusezc_lend_pos((1ULL << 39) | 5, 0) == (5ULL << 24));
-	CHECK(fusezc_lend_pos(~0ULL, 0) == (((1ULL << 39) - 1) << 24));
+	CHECK(fusezc_lend_pos(1, 0) == (1ULL << 32));
+	CHECK(fusezc_lend_pos(1, 4096) == ((1ULL << 32) | 4096));
+	/* Only the low 31 bits of the unique id are encoded. */
+	CHECK(fusezc_lend_pos((1ULL << 31) | 5, 0) == (5ULL << 32));
+	CHECK(fusezc_lend_pos(~0ULL, 0) == (((1ULL << 31) - 1) << 32));
+	/* 6.13+ requests reach 65535 pages: offsets past 16 MiB stay offsets */
+	CHECK(fusezc_lend_pos(3, 65535u * 4096) == ((3ULL << 32) | (65535ULL * 4096)));
+	CHECK(fusezc_lend_pos(3, ~0u) >> 32 == 3);
+	/* a file position: never negative */
+	CHECK((int64_t)fusezc_lend_pos(~0ULL, ~0u) >= 0);
 }
 
 static void test_sqe(void)
@@ -77,7 +82,7 @@ static void test_sqe(void)
 	fzc_prep_lend(&sqe, 9, 0, 4096, 0, true, 1);
 	CHECK(sqe.splice_fd_in == 0);
 	CHECK(sqe.splice_flags == FUSEZC_SPLICE_F_FD_IN_FIXED);
-	CHECK(sqe.splice_off_in == 1ULL << 24);
+	CHECK(sqe.splice_off_in == 1ULL << 32);
 }
 
 static void test_abi(void)
@@ -99,6 +104,8 @@ static void test_abi(void)
 	CHECK((FUSEZC_INIT_ZC_READ >> 32) > (1ULL << 10));
 	CHECK(FUSEZC_INIT_PASSTHROUGH == (1ULL << 37));
 	CHECK((FUSEZC_UNIQUE_ZC_REPLY & ((1ULL << FUSEZC_POS_UNIQUE_BITS) - 1)) == 0);
+	CHECK(FUSEZC_POS_OFFSET_BITS + FUSEZC_POS_UNIQUE_BITS == 63);
+	CHECK(sizeof(struct fusezc_write_out) == 8);
 }
 
 static void test_api_args(void)

@@ -306,9 +306,11 @@ static int check_acked(const char *dev, struct writer_arg *args, int nr, int rou
  * io-wq (30 ms each, writing to the loop device): every write the writers
  * saw acknowledged is on the device, nothing stays lent.
  */
-static int write_fault_loop(bool abort_conn)
+static int write_fault_loop(bool abort_conn, bool on_file)
 {
 	const char *what = abort_conn ? "abort" : "kill -9";
+	struct freeze_fs f;
+	const char *dev;
 	struct server srv = { .cfg = { .threads = 4, .slow_ms = 30, .writable = true,
 				       .accept_zc_write = true } };
 	int r, in_flight = 0, ret;
@@ -320,8 +322,16 @@ static int write_fault_loop(bool abort_conn)
 
 	CHECK(model && !make_write_backing(model, &size), "write backing");
 	free(model);
-	if (parking_server(&srv, what))
-		return T_FAIL;
+	if (on_file) {
+		/* parked on a regular file of ext4, which a freeze waits for */
+		ret = freeze_fs_setup(&f, false, 4 << 20);
+		CHECK(!ret, "ext4 on a loop device: %s", strerror(-ret));
+		srv.cfg.loop_path = dev = f.data;
+	} else {
+		if (parking_server(&srv, what))
+			return T_FAIL;
+		dev = loop_node;
+	}
 	file_path(path, sizeof(path), mnt);
 
 	for (r = 0; r < rounds; r++) {
@@ -353,8 +363,16 @@ static int write_fault_loop(bool abort_conn)
 			return T_FAIL;
 		parks += srv.sh->parks;
 		/* the server is gone: no write of it can land any more */
-		if (check_acked(loop_node, args, 4, r) != T_PASS)
+		if (check_acked(dev, args, 4, r) != T_PASS)
 			return T_FAIL;
+		/* nothing of the dead server may hold the file system's freeze */
+		ret = on_file ? fsfreeze_round_trip(f.dir) : 0;
+		if (ret == -ETIME) {
+			say("  FAIL %s: round %d: fsfreeze -f still waiting after %d s\n",
+			    __func__, r, FREEZE_LIMIT_S);
+			zc_wedged(__func__);
+		}
+		CHECK(!ret, "round %d: fsfreeze -f/-u: %d", r, ret);
 		for (i = 0; i < 4; i++)
 			acked += args[i].nacked;
 	}
@@ -365,11 +383,15 @@ static int write_fault_loop(bool abort_conn)
 	CHECK(in_flight * 2 >= rounds, "only %d of %d rounds had lending in flight",
 	      in_flight, rounds);
 	CHECK(acked > 0, "no write was acknowledged");
+	if (on_file)
+		freeze_fs_teardown(&f);
 	return T_PASS;
 }
 
-static int t_write_kill_loop(void) { return write_fault_loop(false); }
-static int t_write_abort_loop(void) { return write_fault_loop(true); }
+static int t_write_kill_loop(void) { return write_fault_loop(false, false); }
+static int t_write_abort_loop(void) { return write_fault_loop(true, false); }
+static int t_write_kill_loop_file(void) { return write_fault_loop(false, true); }
+static int t_write_abort_loop_file(void) { return write_fault_loop(true, true); }
 
 static const struct zc_subtest subtests[] = {
 	{ "kill_loop", t_kill_loop, true },
@@ -379,6 +401,9 @@ static const struct zc_subtest subtests[] = {
 	{ "abort_stopped_backing", t_abort_stopped_backing, true },	/* b */
 	{ "write_kill_loop", t_write_kill_loop, true },
 	{ "write_abort_loop", t_write_abort_loop, true },
+	/* parked on a regular file, fsfreeze -f/-u after each round (issue 24) */
+	{ "write_kill_loop_file", t_write_kill_loop_file, true },
+	{ "write_abort_loop_file", t_write_abort_loop_file, true },
 };
 
 int main(int argc, char **argv)

@@ -62,6 +62,8 @@ struct mf_instance {
 	int loop_dio_fd;	/* ... O_DIRECT: parked loans */
 	int loop_rw_fd;		/* ... buffered, to dirty a parked loan's range */
 	int loop_dio_rw_fd;	/* ... O_DIRECT, read-write: parked write loans */
+	int freeze_fd;		/* MF_WRITE_FREEZE: cfg->freeze_path, O_DIRECT */
+	int freeze_pwrite_fd;	/* ... cfg->freeze_pwrite_path */
 	/*
 	 * The largest O_DIRECT read of the loop device that needs no split
 	 * of its bio: the block layer fails a REQ_NOWAIT bio it would have to
@@ -193,6 +195,8 @@ static void mf_fill_attr(struct mf_instance *in, uint64_t ino, struct fuse_attr 
 	a->mode = S_IFREG | (in->cfg->writable ? 0644 : 0444);
 }
 
+static void mf_drop_privileges(void);
+
 static void mf_do_init(struct mf_instance *in, struct fuse_in_header *h, void *arg)
 {
 	struct fuse_init_in *ii = arg;
@@ -235,6 +239,11 @@ static void mf_do_init(struct mf_instance *in, struct fuse_in_header *h, void *a
 		in->sh->init_done = 1;
 	}
 	mf_reply(in, h->unique, 0, &out, sizeof(out));
+	if (in->cfg->drop_privileges_after_init && !in->copy_only) {
+		mf_drop_privileges();	/* every thread's (glibc) */
+		__sync_synchronize();
+		in->sh->privileges_dropped = 1;
+	}
 }
 
 /* Submit what is queued and take the first CQE: 0 and its fields, or -errno. */
@@ -1371,6 +1380,142 @@ copied:
 		mf_unexpected(st, "copy reply", ret);
 }
 
+/*
+ * MF_READ_FAILOVER: daemon A, a child sharing this /dev/fuse file, lends
+ * the read to a READ_SPLICE_BUF parked in its own ring's io-wq; this
+ * daemon (B) sends FUSE_NOTIFY_RESEND, then A is killed, its loan with it.
+ * The read must come again (FUSE_UNIQUE_RESEND, answered by copy in
+ * mf_dispatch()); nothing here answers it.
+ */
+static void mf_failover_read(struct mf_worker *w, struct fuse_in_header *h,
+			     const struct fuse_read_in *ri, uint32_t len)
+{
+	struct fuse_out_header oh = { .len = sizeof(oh), .error = FUSE_NOTIFY_RESEND };
+	struct mf_instance *in = w->in;
+	struct mf_shared *sh = in->sh;
+	struct timespec t;
+	char fifo[64];
+	pid_t pid;
+	int ret;
+
+	sh->failover_parked = 0;
+	pid = fork();
+	if (pid < 0) {
+		sh->park_error = -errno;
+		mf_reply_copy(w, h->unique, ri->offset, ri->size);
+		return;
+	}
+	if (!pid) {
+		/* A: a park ring of its own (the parent's rings are shared memory) */
+		w->park_ready = false;
+		w->fillers_out = 0;
+		ret = mf_park_lend(w, h->unique, 0, ri->offset, len);
+		if (ret) {
+			sh->park_error = ret;
+			sh->failover_parked = -1;
+			_exit(1);
+		}
+		sh->failover_parked = 1;
+		for (;;)
+			pause();
+	}
+	snprintf(fifo, sizeof(fifo), "/tmp/minifuse-park-%d-%d", pid, pid);
+	if (!mf_wait_flag(&sh->failover_parked, 30) || sh->failover_parked < 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		unlink(fifo);
+		__sync_fetch_and_add(&sh->park_failures, 1);
+		mf_reply_copy(w, h->unique, ri->offset, ri->size);
+		return;
+	}
+	sh->notify_errno = write(in->fuse_fd, &oh, sizeof(oh)) < 0 ? errno : 0;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	sh->failover_kill_time = t.tv_sec + t.tv_nsec / 1e9;
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	unlink(fifo);
+	__sync_fetch_and_add(&sh->failover_kills, 1);
+}
+
+/*
+ * MF_READ_FLOOD: the same 1-byte range (offset 1) of the read lent
+ * flood_n times, in batches; then the read is held unanswered until the
+ * test has looked (release), and answered by copy.
+ */
+static void mf_flood_read(struct mf_worker *w, struct fuse_in_header *h,
+			  const struct fuse_read_in *ri)
+{
+	struct mf_instance *in = w->in;
+	struct mf_shared *sh = in->sh;
+	uint64_t done = 0, n = sh->flood_n;
+
+	while (done < n) {
+		unsigned int batch = n - done < 8 ? (unsigned int)(n - done) : 8, i;
+		struct io_uring_cqe *cqe;
+
+		for (i = 0; i < batch; i++)
+			mf_prep_splice_buf(w, FUSEZC_IORING_OP_READ_SPLICE_BUF, in->backing_fd,
+					   ri->offset + 1, 1, in->fuse_fd,
+					   fusezc_lend_pos(h->unique, 1));
+		if (io_uring_submit_and_wait(&w->ring, batch) < 0)
+			break;
+		for (i = 0; i < batch; i++) {
+			if (io_uring_wait_cqe(&w->ring, &cqe))
+				break;
+			if (cqe->res == 1)
+				__sync_fetch_and_add(&sh->flood_ok, 1);
+			else if (cqe->res == -EEXIST)
+				__sync_fetch_and_add(&sh->flood_eexist, 1);
+			else {
+				__sync_fetch_and_add(&sh->flood_other, 1);
+				sh->flood_other_res = cqe->res;
+			}
+			io_uring_cqe_seen(&w->ring, cqe);
+		}
+		done += batch;
+	}
+	sh->flood_held = 1;
+	mf_wait_flag(&sh->release, 300);
+	mf_reply_copy(w, h->unique, ri->offset, ri->size);
+}
+
+/*
+ * MF_READ_MIXED: a server mapping one FUSE file onto two backing files
+ * (stripes): [0, half) from the backing file asking the kernel to answer,
+ * [half, size) from the stripe file (shorter) not asking.  Only the
+ * server may answer then.
+ */
+static void mf_mixed_read(struct mf_worker *w, struct fuse_in_header *h,
+			  const struct fuse_read_in *ri)
+{
+	struct mf_instance *in = w->in;
+	struct mf_shared *sh = in->sh;
+	uint32_t half = ri->size / 2;
+	int fd = open(in->cfg->stripe_path, O_RDONLY | O_CLOEXEC);
+
+	__sync_fetch_and_add(&sh->mixed_reads, 1);
+	w->auto_lend = true;
+	w->lender_completed = false;
+	sh->mixed_res[0] = mf_lend_into(w, h->unique, 0, in->backing_fd, ri->offset, half);
+	sh->mixed_completed[0] = w->lender_completed;
+	w->auto_lend = false;
+	w->lender_completed = false;
+	sh->mixed_res[1] = fd < 0 ? -errno :
+			   mf_lend_into(w, h->unique, half, fd, 0, ri->size - half);
+	sh->mixed_completed[1] = w->lender_completed;
+	if (fd >= 0)
+		close(fd);
+	if (sh->mixed_res[0] != (int)half || sh->mixed_res[1] <= 0)
+		__sync_fetch_and_add(&sh->mixed_failed, 1);
+	else if ((uint32_t)sh->mixed_res[1] < ri->size - half)
+		__sync_fetch_and_add(&sh->mixed_short, 1);
+	if (sh->mixed_completed[0] || sh->mixed_completed[1])
+		__sync_fetch_and_add(&sh->mixed_answered, 1);
+	sh->mixed_reply_errno = -mf_reply_copy(w, h->unique, ri->offset, ri->size);
+	if (sh->mixed_reply_errno)
+		__sync_fetch_and_add(&sh->mixed_refused, 1);
+}
+
 static void mf_do_read(struct mf_worker *w, struct fuse_in_header *h,
 		       struct fuse_read_in *ri)
 {
@@ -1390,7 +1535,8 @@ static void mf_do_read(struct mf_worker *w, struct fuse_in_header *h,
 		mf_sleep_ms(sh->slow_ms);
 		mode = MF_READ_COPY;
 	}
-	if (mode == MF_READ_COPY || !sh->zc_accepted) {
+	/* MF_READ_NO_LEND lends nothing: its bit 62 reply goes out regardless */
+	if (mode == MF_READ_COPY || (!sh->zc_accepted && mode != MF_READ_NO_LEND)) {
 		mf_reply_copy(w, h->unique, ri->offset, ri->size);
 		return;
 	}
@@ -1434,6 +1580,19 @@ static void mf_do_read(struct mf_worker *w, struct fuse_in_header *h,
 				res = -EIO;	/* short: answer by copy */
 		}
 		goto reply;
+	case MF_READ_FLOOD:
+		mf_flood_read(w, h, ri);
+		return;
+	case MF_READ_MIXED:
+		mf_mixed_read(w, h, ri);
+		return;
+	case MF_READ_FAILOVER:
+		len = mf_read_avail(in, ri);
+		if (!len)
+			mf_reply_copy(w, h->unique, ri->offset, ri->size);
+		else
+			mf_failover_read(w, h, ri, len);
+		return;
 	case MF_READ_PARKED:
 	case MF_READ_BUSY_REPLY:
 	case MF_READ_INTERRUPT:
@@ -1583,6 +1742,14 @@ static int mf_reply_write(struct mf_instance *in, uint64_t unique, uint32_t size
 	return mf_reply(in, unique, 0, &out, sizeof(out));
 }
 
+/* A FUSEZC_ZC_WRITE_SEND_DATA reply (@flags) to write @unique; 0 or -errno. */
+static int mf_reply_send_data(struct mf_instance *in, uint64_t unique, uint32_t flags)
+{
+	struct fusezc_write_out out = { .flags = flags };
+
+	return mf_reply(in, unique | FUSEZC_UNIQUE_ZC_REPLY, 0, &out, sizeof(out));
+}
+
 /*
  * MF_WRITE_PARKED: write to the loop device instead of the backing file,
  * the loan parked in io-wq for slow_ms first (a slow backing store) when
@@ -1613,6 +1780,9 @@ static int mf_park_write(struct mf_worker *w, struct fuse_in_header *h,
 	if (mf_lent_pages(in) == 0)
 		__sync_fetch_and_add(&sh->parked_unlent, 1);
 	sh->parked = 1;
+	if (sh->write_mode == MF_WRITE_SEND_DATA_BUSY)
+		sh->send_data_busy_errno =
+			-mf_reply_send_data(in, h->unique, FUSEZC_ZC_WRITE_SEND_DATA);
 	mf_sleep_ms(sh->slow_ms);
 	ret = mf_park_finish(w);
 	sh->parked = 0;
@@ -1738,6 +1908,68 @@ static void mf_random_write(struct mf_worker *w, struct fuse_in_header *h,
 		mf_unexpected(st, "write reply", ret);
 }
 
+/*
+ * MF_WRITE_FREEZE: the whole request written O_DIRECT into in->freeze_fd on
+ * a ring of its own, submitted without waiting (the test has stalled the
+ * device under that file, so the write stays in flight).  When the test
+ * sets freeze_go (a freeze of that file system has started), this thread
+ * either pwrite()s another file of it, as a server serving two requests
+ * may, and only then waits for the lending's CQE; or closes the ring (the
+ * lending's CQE is never seen) and waits until the loan is back.  The bytes
+ * written, or -errno.
+ */
+static int mf_freeze_write(struct mf_worker *w, struct fuse_in_header *h,
+			   const struct fuse_write_in *wi)
+{
+	struct mf_instance *in = w->in;
+	struct mf_shared *sh = in->sh;
+	struct __kernel_timespec ts = { .tv_sec = 120 };
+	struct io_uring_sqe *sqe;
+	struct io_uring_cqe *cqe;
+	struct io_uring ring;
+	char page[4096];
+	int ret, i;
+
+	if (in->freeze_fd < 0 || in->freeze_pwrite_fd < 0)
+		return -EBADF;
+	ret = io_uring_queue_init(4, &ring, 0);
+	if (ret)
+		return ret;
+	sqe = io_uring_get_sqe(&ring);
+	io_uring_prep_rw(FUSEZC_IORING_OP_WRITE_SPLICE_BUF, sqe, in->freeze_fd, NULL,
+			 wi->size, wi->offset);
+	sqe->splice_fd_in = in->fuse_fd;
+	sqe->splice_off_in = fusezc_lend_pos(h->unique, 0);
+	ret = io_uring_submit(&ring);
+	if (ret != 1) {
+		io_uring_queue_exit(&ring);
+		return ret < 0 ? ret : -EIO;
+	}
+	sh->freeze_tid = gettid();
+	__sync_fetch_and_add(&sh->freeze_submitted, 1);	/* a full barrier */
+	mf_wait_flag(&sh->freeze_go, 120);
+	if (sh->freeze_close_ring) {
+		io_uring_queue_exit(&ring);
+		__sync_fetch_and_add(&sh->freeze_ring_closed, 1);
+		/* the loan comes back when the lent write is over */
+		for (i = 0; i < 120000 && mf_lent_pages(in) > 0; i++)
+			mf_sleep_ms(1);
+		return -EIO;
+	}
+	memset(page, 'f', sizeof(page));
+	ret = pwrite(in->freeze_pwrite_fd, page, sizeof(page), 0);
+	sh->freeze_pwrite_res = ret < 0 ? -errno : ret;
+	__sync_fetch_and_add(&sh->freeze_pwrite_done, 1);
+	ret = io_uring_wait_cqe_timeout(&ring, &cqe, &ts);
+	if (!ret) {
+		ret = cqe->res;
+		io_uring_cqe_seen(&ring, cqe);
+	}
+	sh->freeze_cqe_res = ret;
+	io_uring_queue_exit(&ring);
+	return ret;
+}
+
 static void mf_do_write(struct mf_worker *w, struct fuse_in_header *h,
 			const struct fuse_write_in *wi)
 {
@@ -1761,14 +1993,37 @@ static void mf_do_write(struct mf_worker *w, struct fuse_in_header *h,
 		return;
 	}
 	if (!(wi->write_flags & FUSEZC_WRITE_ZERO_COPY)) {
-		ssize_t n = pwrite(fd, wi + 1, wi->size, wi->offset);
+		bool send_data = sh->write_mode == MF_WRITE_SEND_DATA ||
+				 sh->write_mode == MF_WRITE_SEND_DATA_BUSY;
+		ssize_t n;
 
+		if (send_data) {
+			/* it came with its data: nothing to send again */
+			__sync_fetch_and_add(&sh->send_data_resent, 1);
+			sh->send_data_inline_errno =
+				-mf_reply_send_data(in, h->unique, FUSEZC_ZC_WRITE_SEND_DATA);
+		}
+		n = pwrite(fd, wi + 1, wi->size, wi->offset);
 		if (n < 0) {
 			mf_reply(in, h->unique, -errno, NULL, 0);
 			return;
 		}
 		__sync_fetch_and_add(&sh->copy_writes, 1);
 		mf_reply_write(in, h->unique, n);
+		if (send_data)
+			sh->send_data_gone_errno =
+				-mf_reply_send_data(in, h->unique, FUSEZC_ZC_WRITE_SEND_DATA);
+		return;
+	}
+
+	if (sh->write_mode == MF_WRITE_SEND_DATA) {
+		sh->send_data_bad_flags_errno = -mf_reply_send_data(in, h->unique, 1U << 7);
+		res = mf_reply_send_data(in, h->unique, FUSEZC_ZC_WRITE_SEND_DATA);
+		sh->send_data_errno = -res;
+		if (!res)
+			__sync_fetch_and_add(&sh->send_data_asked, 1);
+		else	/* refused: the write must still be answered */
+			mf_reply(in, h->unique, -EIO, NULL, 0);
 		return;
 	}
 
@@ -1785,8 +2040,10 @@ static void mf_do_write(struct mf_worker *w, struct fuse_in_header *h,
 
 		sh->wrong_dir_write_res = mf_ring_run(w, sqe);
 	}
-	if (sh->write_mode == MF_WRITE_PARKED)
+	if (sh->write_mode == MF_WRITE_PARKED || sh->write_mode == MF_WRITE_SEND_DATA_BUSY)
 		res = mf_park_write(w, h, wi);
+	else if (sh->write_mode == MF_WRITE_FREEZE)
+		res = mf_freeze_write(w, h, wi);
 	else
 		res = wi->size ? mf_lend_out(w, h->unique, fd, wi->offset, wi->size) : 0;
 	if (res < 0 || (uint32_t)res < wi->size) {
@@ -1795,6 +2052,16 @@ static void mf_do_write(struct mf_worker *w, struct fuse_in_header *h,
 	}
 	if (res < 0) {
 		mf_reply(in, h->unique, res, NULL, 0);
+		return;
+	}
+	if (sh->write_mode == MF_WRITE_SEND_DATA_BUSY) {
+		/* its loan came back (to the loop device): send it again all the same */
+		res = mf_reply_send_data(in, h->unique, FUSEZC_ZC_WRITE_SEND_DATA);
+		sh->send_data_errno = -res;
+		if (!res)
+			__sync_fetch_and_add(&sh->send_data_asked, 1);
+		else
+			mf_reply(in, h->unique, -EIO, NULL, 0);
 		return;
 	}
 	__sync_fetch_and_add(&sh->zc_writes, 1);
@@ -1871,11 +2138,10 @@ static void mf_dispatch(struct mf_worker *w, struct fuse_in_header *h, void *arg
 
 			/* a resent read: once the lender is done, answer it */
 			__sync_fetch_and_add(&in->sh->resent, 1);
-			if (in->sh->parked) {
+			if (mf_lent_pages(in) > 0)	/* the kernel's word, not ours */
 				__sync_fetch_and_add(&in->sh->resent_while_lent, 1);
-				while (in->sh->parked)
-					mf_sleep_ms(1);
-			}
+			while (in->sh->parked)
+				mf_sleep_ms(1);
 			mf_reply_copy(w, h->unique, ri->offset, ri->size);
 			return;
 		}
@@ -2072,10 +2338,12 @@ static int mf_serve(const struct mf_config *cfg, struct mf_shared *sh)
 {
 	struct mf_instance main_in = { .cfg = cfg, .sh = sh, .fuse_fd = -1,
 				       .loop_fd = -1, .loop_dio_fd = -1, .loop_rw_fd = -1,
-				       .loop_dio_rw_fd = -1 };
+				       .loop_dio_rw_fd = -1, .freeze_fd = -1,
+				       .freeze_pwrite_fd = -1 };
 	struct mf_instance second = { .cfg = cfg, .sh = sh, .fuse_fd = -1,
 				      .loop_fd = -1, .loop_dio_fd = -1, .loop_rw_fd = -1,
-				      .loop_dio_rw_fd = -1, .copy_only = true };
+				      .loop_dio_rw_fd = -1, .freeze_fd = -1,
+				      .freeze_pwrite_fd = -1, .copy_only = true };
 	struct stat st;
 	pthread_t tids[16], tids2[1];
 	int nr = cfg->threads > 0 ? cfg->threads : 2;
@@ -2095,6 +2363,15 @@ static int mf_serve(const struct mf_config *cfg, struct mf_shared *sh)
 	}
 	if (!fstat(main_in.backing_fd, &st))
 		main_in.file_size = st.st_size;
+	if (cfg->freeze_path) {
+		main_in.freeze_fd = open(cfg->freeze_path, O_RDWR | O_DIRECT | O_CLOEXEC);
+		main_in.freeze_pwrite_fd = open(cfg->freeze_pwrite_path,
+						O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+		if (main_in.freeze_fd < 0 || main_in.freeze_pwrite_fd < 0) {
+			perror("minifuse: freeze files");
+			return 2;
+		}
+	}
 	if (cfg->loop_path) {
 		main_in.loop_fd = open(cfg->loop_path, O_RDONLY | O_CLOEXEC);
 		main_in.loop_dio_fd = open(cfg->loop_path, O_RDONLY | O_DIRECT | O_CLOEXEC);

@@ -33,6 +33,23 @@ enum mf_read_mode {
 	MF_READ_RESEND,		/* park a loan, FUSE_NOTIFY_RESEND, wait for release */
 	MF_READ_RANDOM,		/* stress: a random mix of all of the above */
 	MF_READ_ASYNC,		/* zero copy from the loop device: O_DIRECT or uncached */
+	/*
+	 * Failover: a second daemon (a child process sharing the /dev/fuse
+	 * file) parks a loan of the read; this one sends FUSE_NOTIFY_RESEND
+	 * and kills it, then answers the read when it comes again.
+	 */
+	MF_READ_FAILOVER,
+	/*
+	 * Lend byte 1 of the read flood_n times over, then hold the read
+	 * (unanswered) until release, then answer it by copy.
+	 */
+	MF_READ_FLOOD,
+	/*
+	 * Stripes: the first half of the read lent from the backing file with
+	 * IORING_SPLICE_BUF_COMPLETE, the second from cfg->stripe_path
+	 * without it; then, unless the kernel answered, a copy reply.
+	 */
+	MF_READ_MIXED,
 };
 
 /* How a FUSE_WRITE sent without its data (FUSEZC_WRITE_ZERO_COPY) is served. */
@@ -43,6 +60,21 @@ enum mf_write_mode {
 	MF_WRITE_NO_LEND,	/* reply the whole size without writing anything */
 	MF_WRITE_PARKED,	/* to the loop device, the loan parked for slow_ms first */
 	MF_WRITE_RANDOM,	/* stress: a random mix of the above, in chunks */
+	/*
+	 * Answer with FUSEZC_ZC_WRITE_SEND_DATA (after one with unknown flags),
+	 * then the write again, which comes with its data: a SEND_DATA reply to
+	 * it, then pwrite and reply, then a SEND_DATA for it once answered.
+	 */
+	MF_WRITE_SEND_DATA,
+	/* like MF_WRITE_PARKED, a SEND_DATA reply while parked; SEND_DATA after */
+	MF_WRITE_SEND_DATA_BUSY,
+	/*
+	 * WRITE_SPLICE_BUF into cfg->freeze_path (O_DIRECT, on a file system
+	 * the test freezes), not waited for; then, when the test sets
+	 * freeze_go, pwrite() cfg->freeze_pwrite_path from the same thread
+	 * (or, with freeze_close_ring, close the ring instead), then reply.
+	 */
+	MF_WRITE_FREEZE,
 };
 
 /* MF_READ_RANDOM: what the server did, and what the kernel said. */
@@ -123,6 +155,24 @@ struct mf_shared {
 	volatile int notify_errno;	/* of the FUSE_NOTIFY_RESEND write */
 	volatile uint64_t resent, resent_while_lent;
 	volatile int resend_reply_errno;	/* of the lender's reply after release */
+	volatile int privileges_dropped;	/* drop_privileges_after_init done */
+	/* MF_READ_MIXED: the last read's halves' cqe->res and LENDER_COMPLETED */
+	volatile int mixed_res[2], mixed_completed[2];
+	volatile int mixed_reply_errno;		/* of the last copy reply after them */
+	volatile uint64_t mixed_reads;
+	volatile uint64_t mixed_short;		/* second half ended short (the stripe's end) */
+	volatile uint64_t mixed_answered;	/* a CQE said the kernel answered */
+	volatile uint64_t mixed_refused;	/* the copy reply was refused */
+	volatile uint64_t mixed_failed;		/* a lending failed or placed nothing */
+	/* MF_READ_FLOOD */
+	volatile uint64_t flood_n;		/* lendings to try */
+	volatile uint64_t flood_ok, flood_eexist, flood_other;
+	volatile int flood_other_res;		/* the last other result */
+	volatile int flood_held;		/* done lending, the read held */
+	/* MF_READ_FAILOVER */
+	volatile int failover_parked;		/* 1: the child parked its loan, -1: failed */
+	volatile uint64_t failover_kills;	/* children killed with their loan parked */
+	volatile double failover_kill_time;	/* CLOCK_MONOTONIC of the last kill */
 	struct mf_stress stress;	/* MF_READ_RANDOM */
 	/* FUSE_WRITE */
 	volatile enum mf_write_mode write_mode;
@@ -135,6 +185,14 @@ struct mf_shared {
 	volatile int wrong_dir_write_res;	/* READ_SPLICE_BUF on a FUSE_WRITE */
 	volatile int bad_write_reply_errno;	/* of an overclaiming or unlent reply */
 	volatile uint64_t bad_write_replies;
+	/* MF_WRITE_SEND_DATA[_BUSY]: errno (0: accepted) of each SEND_DATA reply */
+	volatile int send_data_bad_flags_errno;	/* unknown flags */
+	volatile int send_data_busy_errno;	/* while a loan of the write is out */
+	volatile int send_data_errno;		/* the good one (the last) */
+	volatile int send_data_inline_errno;	/* to a write that came with its data */
+	volatile int send_data_gone_errno;	/* to a write already answered */
+	volatile uint64_t send_data_asked;	/* SEND_DATA replies accepted */
+	volatile uint64_t send_data_resent;	/* writes that came again with data */
 	/*
 	 * MF_READ_ASYNC, by kind: [0] O_DIRECT, [1] buffered of uncached
 	 * data.  in_submit: the CQE was there when io_uring_submit() returned
@@ -147,6 +205,14 @@ struct mf_shared {
 	volatile int async_iowq_workers;	/* how many, the last time */
 	volatile uint64_t async_failed;
 	volatile int async_error;
+	/* MF_WRITE_FREEZE (the test sets freeze_close_ring and freeze_go) */
+	volatile int freeze_close_ring;
+	volatile int freeze_submitted;	/* the lending is in flight */
+	volatile int freeze_tid;	/* the thread that submitted it */
+	volatile int freeze_go;
+	volatile int freeze_ring_closed;
+	volatile int freeze_pwrite_done, freeze_pwrite_res;
+	volatile int freeze_cqe_res;	/* -ETIME: no CQE within 120 s */
 };
 
 struct mf_config {
@@ -155,6 +221,7 @@ struct mf_config {
 	enum mf_read_mode mode;
 	int threads;			/* default 2 */
 	bool accept_zc;			/* accept the INIT capability */
+	bool decline_zc;		/* server_start(): do not set accept_zc */
 	bool writable;			/* /file is 0644, FUSE_WRITE goes to the backing file */
 	bool accept_zc_write;		/* accept FUSEZC_INIT_ZC_WRITE too */
 	bool writeback_cache;		/* accept FUSE_WRITEBACK_CACHE */
@@ -162,6 +229,11 @@ struct mf_config {
 	bool fixed_target;		/* backing file as a registered file */
 	bool splice_receive;		/* read requests with splice(2) + a pipe */
 	bool drop_privileges;		/* serve as nobody, without CAP_SYS_ADMIN */
+	/*
+	 * Answer INIT as root, then serve as nobody (a privileged helper
+	 * handing the connection to an unprivileged daemon).
+	 */
+	bool drop_privileges_after_init;
 	bool direct_io_backing;		/* open the backing file O_DIRECT */
 	/* lend with IORING_SPLICE_BUF_COMPLETE: the kernel may answer reads */
 	bool auto_complete;
@@ -183,10 +255,14 @@ struct mf_config {
 	 * and MF_READ_ASYNC.
 	 */
 	const char *loop_path;
+	/* MF_READ_MIXED: the second stripe's file */
+	const char *stripe_path;
 	/* MF_READ_PROBE_EXDEV: files on a FUSE or stacking fs to lend into */
 	const char *exdev_paths[MF_MAX_EXDEV];
 	/* also serve a second connection here (copy mode), for a probe */
 	const char *second_mountpoint;
+	/* MF_WRITE_FREEZE: the file lent writes go to, the one pwrite() hits */
+	const char *freeze_path, *freeze_pwrite_path;
 };
 
 /*

@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <linux/loop.h>
 #include <liburing.h>
 #include <pthread.h>
@@ -357,7 +358,7 @@ int server_start(struct server *srv, const char *mountpoint,
 	srv->cfg.mode = mode;
 	if (!srv->cfg.threads)
 		srv->cfg.threads = 2;
-	srv->cfg.accept_zc = true;
+	srv->cfg.accept_zc = !srv->cfg.decline_zc;
 	if (auto_complete)
 		srv->cfg.auto_complete = true;
 	srv->mountpoint = mountpoint;
@@ -607,6 +608,206 @@ int start_inner_mount(struct server *inner)
 {
 	inner->cfg.threads = 4;
 	return server_start(inner, slow_mnt, backing, MF_READ_COPY);
+}
+
+/* ------------------------------------- ext4 on a loop device, fsfreeze */
+
+
+/* Attach a loop device (autoclear) over @path; a read-only fd of it, or -errno. */
+int loop_attach(const char *path, char *node, size_t len)
+{
+	struct loop_config lc = { .info.lo_flags = LO_FLAGS_AUTOCLEAR };
+	int ctl, nr, bfd, fd, err;
+
+	bfd = open(path, O_RDWR | O_CLOEXEC);
+	if (bfd < 0)
+		return -errno;
+	ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+	nr = ctl < 0 ? -1 : ioctl(ctl, LOOP_CTL_GET_FREE);
+	err = errno;
+	if (ctl >= 0)
+		close(ctl);
+	if (nr < 0) {
+		close(bfd);
+		return -err;
+	}
+	snprintf(node, len, "/dev/loop%d", nr);
+	if (!WAIT_UNTIL(access(node, F_OK) == 0, 2) &&
+	    mknod(node, S_IFBLK | 0600, makedev(7, nr)) && errno != EEXIST) {
+		err = errno;
+		close(bfd);
+		return -err;
+	}
+	fd = open(node, O_RDWR | O_CLOEXEC);
+	lc.fd = bfd;
+	if (fd < 0 || ioctl(fd, LOOP_CONFIGURE, &lc)) {
+		err = errno;
+		if (fd >= 0)
+			close(fd);
+		close(bfd);
+		return -err;
+	}
+	close(bfd);
+	/*
+	 * Keep a read-only fd (closing the last one detaches the device):
+	 * a file system is not mounted on a device open for writing
+	 * (CONFIG_BLK_DEV_WRITE_MOUNTED=n: EBUSY).
+	 */
+	bfd = open(node, O_RDONLY | O_CLOEXEC);
+	err = errno;
+	close(fd);
+	return bfd >= 0 ? bfd : -err;
+}
+
+static int run_quiet(const char *cmd)
+{
+	int st = system(cmd);
+
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/*
+ * ext4 on a loop device over @stallable ? a file of a copying FUSE mount
+ * (f->inner, SIGSTOP stalls it) : a tmpfs file; with a file "data" of
+ * @data_size bytes written and synced (a lent write to it is an
+ * overwrite), and "other".
+ */
+int freeze_fs_setup(struct freeze_fs *f, bool stallable, size_t data_size)
+{
+	char cmd[400], path[300], *buf;
+	int fd, ret;
+
+	memset(f, 0, sizeof(*f));
+	f->loop_fd = -1;
+	snprintf(f->image, sizeof(f->image), "%s/ext4.img", workdir);
+	snprintf(f->dir, sizeof(f->dir), "%s/ext4", workdir);
+	snprintf(f->data, sizeof(f->data), "%s/data", f->dir);
+	snprintf(f->other, sizeof(f->other), "%s/other", f->dir);
+	if (mkdir(f->dir, 0755) && errno != EEXIST)
+		return -errno;
+	fd = open(f->image, O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0644);
+	if (fd < 0 || ftruncate(fd, FREEZE_IMAGE_SIZE)) {
+		say("  image: %s\n", strerror(errno));
+		return -EIO;
+	}
+	close(fd);
+	snprintf(cmd, sizeof(cmd), "mkfs.ext4 -q -F %s >/dev/null 2>&1", f->image);
+	if (run_quiet(cmd)) {
+		say("  mkfs.ext4 failed\n");
+		return -EIO;
+	}
+	if (stallable) {
+		f->inner.cfg.threads = 4;
+		f->inner.cfg.writable = true;
+		ret = server_start(&f->inner, slow_mnt, f->image, MF_READ_COPY);
+		if (ret) {
+			say("  inner server: %s\n", strerror(-ret));
+			return ret;
+		}
+		file_path(path, sizeof(path), slow_mnt);
+	} else {
+		snprintf(path, sizeof(path), "%s", f->image);
+	}
+	f->loop_fd = loop_attach(path, f->node, sizeof(f->node));
+	if (f->loop_fd < 0) {
+		say("  loop device over %s: %s\n", path, strerror(-f->loop_fd));
+		return f->loop_fd;
+	}
+	if (mount(f->node, f->dir, "ext4", 0, NULL)) {
+		say("  mount ext4: %s\n", strerror(errno));
+		return -errno;
+	}
+	f->mounted = true;
+	buf = malloc(data_size);
+	if (!buf)
+		return -ENOMEM;
+	memset(buf, 'o', data_size);
+	fd = open(f->data, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
+	ret = fd < 0 || pwrite(fd, buf, data_size, 0) != (ssize_t)data_size || fsync(fd) ? -EIO : 0;
+	/* an O_DIRECT write under IOCB_NOWAIT fails (-EAGAIN) over cached pages */
+	if (!ret && posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED))
+		ret = -EIO;
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	fd = open(f->other, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
+	if (fd < 0 || fsync(fd))
+		ret = -EIO;
+	if (fd >= 0)
+		close(fd);
+	sync();
+	return ret;
+}
+
+void freeze_fs_teardown(struct freeze_fs *f)
+{
+	if (f->inner.pid > 0)
+		kill(f->inner.pid, SIGCONT);
+	if (f->mounted && umount2(f->dir, 0))
+		umount2(f->dir, MNT_DETACH);
+	f->mounted = false;
+	if (f->loop_fd >= 0)
+		close(f->loop_fd);
+	f->loop_fd = -1;
+	if (f->inner.pid > 0)
+		server_stop(&f->inner);
+	unlink(f->image);
+}
+
+/* A child process that freezes (FIFREEZE) or thaws @dir; exits 0 or errno. */
+pid_t fsfreeze_start(const char *dir, bool freeze)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		int fd = open(dir, O_RDONLY | O_CLOEXEC);
+
+		if (fd < 0 || ioctl(fd, freeze ? FIFREEZE : FITHAW, 0))
+			_exit(errno ? errno : 255);
+		_exit(0);
+	}
+	return pid;
+}
+
+/* Reap @pid within @seconds: its exit status, -ETIME, or -errno. */
+int reap_within(pid_t pid, unsigned int seconds)
+{
+	int status = 0;
+	pid_t r = 0;
+
+	if (pid <= 0)
+		return -ECHILD;
+	if (!WAIT_UNTIL((r = waitpid(pid, &status, WNOHANG)) != 0, seconds))
+		return -ETIME;
+	if (r < 0)
+		return -errno;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/*
+ * fsfreeze -f, then -u, of @dir: 0; -ETIME if the freeze did not finish
+ * within FREEZE_LIMIT_S (the file system is then wedged: a task waits in
+ * freeze_super() for good); another -errno or a positive errno else.
+ */
+int fsfreeze_round_trip(const char *dir)
+{
+	int ret = reap_within(fsfreeze_start(dir, true), FREEZE_LIMIT_S);
+
+	if (ret)
+		return ret;
+	return reap_within(fsfreeze_start(dir, false), FREEZE_LIMIT_S);
+}
+
+/*
+ * The kernel is wedged (tasks in D state for good): no cleanup can work,
+ * so report and leave at once, as the watchdog does.
+ */
+void zc_wedged(const char *subtest)
+{
+	say("  FAIL %s: tasks are left in D state for good; exiting without cleanup\n",
+	    subtest);
+	say("0 passed, 1 failed (%s wedged the file system), 0 skipped\n", subtest);
+	_exit(T_FAIL);
 }
 
 /* A server config whose loans can be parked (see park_loop()). */

@@ -135,6 +135,31 @@ int misbehave_and_read_cfg(const struct mf_config *cfg, enum mf_read_mode mode,
 int misbehave_and_read(enum mf_read_mode mode, const char *what,
 		       size_t field, int expected);
 
+/* ----------------------------------- ext4 on a loop device, fsfreeze */
+
+#define FREEZE_LIMIT_S		20	/* fsfreeze -f must finish within this */
+#define FREEZE_IMAGE_SIZE	(64 << 20)
+
+/* ext4 over a loop device, optionally over a stallable FUSE file */
+struct freeze_fs {
+	struct server inner;	/* the stallable device's server */
+	char image[200], dir[200], data[240], other[240], node[64];
+	int loop_fd;
+	bool mounted;
+};
+
+int loop_attach(const char *path, char *node, size_t len);
+int freeze_fs_setup(struct freeze_fs *f, bool stallable, size_t data_size);
+void freeze_fs_teardown(struct freeze_fs *f);
+pid_t fsfreeze_start(const char *dir, bool freeze);
+int reap_within(pid_t pid, unsigned int seconds);
+int fsfreeze_round_trip(const char *dir);
+/*
+ * Tasks are left in D state for good (a freeze that never finishes): no
+ * cleanup can work, so say so and exit at once, failed.
+ */
+void zc_wedged(const char *subtest) __attribute__((noreturn));
+
 /* ---------------------------------------------------------------- reads */
 
 int verify_range(int fd, char *buf, off_t off, size_t len, const char *what);
