@@ -38,13 +38,26 @@
 /*
  * sqe->ioprio: let the kernel answer the FUSE_READ itself when this lending
  * (the last one out) brings its data complete: every byte asked for, or all
- * up to where the backing file ended, without a hole, no lending of it
+ * up to where the backing file ended (with FUSEZC_SPLICE_BUF_EOF), without a
+ * hole, no lending of it
  * failed, no FUSE_INTERRUPT or FUSE_NOTIFY_RESEND concerns it.  The CQE then
  * has FUSEZC_CQE_F_LENDER_COMPLETED and the server must not reply (a reply
  * gets ENOENT); without it the reply is the server's, as without the flag.
  */
 #define FUSEZC_SPLICE_BUF_COMPLETE	(1U << 0)
 #define FUSEZC_CQE_F_LENDER_COMPLETED	(1U << 12)
+
+/*
+ * sqe->ioprio, READ_SPLICE_BUF only: a read that ends short at the end of
+ * the backing file ends the FUSE_READ's data (the kernel may answer it
+ * short, as a copying server would).  Without it a short lending never lets
+ * the kernel answer: for servers mapping one FUSE file onto several backing
+ * files.  The CQE of a read that stopped at the end of its file has
+ * FUSEZC_CQE_F_SPLICE_BUF_EOF; a short one without it was cut by something
+ * else (an error of the backing file included).
+ */
+#define FUSEZC_SPLICE_BUF_EOF		(1U << 1)
+#define FUSEZC_CQE_F_SPLICE_BUF_EOF	(1U << 13)
 
 /*
  * sqe->splice_off_in for a /dev/fuse lender: the low 31 bits of the request's

@@ -95,8 +95,11 @@ static int real_ring_lend(struct fusezc_worker *w, const struct fzc_lending *l,
 			 FUSEZC_IORING_OP_READ_SPLICE_BUF, l->fd, l->off, l->len,
 			 fixed ? 0 : l->devfd, fixed, l->unique);
 	sqe->splice_off_in = fusezc_lend_pos(l->unique, l->req_off);
+	/* fusezc_reply_read() maps the read onto one range of one file: its
+	 * end is the end of the read's data, as for a copy */
 	if (l->kernel_answers)
-		sqe->ioprio = FUSEZC_SPLICE_BUF_COMPLETE;
+		sqe->ioprio = l->write ? FUSEZC_SPLICE_BUF_COMPLETE :
+			      FUSEZC_SPLICE_BUF_COMPLETE | FUSEZC_SPLICE_BUF_EOF;
 	do
 		res = io_uring_submit_and_wait(&w->ring, 1);
 	while ((res == -EINTR || res == -EAGAIN) && ++tries < 1000);
@@ -130,7 +133,7 @@ static int real_ring_submit_lend(struct fusezc_worker *w, const struct fzc_lendi
 	fzc_prep_lend(sqe, l->fd, l->off, l->len, fixed ? 0 : l->devfd, fixed,
 		      l->unique);
 	sqe->splice_off_in = fusezc_lend_pos(l->unique, l->req_off);
-	sqe->ioprio = FUSEZC_SPLICE_BUF_COMPLETE;
+	sqe->ioprio = FUSEZC_SPLICE_BUF_COMPLETE | FUSEZC_SPLICE_BUF_EOF;
 	sqe->user_data = user_data;
 	do
 		res = io_uring_submit(&w->ring);

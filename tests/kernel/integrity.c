@@ -1,42 +1,54 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
  * zc_kernel_integrity: the kernel answers a read only when the server's
- * lendings asked it to (issue 24, Data integrity).  mixed_completion: a
- * server mapping one FUSE file onto several backing files lends one part
- * asking the kernel to answer and another not: the kernel must leave the
- * read to the server.
+ * lendings asked it to (issue 24, Data integrity).  A server mapping one
+ * FUSE file onto several backing files (stripes) lends one part asking the
+ * kernel to answer and another: mixed_completion (the other does not ask),
+ * eof_not_asked (it asks, but does not say its file's end ends the data),
+ * eof_asked (it says so), short_stream (a FIFO, whose short read is not
+ * its end).
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "zc_test.h"
 
+/* -r N: N/10 reads (at least 1) */
+static int tenth_rounds(void)
+{
+	return rounds / 10 ? rounds / 10 : 1;
+}
+
+enum mixed_expect {
+	MIXED_SERVER_ANSWERS,	/* the kernel must leave the read to the server */
+	MIXED_KERNEL_ANSWERS,	/* the kernel answers it short, at the stripe's end */
+};
+
 /*
- * The issue's repro: [0, 64K) lent from the backing file with
- * IORING_SPLICE_BUF_COMPLETE, [64K, 128K) from a 10 KiB stripe file
- * without it.  On v6 the second CQE carried IORING_CQE_F_LENDER_COMPLETED
- * and the reader got 74 KiB (the backing EOF of the stripe ended the
- * read).  Now the second CQE must not say so, the server's copy reply must
- * be accepted, the reader must get 128 KiB of the right bytes, and the
- * file's size must stay.  -r N: N/10 reads (at least 1).
+ * Lend [0, 64K) of each read from the backing file with COMPLETE and EOF,
+ * [64K, 128K) from @stripe (10 KiB, or a FIFO holding 10 KiB) with
+ * @stripe_ioprio, and check who answered and what the reader got.  The
+ * stripe file holds the backing file's bytes [64K, 74K), so a read the
+ * kernel answers short has the right bytes too.  @reads reads where the
+ * server answers; one where the kernel does (the short answer shrinks the
+ * file's cached size).
  */
-static int t_mixed_completion(void)
+static int mixed_run(const char *stripe, unsigned int stripe_ioprio, bool stripe_eof,
+		     enum mixed_expect expect, int reads)
 {
 	struct server srv = { .cfg = { .threads = 1 } };
-	char path[300], stripe[200];
-	int r, nr = rounds / 10 ? rounds / 10 : 1, ret, fd;
+	int r, nr = expect == MIXED_KERNEL_ANSWERS ? 1 : reads;
+	int ret;
+	char path[300];
 	struct stat st0, st1;
-	char buf[10240];
 
-	snprintf(stripe, sizeof(stripe), "%s/stripe10k", workdir);
-	memset(buf, 'x', sizeof(buf));
-	fd = open(stripe, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
-	CHECK(fd >= 0 && write(fd, buf, sizeof(buf)) == (ssize_t)sizeof(buf), "stripe file");
-	close(fd);
 	srv.cfg.stripe_path = stripe;
+	srv.cfg.stripe_ioprio = stripe_ioprio;
 	ret = server_start(&srv, mnt, backing, MF_READ_MIXED);
 	CHECK(!ret, "server: %s", strerror(-ret));
 	file_path(path, sizeof(path), mnt);
@@ -46,19 +58,24 @@ static int t_mixed_completion(void)
 	for (r = 0; r < nr && ret == T_PASS; r++) {
 		struct one_read rd = { .path = path, .off = (off_t)r << 20, .len = 131072,
 				       .direct = true };
+		bool answered;
 
 		if (one_read_start(&rd) || !one_read_wait(&rd, 60)) {
 			say("  read %d did not return\n", r);
 			ret = T_FAIL;
 			break;
 		}
-		say("  read %d: %llu FUSE_READs (%llu with the stripe short), last halves lent "
-		    "%d%s / %d%s, copy reply: %s; kernel answered %llu, replies refused %llu, "
-		    "reader got %zd bytes\n", r, (unsigned long long)srv.sh->mixed_reads,
+		answered = srv.sh->mixed_answered != 0;
+		say("  read %d: %llu FUSE_READs (%llu with the stripe short), halves lent "
+		    "%d%s%s / %d%s%s, copy reply: %s; kernel answered %llu, replies refused "
+		    "%llu, reader got %zd bytes\n", r, (unsigned long long)srv.sh->mixed_reads,
 		    (unsigned long long)srv.sh->mixed_short, srv.sh->mixed_res[0],
-		    srv.sh->mixed_completed[0] ? " (kernel answered)" : "", srv.sh->mixed_res[1],
+		    srv.sh->mixed_completed[0] ? " (kernel answered)" : "",
+		    srv.sh->mixed_cqe_flags[0] & FUSEZC_CQE_F_SPLICE_BUF_EOF ? " (EOF)" : "",
+		    srv.sh->mixed_res[1],
 		    srv.sh->mixed_completed[1] ? " (kernel answered)" : "",
-		    strerror(srv.sh->mixed_reply_errno),
+		    srv.sh->mixed_cqe_flags[1] & FUSEZC_CQE_F_SPLICE_BUF_EOF ? " (EOF)" : "",
+		    answered ? "none" : strerror(srv.sh->mixed_reply_errno),
 		    (unsigned long long)srv.sh->mixed_answered,
 		    (unsigned long long)srv.sh->mixed_refused, rd.n);
 		if (srv.sh->mixed_failed || !srv.sh->mixed_short) {
@@ -66,29 +83,151 @@ static int t_mixed_completion(void)
 			    (unsigned long long)srv.sh->mixed_failed,
 			    (unsigned long long)srv.sh->mixed_short);
 			ret = T_FAIL;
-		} else if (srv.sh->mixed_answered) {
-			say("  FAIL: the kernel answered a read whose second lending did not ask it to\n");
+		} else if (!!(srv.sh->mixed_cqe_flags[1] & FUSEZC_CQE_F_SPLICE_BUF_EOF) !=
+			   stripe_eof) {
+			say("  FAIL: the stripe's CQE %s IORING_CQE_F_SPLICE_BUF_EOF\n",
+			    stripe_eof ? "lacks" : "has");
 			ret = T_FAIL;
-		} else if (srv.sh->mixed_refused) {
+		} else if (srv.sh->mixed_cqe_flags[0] & FUSEZC_CQE_F_SPLICE_BUF_EOF) {
+			say("  FAIL: a lending that was not short has IORING_CQE_F_SPLICE_BUF_EOF\n");
+			ret = T_FAIL;
+		} else if (expect == MIXED_SERVER_ANSWERS && answered) {
+			say("  FAIL: the kernel answered a read whose stripe lending did not "
+			    "say its end ends the data\n");
+			ret = T_FAIL;
+		} else if (expect == MIXED_KERNEL_ANSWERS && !srv.sh->mixed_completed[1]) {
+			say("  FAIL: the kernel did not answer a read whose lendings all asked "
+			    "it to, the last one ending at its file's end with EOF\n");
+			ret = T_FAIL;
+		} else if (!answered && srv.sh->mixed_refused) {
 			say("  FAIL: the server's reply was refused: %s\n",
 			    strerror(srv.sh->mixed_reply_errno));
 			ret = T_FAIL;
-		} else if (check_read(&rd, rd.len, "striped read") != T_PASS) {
+		} else if (check_read(&rd, expect == MIXED_KERNEL_ANSWERS ?
+				      65536 + 10240 : rd.len, "striped read") != T_PASS) {
 			ret = T_FAIL;
 		}
 	}
-	if (stat(path, &st1) || st1.st_size != st0.st_size) {
+	if (expect == MIXED_SERVER_ANSWERS &&
+	    (stat(path, &st1) || st1.st_size != st0.st_size)) {
 		say("  FAIL: the file's size went from %lld to %lld\n", (long long)st0.st_size,
 		    (long long)st1.st_size);
 		ret = T_FAIL;
 	}
 	server_stop(&srv);
+	return ret;
+}
+
+/* The stripe file: the backing file's bytes [64K, 74K). */
+static int make_stripe(char *stripe, size_t len)
+{
+	char buf[10240];
+	int fd, bfd;
+
+	snprintf(stripe, len, "%s/stripe10k", workdir);
+	bfd = open(backing, O_RDONLY | O_CLOEXEC);
+	CHECK(bfd >= 0 && pread(bfd, buf, sizeof(buf), 65536) == (ssize_t)sizeof(buf),
+	      "backing file: %s", strerror(errno));
+	close(bfd);
+	fd = open(stripe, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
+	CHECK(fd >= 0 && write(fd, buf, sizeof(buf)) == (ssize_t)sizeof(buf), "stripe file");
+	close(fd);
+	return T_PASS;
+}
+
+/*
+ * The issue's repro: [0, 64K) lent from the backing file with
+ * IORING_SPLICE_BUF_COMPLETE, [64K, 128K) from a 10 KiB stripe file
+ * without it.  On v6 the second CQE carried IORING_CQE_F_LENDER_COMPLETED
+ * and the reader got 74 KiB (the backing EOF of the stripe ended the
+ * read).  Now the second CQE must not say so (it says the stripe's file
+ * ended: IORING_CQE_F_SPLICE_BUF_EOF), the server's copy reply must be
+ * accepted, the reader must get 128 KiB of the right bytes, and the file's
+ * size must stay.
+ */
+static int t_mixed_completion(void)
+{
+	char stripe[200];
+	int ret;
+
+	if (make_stripe(stripe, sizeof(stripe)) != T_PASS)
+		return T_FAIL;
+	ret = mixed_run(stripe, 0, true, MIXED_SERVER_ANSWERS, tenth_rounds());
 	unlink(stripe);
+	return ret;
+}
+
+/*
+ * Both lendings ask the kernel to answer, but the stripe's does not say
+ * that its file's end ends the data (no IORING_SPLICE_BUF_EOF): the end of
+ * one stripe is not the end of the FUSE file.  Before the flag existed the
+ * kernel answered with 74 KiB and the file's cached size shrank.
+ */
+static int t_eof_not_asked(void)
+{
+	char stripe[200];
+	int ret;
+
+	if (make_stripe(stripe, sizeof(stripe)) != T_PASS)
+		return T_FAIL;
+	ret = mixed_run(stripe, FUSEZC_SPLICE_BUF_COMPLETE, true, MIXED_SERVER_ANSWERS,
+			tenth_rounds());
+	unlink(stripe);
+	return ret;
+}
+
+/* With IORING_SPLICE_BUF_EOF the same read ends at the stripe's end. */
+static int t_eof_asked(void)
+{
+	char stripe[200];
+	int ret;
+
+	if (make_stripe(stripe, sizeof(stripe)) != T_PASS)
+		return T_FAIL;
+	ret = mixed_run(stripe, FUSEZC_SPLICE_BUF_COMPLETE | FUSEZC_SPLICE_BUF_EOF, true,
+			MIXED_KERNEL_ANSWERS, 1);
+	unlink(stripe);
+	return ret;
+}
+
+/*
+ * A file without a size (a FIFO holding 10 KiB) as the stripe, lent with
+ * COMPLETE and EOF: a short read of it is not its end (its size is 0, and
+ * a size of 0 made every short read "at the end of the file" before), so
+ * the kernel must leave the read to the server, and the CQE must not say
+ * EOF.
+ */
+static int t_short_stream(void)
+{
+	char fifo[200], buf[10240];
+	int wfd, ret;
+
+	snprintf(fifo, sizeof(fifo), "%s/stripe-fifo", workdir);
+	unlink(fifo);
+	CHECK(!mkfifo(fifo, 0600), "mkfifo: %s", strerror(errno));
+	/* O_RDWR: a FIFO opened for writing without a reader would block */
+	wfd = open(fifo, O_RDWR | O_CLOEXEC);
+	CHECK(wfd >= 0, "open %s: %s", fifo, strerror(errno));
+	memset(buf, 'f', sizeof(buf));
+	ret = T_PASS;
+	/* one read per mount: the FIFO holds one stripe at a time */
+	for (int r = 0; r < tenth_rounds() && ret == T_PASS; r++) {
+		if (write(wfd, buf, sizeof(buf)) != (ssize_t)sizeof(buf))
+			ret = T_FAIL;
+		else
+			ret = mixed_run(fifo, FUSEZC_SPLICE_BUF_COMPLETE |
+					FUSEZC_SPLICE_BUF_EOF, false, MIXED_SERVER_ANSWERS, 1);
+	}
+	close(wfd);
+	unlink(fifo);
 	return ret;
 }
 
 static const struct zc_subtest subtests[] = {
 	{ "mixed_completion", t_mixed_completion, true },
+	{ "eof_not_asked", t_eof_not_asked, true },
+	{ "eof_asked", t_eof_asked, true },
+	{ "short_stream", t_short_stream, true },
 };
 
 int main(int argc, char **argv)

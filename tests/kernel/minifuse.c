@@ -43,6 +43,9 @@
 /* user_data of the parked-loan ring's operations */
 enum { MF_UD_BLOCKER = 1, MF_UD_PARKED, MF_UD_CANCEL, MF_UD_NR };
 #define MF_UD_LEND		200
+/* a read lending that lets the kernel answer: the backing file's end is the
+ * end of the read's data (the file is mapped one to one) */
+#define MF_READ_COMPLETE	(FUSEZC_SPLICE_BUF_COMPLETE | FUSEZC_SPLICE_BUF_EOF)
 #define MF_UD_AFTER_LEND	201
 /* user_data of the NOPs queued in io-wq ahead of a parked lending */
 #define MF_UD_FILLER		100
@@ -97,6 +100,10 @@ struct mf_worker {
 	bool auto_lend;
 	/* a lending's CQE of this read said the kernel answered the read */
 	bool lender_completed;
+	/* the last lending's CQE flags */
+	unsigned int cqe_flags;
+	/* sqe->ioprio for the next mf_lend_into() instead of auto_lend's */
+	int next_ioprio;
 	/* MF_READ_ASYNC: a DEFER_TASKRUN ring, so no completion is posted
 	 * before the worker waits for it */
 	struct io_uring aring;
@@ -277,6 +284,7 @@ static int mf_ring_run(struct mf_worker *w, struct io_uring_sqe *sqe)
 	ret = mf_ring_submit_one(w, &ud, &res, &flags);
 	if (ret < 0)
 		return ret;
+	w->cqe_flags = flags;
 	if (flags & FUSEZC_CQE_F_LENDER_COMPLETED)
 		w->lender_completed = true;
 	return res;
@@ -348,7 +356,11 @@ static int mf_lend_into(struct mf_worker *w, uint64_t unique, uint32_t lend_off,
 	if (cfg->fixed_target && fd == w->in->backing_fd)
 		sqe->flags |= IOSQE_FIXED_FILE;
 	if (w->auto_lend)
-		sqe->ioprio = FUSEZC_SPLICE_BUF_COMPLETE;
+		sqe->ioprio = MF_READ_COMPLETE;
+	if (w->next_ioprio >= 0) {
+		sqe->ioprio = (unsigned int)w->next_ioprio;
+		w->next_ioprio = -1;
+	}
 	if (w->auto_lend && cfg->skip_success)
 		return mf_ring_run_skip(w, sqe, len);
 	return mf_ring_run(w, sqe);
@@ -658,7 +670,7 @@ static int mf_park_try_op(struct mf_worker *w, int op, uint64_t unique, uint32_t
 	sqe->splice_off_in = fusezc_lend_pos(unique, lend_off);
 	sqe->user_data = MF_UD_PARKED;
 	if (w->auto_lend)
-		sqe->ioprio = FUSEZC_SPLICE_BUF_COMPLETE;
+		sqe->ioprio = write ? FUSEZC_SPLICE_BUF_COMPLETE : MF_READ_COMPLETE;
 	ret = io_uring_submit(&w->park);
 	if (ret != (nr_fillers ? 1 : 2))
 		return ret < 0 ? ret : -EIO;
@@ -1027,7 +1039,7 @@ static int mf_async_lend(struct mf_worker *w, struct fuse_in_header *h,
 	sqe->splice_fd_in = in->fuse_fd;
 	sqe->splice_off_in = fusezc_lend_pos(h->unique, 0);
 	if (w->auto_lend)
-		sqe->ioprio = FUSEZC_SPLICE_BUF_COMPLETE;
+		sqe->ioprio = MF_READ_COMPLETE;
 	ret = io_uring_submit(&w->aring);
 	if (ret != 1) {
 		ret = ret < 0 ? ret : -EIO;
@@ -1266,7 +1278,7 @@ static void mf_random_read(struct mf_worker *w, struct fuse_in_header *h,
 					 in->fuse_fd, fusezc_lend_pos(h->unique, c->off));
 		io_uring_sqe_set_data64(sqe, order[i]);
 		if (autoc)
-			sqe->ioprio = FUSEZC_SPLICE_BUF_COMPLETE;
+			sqe->ioprio = MF_READ_COMPLETE;
 		pending++;
 	}
 	__sync_fetch_and_add(&st->chunks, pending);
@@ -1482,8 +1494,8 @@ static void mf_flood_read(struct mf_worker *w, struct fuse_in_header *h,
 /*
  * MF_READ_MIXED: a server mapping one FUSE file onto two backing files
  * (stripes): [0, half) from the backing file asking the kernel to answer,
- * [half, size) from the stripe file (shorter) not asking.  Only the
- * server may answer then.
+ * [half, size) from the stripe file (shorter) with cfg->stripe_ioprio.
+ * Unless the kernel answered, the server does.
  */
 static void mf_mixed_read(struct mf_worker *w, struct fuse_in_header *h,
 			  const struct fuse_read_in *ri)
@@ -1498,19 +1510,27 @@ static void mf_mixed_read(struct mf_worker *w, struct fuse_in_header *h,
 	w->lender_completed = false;
 	sh->mixed_res[0] = mf_lend_into(w, h->unique, 0, in->backing_fd, ri->offset, half);
 	sh->mixed_completed[0] = w->lender_completed;
+	sh->mixed_cqe_flags[0] = w->cqe_flags;
 	w->auto_lend = false;
 	w->lender_completed = false;
+	w->cqe_flags = 0;
+	w->next_ioprio = (int)in->cfg->stripe_ioprio;
 	sh->mixed_res[1] = fd < 0 ? -errno :
 			   mf_lend_into(w, h->unique, half, fd, 0, ri->size - half);
+	w->next_ioprio = -1;
 	sh->mixed_completed[1] = w->lender_completed;
+	sh->mixed_cqe_flags[1] = w->cqe_flags;
 	if (fd >= 0)
 		close(fd);
 	if (sh->mixed_res[0] != (int)half || sh->mixed_res[1] <= 0)
 		__sync_fetch_and_add(&sh->mixed_failed, 1);
 	else if ((uint32_t)sh->mixed_res[1] < ri->size - half)
 		__sync_fetch_and_add(&sh->mixed_short, 1);
-	if (sh->mixed_completed[0] || sh->mixed_completed[1])
+	if (sh->mixed_completed[0] || sh->mixed_completed[1]) {
+		/* the kernel answered: a reply would get ENOENT */
 		__sync_fetch_and_add(&sh->mixed_answered, 1);
+		return;
+	}
 	sh->mixed_reply_errno = -mf_reply_copy(w, h->unique, ri->offset, ri->size);
 	if (sh->mixed_reply_errno)
 		__sync_fetch_and_add(&sh->mixed_refused, 1);
@@ -2281,6 +2301,7 @@ static int mf_start_workers(struct mf_instance *in, int nr, pthread_t *tids)
 		if (!w)
 			return -ENOMEM;
 		w->in = in;
+		w->next_ioprio = -1;
 		w->rnd = 0x9e3779b97f4a7c15ull ^ ((uint64_t)getpid() << 16) ^ (uint64_t)i;
 		w->buf = malloc(MF_BUF_SIZE);
 		w->data = malloc(MF_MAX_WRITE);

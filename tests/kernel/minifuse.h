@@ -47,7 +47,8 @@ enum mf_read_mode {
 	/*
 	 * Stripes: the first half of the read lent from the backing file with
 	 * IORING_SPLICE_BUF_COMPLETE, the second from cfg->stripe_path
-	 * without it; then, unless the kernel answered, a copy reply.
+	 * with cfg->stripe_ioprio; then, unless the kernel answered, a copy
+	 * reply.
 	 */
 	MF_READ_MIXED,
 };
@@ -158,6 +159,7 @@ struct mf_shared {
 	volatile int privileges_dropped;	/* drop_privileges_after_init done */
 	/* MF_READ_MIXED: the last read's halves' cqe->res and LENDER_COMPLETED */
 	volatile int mixed_res[2], mixed_completed[2];
+	volatile unsigned int mixed_cqe_flags[2];
 	volatile int mixed_reply_errno;		/* of the last copy reply after them */
 	volatile uint64_t mixed_reads;
 	volatile uint64_t mixed_short;		/* second half ended short (the stripe's end) */
@@ -255,8 +257,9 @@ struct mf_config {
 	 * and MF_READ_ASYNC.
 	 */
 	const char *loop_path;
-	/* MF_READ_MIXED: the second stripe's file */
+	/* MF_READ_MIXED: the second stripe's file, and sqe->ioprio lending it */
 	const char *stripe_path;
+	unsigned int stripe_ioprio;
 	/* MF_READ_PROBE_EXDEV: files on a FUSE or stacking fs to lend into */
 	const char *exdev_paths[MF_MAX_EXDEV];
 	/* also serve a second connection here (copy mode), for a probe */
