@@ -118,13 +118,16 @@ static int mixed_run(const char *stripe, unsigned int stripe_ioprio, bool stripe
 	return ret;
 }
 
-/* The stripe file: the backing file's bytes [64K, 74K). */
-static int make_stripe(char *stripe, size_t len)
+/*
+ * A 10 KiB stripe file holding the backing file's bytes [64K, 74K), lent
+ * with @stripe_ioprio into [64K, 128K) of each read.
+ */
+static int stripe_file_run(unsigned int stripe_ioprio, enum mixed_expect expect)
 {
-	char buf[10240];
-	int fd, bfd;
+	char stripe[200], buf[10240];
+	int fd, bfd, ret;
 
-	snprintf(stripe, len, "%s/stripe10k", workdir);
+	snprintf(stripe, sizeof(stripe), "%s/stripe10k", workdir);
 	bfd = open(backing, O_RDONLY | O_CLOEXEC);
 	CHECK(bfd >= 0 && pread(bfd, buf, sizeof(buf), 65536) == (ssize_t)sizeof(buf),
 	      "backing file: %s", strerror(errno));
@@ -132,7 +135,10 @@ static int make_stripe(char *stripe, size_t len)
 	fd = open(stripe, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
 	CHECK(fd >= 0 && write(fd, buf, sizeof(buf)) == (ssize_t)sizeof(buf), "stripe file");
 	close(fd);
-	return T_PASS;
+	ret = mixed_run(stripe, stripe_ioprio, true, expect,
+			expect == MIXED_KERNEL_ANSWERS ? 1 : tenth_rounds());
+	unlink(stripe);
+	return ret;
 }
 
 /*
@@ -147,14 +153,7 @@ static int make_stripe(char *stripe, size_t len)
  */
 static int t_mixed_completion(void)
 {
-	char stripe[200];
-	int ret;
-
-	if (make_stripe(stripe, sizeof(stripe)) != T_PASS)
-		return T_FAIL;
-	ret = mixed_run(stripe, 0, true, MIXED_SERVER_ANSWERS, tenth_rounds());
-	unlink(stripe);
-	return ret;
+	return stripe_file_run(0, MIXED_SERVER_ANSWERS);
 }
 
 /*
@@ -165,29 +164,14 @@ static int t_mixed_completion(void)
  */
 static int t_eof_not_asked(void)
 {
-	char stripe[200];
-	int ret;
-
-	if (make_stripe(stripe, sizeof(stripe)) != T_PASS)
-		return T_FAIL;
-	ret = mixed_run(stripe, FUSEZC_SPLICE_BUF_COMPLETE, true, MIXED_SERVER_ANSWERS,
-			tenth_rounds());
-	unlink(stripe);
-	return ret;
+	return stripe_file_run(FUSEZC_SPLICE_BUF_COMPLETE, MIXED_SERVER_ANSWERS);
 }
 
 /* With IORING_SPLICE_BUF_EOF the same read ends at the stripe's end. */
 static int t_eof_asked(void)
 {
-	char stripe[200];
-	int ret;
-
-	if (make_stripe(stripe, sizeof(stripe)) != T_PASS)
-		return T_FAIL;
-	ret = mixed_run(stripe, FUSEZC_SPLICE_BUF_COMPLETE | FUSEZC_SPLICE_BUF_EOF, true,
-			MIXED_KERNEL_ANSWERS, 1);
-	unlink(stripe);
-	return ret;
+	return stripe_file_run(FUSEZC_SPLICE_BUF_COMPLETE | FUSEZC_SPLICE_BUF_EOF,
+			       MIXED_KERNEL_ANSWERS);
 }
 
 /*
