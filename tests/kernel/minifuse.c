@@ -776,7 +776,8 @@ static int mf_probe_sqe(struct mf_worker *w, int op, int fd, uint64_t off,
 	return mf_ring_run(w, sqe);
 }
 
-static void tweak_ioprio(struct io_uring_sqe *s) { s->ioprio = 2; /* not a flag */ }
+static void tweak_ioprio(struct io_uring_sqe *s) { s->ioprio = 4; /* not a flag */ }
+static void tweak_eof(struct io_uring_sqe *s) { s->ioprio = FUSEZC_SPLICE_BUF_EOF; }
 static void tweak_buf_index(struct io_uring_sqe *s) { s->buf_index = 1; }
 static void tweak_addr3(struct io_uring_sqe *s) { s->addr3 = 1; }
 static void tweak_splice_move(struct io_uring_sqe *s) { s->splice_flags = 1; /* SPLICE_F_MOVE */ }
@@ -818,6 +819,10 @@ static void mf_run_probes(struct mf_worker *w, uint64_t unique, uint64_t off,
 	mf_probe(w, "WRITE_SPLICE_BUF on a FUSE_READ", -EOPNOTSUPP,
 		 mf_probe_sqe(w, FUSEZC_IORING_OP_WRITE_SPLICE_BUF, in->backing_fd,
 			      off, size, in->fuse_fd, pos, NULL));
+	/* a short write is never the end of the data */
+	mf_probe(w, "WRITE_SPLICE_BUF with IORING_SPLICE_BUF_EOF", -EINVAL,
+		 mf_probe_sqe(w, FUSEZC_IORING_OP_WRITE_SPLICE_BUF, in->backing_fd,
+			      off, size, in->fuse_fd, pos, tweak_eof));
 	mf_probe(w, "ioprio with an unknown flag", -EINVAL,
 		 mf_probe_sqe(w, rd, in->backing_fd, off, size, in->fuse_fd, pos,
 			      tweak_ioprio));
