@@ -1493,13 +1493,15 @@ static void mf_flood_read(struct mf_worker *w, struct fuse_in_header *h,
 	struct mf_instance *in = w->in;
 	struct mf_shared *sh = in->sh;
 	uint64_t done = 0, n = sh->flood_n;
+	/* a block device has FMODE_NOWAIT: the lendings are issued inline */
+	int fd = in->loop_fd >= 0 ? in->loop_fd : in->backing_fd;
 
 	while (done < n) {
 		unsigned int batch = n - done < 8 ? (unsigned int)(n - done) : 8, i;
 		struct io_uring_cqe *cqe;
 
 		for (i = 0; i < batch; i++)
-			mf_prep_splice_buf(w, FUSEZC_IORING_OP_READ_SPLICE_BUF, in->backing_fd,
+			mf_prep_splice_buf(w, FUSEZC_IORING_OP_READ_SPLICE_BUF, fd,
 					   ri->offset + 1, 1, in->fuse_fd,
 					   fusezc_lend_pos(h->unique, 1));
 		if (io_uring_submit_and_wait(&w->ring, batch) < 0)
