@@ -180,7 +180,6 @@ static int t_resend_failover(void)
 	int r, nr = rounds < 20 ? rounds : 20, ret = T_PASS;
 	double worst = 0;
 	char path[300], dir[200];
-	long waiting;
 
 	if (parking_server(&srv, "resend_failover"))
 		return T_FAIL;
@@ -232,17 +231,8 @@ static int t_resend_failover(void)
 	if (ret == T_PASS)
 		say("  %d failovers: each read came again, lent zero copy by daemon B, and "
 		    "its reader returned, at most %.2f s after daemon A died\n", nr, worst);
-	waiting = wait_no_waiting(dir, 20);
-	if (waiting == 0) {
-		server_stop(&srv);
-	} else {
-		abort_conn(resend_mnt);
-		kill(srv.pid, SIGKILL);
-		waitpid(srv.pid, NULL, 0);
-		mark_leaked(resend_mnt);
-		say("  %ld requests still waiting: %s left mounted\n", waiting, resend_mnt);
+	if (server_stop_when_idle(&srv, resend_mnt, dir) != T_PASS)
 		ret = T_FAIL;
-	}
 	return ret;
 }
 

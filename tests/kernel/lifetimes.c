@@ -190,17 +190,8 @@ static int t_resend(void)
 		if (!parked || !freed || waiting != 0)
 			ret = T_FAIL;
 	}
-	waiting = wait_no_waiting(dir, 20);
-	if (waiting == 0) {
-		server_stop(&srv);
-	} else {
-		abort_conn(resend_mnt);
-		kill(srv.pid, SIGKILL);
-		waitpid(srv.pid, NULL, 0);
-		mark_leaked(resend_mnt);
-		say("  %ld requests still waiting: %s left mounted\n", waiting, resend_mnt);
+	if (server_stop_when_idle(&srv, resend_mnt, dir) != T_PASS)
 		ret = T_FAIL;
-	}
 	return ret;
 }
 

@@ -403,6 +403,27 @@ int server_stop(struct server *srv)
 }
 
 /*
+ * Stop @srv, mounted at @mountpoint (connection @dir), once no request of it
+ * waits; one still waiting after 20 s fails the subtest: the connection is
+ * aborted, the server killed and the mount left, marked leaked.
+ */
+int server_stop_when_idle(struct server *srv, const char *mountpoint, const char *dir)
+{
+	long waiting = wait_no_waiting(dir, 20);
+
+	if (waiting == 0) {
+		server_stop(srv);
+		return T_PASS;
+	}
+	abort_conn(mountpoint);
+	kill(srv->pid, SIGKILL);
+	waitpid(srv->pid, NULL, 0);
+	mark_leaked(mountpoint);
+	say("  %ld requests still waiting: %s left mounted\n", waiting, mountpoint);
+	return T_FAIL;
+}
+
+/*
  * Wait (bounded) until @srv has answered every request its mount sent:
  * a reader can have its bytes while readahead it started is still in
  * flight, and unmounting then ends that readahead under the server, whose

@@ -117,6 +117,7 @@ struct server {
 int server_start(struct server *srv, const char *mountpoint,
 		 const char *backing_path, enum mf_read_mode mode);
 int server_stop(struct server *srv);
+int server_stop_when_idle(struct server *srv, const char *mountpoint, const char *dir);
 long server_quiesce(struct server *srv);
 int file_path(char *out, size_t len, const char *mountpoint);
 int start_inner_mount(struct server *inner);
