@@ -1401,8 +1401,8 @@ copied:
  * MF_READ_FAILOVER: daemon A, a child sharing this /dev/fuse file, lends
  * the read to a READ_SPLICE_BUF parked in its own ring's io-wq; this
  * daemon (B) sends FUSE_NOTIFY_RESEND, then A is killed, its loan with it.
- * The read must come again (FUSE_UNIQUE_RESEND, lent again and answered
- * by mf_lend_resent()); nothing here answers it.
+ * The read must come again (FUSE_UNIQUE_RESEND, answered by copy in
+ * mf_dispatch(): a resent request cannot be lent); nothing here answers it.
  */
 static void mf_failover_read(struct mf_worker *w, struct fuse_in_header *h,
 			     const struct fuse_read_in *ri, uint32_t len)
@@ -1452,34 +1452,6 @@ static void mf_failover_read(struct mf_worker *w, struct fuse_in_header *h,
 	waitpid(pid, NULL, 0);
 	unlink(fifo);
 	__sync_fetch_and_add(&sh->failover_kills, 1);
-}
-
-/*
- * MF_READ_FAILOVER, daemon B: lend the resent read (its unique has
- * FUSE_UNIQUE_RESEND) and answer it zero copy, as the daemon taking over a
- * connection would.  False: not lent (resent_lend_res says why); the caller
- * answers by copy.
- */
-static bool mf_lend_resent(struct mf_worker *w, uint64_t unique,
-			   const struct fuse_read_in *ri)
-{
-	struct mf_instance *in = w->in;
-	uint32_t len = mf_read_avail(in, ri);
-	int res;
-
-	if (!len)
-		return false;
-	w->auto_lend = false;
-	res = mf_lend_read(w, unique, in->backing_fd, ri->offset, len);
-	in->sh->resent_lend_res = res;
-	if (res != (int)len)
-		return false;
-	res = mf_reply_zc(in, unique, len);
-	in->sh->resent_lend_res = res ? res : (int)len;
-	if (res)
-		return false;
-	__sync_fetch_and_add(&in->sh->resent_lent, 1);
-	return true;
 }
 
 /*
@@ -2199,8 +2171,6 @@ static void mf_dispatch(struct mf_worker *w, struct fuse_in_header *h, void *arg
 				__sync_fetch_and_add(&in->sh->resent_while_lent, 1);
 			while (in->sh->parked)
 				mf_sleep_ms(1);
-			if (in->sh->mode == MF_READ_FAILOVER && mf_lend_resent(w, h->unique, ri))
-				return;
 			mf_reply_copy(w, h->unique, ri->offset, ri->size);
 			return;
 		}

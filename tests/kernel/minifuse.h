@@ -155,10 +155,6 @@ struct mf_shared {
 	/* MF_READ_RESEND */
 	volatile int notify_errno;	/* of the FUSE_NOTIFY_RESEND write */
 	volatile uint64_t resent, resent_while_lent;
-	/* MF_READ_FAILOVER: resent reads lent and answered zero copy; the last
-	 * lending's cqe->res (or the zero-copy reply's -errno) */
-	volatile uint64_t resent_lent;
-	volatile int resent_lend_res;
 	volatile int resend_reply_errno;	/* of the lender's reply after release */
 	volatile int privileges_dropped;	/* drop_privileges_after_init done */
 	/* MF_READ_MIXED: the last read's halves' cqe->res and LENDER_COMPLETED */
