@@ -25,10 +25,10 @@
 
 static const struct fuse_opt pzc_opts[] = {
 	PZC_OPT("source=%s", source, 0),
-	PZC_OPT("zerocopy", mode, PZC_MODE_ZEROCOPY),
-	PZC_OPT("zerocopy=required", mode, PZC_MODE_ZEROCOPY_REQUIRED),
-	PZC_OPT("splice", mode, PZC_MODE_SPLICE),
-	PZC_OPT("copy", mode, PZC_MODE_COPY),
+	PZC_OPT("zerocopy", mode, SRV_MODE_ZEROCOPY),
+	PZC_OPT("zerocopy=required", mode, SRV_MODE_ZEROCOPY_REQUIRED),
+	PZC_OPT("splice", mode, SRV_MODE_SPLICE),
+	PZC_OPT("copy", mode, SRV_MODE_COPY),
 	PZC_OPT("passthrough", passthrough, 1),
 	PZC_OPT("no_passthrough", passthrough, 0),
 	PZC_OPT("cache=never", cache, PZC_CACHE_NEVER),
@@ -60,7 +60,7 @@ static const struct fuse_opt pzc_opts[] = {
 	PZC_OPT("max_write=", max_write_set, 1),
 	PZC_OPT("threads=%u", threads, 0),
 	PZC_OPT("stats", stats, 1),
-	{ "fsname=", offsetof(struct pzc_cmdline, has_fsname), 1 },
+	{ "fsname=", offsetof(struct pzc_cmdline, pos.has_fsname), 1 },
 	FUSE_OPT_KEY("fsname=", FUSE_OPT_KEY_KEEP),
 	FUSE_OPT_END
 };
@@ -71,10 +71,7 @@ static const struct fuse_opt pzc_opts[] = {
  * names, which tests/passthrough/test_docs.py checks against this table
  * and pzc_opts.  "[no_]x" stands for x and no_x.
  */
-static const struct pzc_option_doc {
-	const char *usage;
-	const char *help;
-} pzc_option_docs[] = {
+static const struct srv_option_doc pzc_option_docs[] = {
 	{ "source=DIR", "directory to mirror (instead of SOURCE)" },
 	{ "zerocopy", "zero-copy reads and writes, falling back to splice/copy (default)" },
 	{ "zerocopy=required", "refuse to run unless the kernel offers zero copy" },
@@ -102,17 +99,7 @@ static const struct pzc_option_doc {
 
 void pzc_help(const char *prog)
 {
-	size_t i;
-
-	printf("usage: %s [options] SOURCE MOUNTPOINT\n"
-	       "       %s [options] -o source=SOURCE MOUNTPOINT\n\n", prog, prog);
-	printf("passthrough_zc options:\n");
-	for (i = 0; i < sizeof(pzc_option_docs) / sizeof(pzc_option_docs[0]); i++)
-		printf("    -o %-24s %s\n", pzc_option_docs[i].usage,
-		       pzc_option_docs[i].help);
-	printf("\n");
-	fuse_cmdline_help();
-	fuse_lowlevel_help();
+	srv_help(prog, pzc_option_docs, sizeof(pzc_option_docs) / sizeof(pzc_option_docs[0]));
 }
 
 static int pzc_opt_proc(void *data, const char *arg, int key,
@@ -121,17 +108,7 @@ static int pzc_opt_proc(void *data, const char *arg, int key,
 	struct pzc_cmdline *cl = data;
 
 	(void)outargs;
-	if (key != FUSE_OPT_KEY_NONOPT)
-		return 1;
-	if (cl->nnonopt == 2) {
-		cl->too_many = 1;
-		return 0;
-	}
-	cl->nonopt[cl->nnonopt] = strdup(arg);
-	if (!cl->nonopt[cl->nnonopt])
-		return -1;
-	cl->nnonopt++;
-	return 0;
+	return srv_args_proc(&cl->pos, arg, key);
 }
 
 /*
@@ -149,37 +126,7 @@ int pzc_parse_options(struct fuse_args *args, struct pzc_cmdline *cl)
 	cl->cfg.posix_acl = -1;
 	if (fuse_opt_parse(args, cl, pzc_opts, pzc_opt_proc) == -1)
 		return -EINVAL;
-	if (cl->too_many) {
-		fprintf(stderr, "passthrough_zc: too many arguments "
-			"(usage: passthrough_zc [options] SOURCE MOUNTPOINT)\n");
-		return -EINVAL;
-	}
-	if (cl->nnonopt == 2) {
-		if (cl->cfg.source) {
-			fprintf(stderr, "passthrough_zc: source given twice "
-				"(argument and -o source=)\n");
-			return -EINVAL;
-		}
-		cl->cfg.source = cl->nonopt[0];
-		cl->nonopt[0] = NULL;
-	}
-	if (cl->nnonopt && fuse_opt_add_arg(args, cl->nonopt[cl->nnonopt - 1]) == -1)
-		return -ENOMEM;
-	return 0;
-}
-
-const char *pzc_mode_name(enum pzc_mode mode)
-{
-	switch (mode) {
-	case PZC_MODE_COPY:
-		return "copy";
-	case PZC_MODE_SPLICE:
-		return "splice";
-	case PZC_MODE_ZEROCOPY_REQUIRED:
-		return "zerocopy=required";
-	default:
-		return "zerocopy";
-	}
+	return srv_args_finish(&cl->pos, args, &cl->cfg.source);
 }
 
 /* Whether real path @inner is @outer or lies under it. */
@@ -335,26 +282,4 @@ int pzc_validate(struct pzc_config *cfg, int *root_fd)
 	}
 	*root_fd = fd;
 	return 0;
-}
-
-/* -o fsname=SOURCE with libfuse's option escapes; 0 or -ENOMEM. */
-int pzc_add_fsname(struct fuse_args *args, const char *source)
-{
-	size_t len = strlen(source);
-	char *opt = malloc(len * 2 + sizeof("-ofsname="));
-	char *p;
-	int res;
-
-	if (!opt)
-		return -ENOMEM;
-	p = stpcpy(opt, "-ofsname=");
-	for (; *source; source++) {
-		if (*source == ',' || *source == '\\')
-			*p++ = '\\';
-		*p++ = *source;
-	}
-	*p = '\0';
-	res = fuse_opt_add_arg(args, opt);
-	free(opt);
-	return res == -1 ? -ENOMEM : 0;
 }

@@ -13,6 +13,7 @@
 #define PZC_H
 
 #include "fuse_zc.h"
+#include "server.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -37,20 +38,10 @@ enum pzc_cache {
 	PZC_CACHE_ALWAYS,
 };
 
-/* Read-mode words of -o; PZC_MODE_DEFAULT resolves to zero copy with
- * automatic fallback. */
-enum pzc_mode {
-	PZC_MODE_DEFAULT,
-	PZC_MODE_ZEROCOPY,
-	PZC_MODE_ZEROCOPY_REQUIRED,
-	PZC_MODE_SPLICE,
-	PZC_MODE_COPY,
-};
-
 /* Everything -o and the command line set; filled by one fuse_opt table. */
 struct pzc_config {
 	char *source;
-	int mode;		/* enum pzc_mode */
+	int mode;		/* enum srv_mode (common/server.h) */
 	int passthrough;
 	int cache;		/* enum pzc_cache */
 	double timeout;
@@ -178,10 +169,7 @@ enum pzc_act {
 /* Command-line state that is not configuration (options.c). */
 struct pzc_cmdline {
 	struct pzc_config cfg;
-	char *nonopt[2];
-	int nnonopt;
-	int too_many;
-	int has_fsname;
+	struct srv_args pos;	/* SOURCE MOUNTPOINT, -o fsname */
 };
 
 /* inode.c, for the accessors below */
@@ -268,19 +256,6 @@ int pzc_openat(struct pzc_fs *fs, int dirfd, const char *name, int flags,
 void pzc_help(const char *prog);
 int pzc_parse_options(struct fuse_args *args, struct pzc_cmdline *cl);
 int pzc_validate(struct pzc_config *cfg, int *root_fd);
-int pzc_add_fsname(struct fuse_args *args, const char *source);
-const char *pzc_mode_name(enum pzc_mode mode);
-
-/* daemon.c: start-up and the daemon's parent */
-int pzc_reserve_stdio(void);
-int pzc_fork_daemon(void);
-void pzc_notify_parent(bool ok);
-void pzc_startup_init_replied(int error);
-int pzc_startup_start(struct pzc_fs *fs, pthread_t *thread);
-void pzc_startup_stop(pthread_t thread);
-
-/* bdi.c */
-void pzc_raise_readahead(struct pzc_fs *fs);
 
 /* creds.c */
 int pzc_creds_init(struct pzc_fs *fs);

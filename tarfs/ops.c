@@ -63,7 +63,7 @@ static void tarfs_init(void *userdata, struct fuse_conn_info *conn)
 
 	fusezc_conn_init(NULL, conn);
 	/* INIT can only lower the kernel's offer (its bdi default, 128 KiB):
-	 * more is written to the bdi once INIT is done (bdi.c) */
+	 * more is written to the bdi once INIT is done (tarfs_zc.c) */
 	if (want && want < conn->max_readahead)
 		conn->max_readahead = want;
 	else if (want > conn->max_readahead)

@@ -7,6 +7,7 @@
 #define TARFS_H
 
 #include "fuse_zc.h"
+#include "server.h"
 #include "index.h"
 
 #include <stdbool.h>
@@ -14,18 +15,10 @@
 
 #define TARFS_VERSION "0.1.0"
 
-enum tarfs_mode {
-	TARFS_MODE_DEFAULT,	/* zero copy with fallback */
-	TARFS_MODE_ZEROCOPY,
-	TARFS_MODE_ZEROCOPY_REQUIRED,
-	TARFS_MODE_SPLICE,
-	TARFS_MODE_COPY,
-};
-
 /* Everything -o and the command line set; filled by one fuse_opt table. */
 struct tarfs_config {
 	char *archive;
-	int mode;		/* enum tarfs_mode */
+	int mode;		/* enum srv_mode (common/server.h) */
 	unsigned int threads;
 	unsigned int max_readahead;
 	int sync_lending;
@@ -41,10 +34,7 @@ struct tarfs_config {
 
 struct tarfs_cmdline {
 	struct tarfs_config cfg;
-	char *nonopt[2];
-	int nnonopt;
-	int too_many;
-	int has_fsname;
+	struct srv_args pos;	/* ARCHIVE MOUNTPOINT, -o fsname */
 };
 
 struct tarfs_fs {
@@ -65,8 +55,6 @@ struct tarfs_fs {
 /* options.c */
 void tarfs_help(const char *prog);
 int tarfs_parse_options(struct fuse_args *args, struct tarfs_cmdline *cl);
-int tarfs_add_fsname(struct fuse_args *args, const char *source);
-const char *tarfs_mode_name(int mode);
 
 
 /* ops.c */

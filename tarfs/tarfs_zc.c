@@ -24,106 +24,14 @@
 #include <time.h>
 #include <unistd.h>
 
-static bool tarfs_verbose;
-static pthread_mutex_t tarfs_err_lock = PTHREAD_MUTEX_INITIALIZER;
-static char tarfs_lib_error[256];
-static atomic_int tarfs_notify_fd = -1;
-
-static void tarfs_log(enum fuse_log_level level, const char *fmt, va_list ap)
+/* After INIT, on the start-up thread: the read-ahead INIT could not give. */
+static void tarfs_after_init(void *data)
 {
-	(void)level;
-	vfprintf(stderr, fmt, ap);
-}
+	struct tarfs_fs *fs = data;
 
-static void tarfs_lib_log(enum fuse_log_level level, const char *msg, void *data)
-{
-	(void)data;
-	if (tarfs_verbose)
-		fprintf(stderr, "fuse-zc: %s\n", msg);
-	else if (level <= FUSE_LOG_ERR) {
-		pthread_mutex_lock(&tarfs_err_lock);
-		snprintf(tarfs_lib_error, sizeof(tarfs_lib_error), "%s", msg);
-		pthread_mutex_unlock(&tarfs_err_lock);
-	}
-}
-
-/* Daemon mode: tell the waiting parent how start-up ended; once. */
-static void tarfs_notify_parent(bool ok)
-{
-	int fd = atomic_exchange(&tarfs_notify_fd, -1);
-	unsigned char status = ok ? 0 : 1;
-
-	if (fd < 0)
-		return;
-	if (ok) {
-		int nullfd = open("/dev/null", O_RDWR | O_CLOEXEC);
-
-		if (nullfd >= 0) {
-			(void)dup2(nullfd, STDIN_FILENO);
-			(void)dup2(nullfd, STDOUT_FILENO);
-			if (!tarfs_verbose)
-				(void)dup2(nullfd, STDERR_FILENO);
-			close(nullfd);
-		}
-	}
-	(void)!write(fd, &status, 1);
-	close(fd);
-}
-
-/*
- * -o max_readahead (or, without it, a root server's default of 1 MiB: one
- * FUSE_READ of 256 pages per window) above the kernel's INIT offer.  Needs
- * root with a writable sysfs; otherwise one line (only with -d for the
- * default) and the kernel's value stays.
- */
-static void tarfs_raise_readahead(struct tarfs_fs *fs)
-{
-	int err;
-
-	if (!fs->raise_readahead_kb)
-		return;
-	err = fusezc_set_readahead(fs->cfg.mountpoint, fs->raise_readahead_kb);
-	if (err && (fs->cfg.max_readahead || fs->cfg.debug))
-		fprintf(stderr, "tarfs_zc: cannot raise the read-ahead to %u KiB (%s); "
-			"the kernel's stays\n", fs->raise_readahead_kb, strerror(-err));
-}
-
-/* fusezc_options.init_done: the kernel took INIT (0) or INIT failed. */
-static void tarfs_init_done(struct fusezc_session *zs, int error, void *data)
-{
-	(void)zs;
-	if (error)
-		return;
-	tarfs_raise_readahead(data);
-	tarfs_notify_parent(true);
-}
-
-/* Fork; the parent waits for the child's word and exits with it. */
-static int tarfs_fork_daemon(void)
-{
-	unsigned char status = 1;
-	int pfd[2];
-	pid_t pid;
-
-	if (pipe2(pfd, O_CLOEXEC) == -1)
-		return -errno;
-	pid = fork();
-	if (pid == -1) {
-		close(pfd[0]);
-		close(pfd[1]);
-		return -errno;
-	}
-	if (pid) {
-		close(pfd[1]);
-		if (read(pfd[0], &status, 1) != 1)
-			status = 1;	/* the child died before reporting */
-		_exit(status);
-	}
-	close(pfd[0]);
-	atomic_store(&tarfs_notify_fd, pfd[1]);
-	if (setsid() == -1)
-		return -errno;
-	return 0;
+	if (fs->raise_readahead_kb)
+		srv_raise_readahead(fs->cfg.mountpoint, fs->raise_readahead_kb,
+				    fs->cfg.max_readahead != 0, fs->cfg.debug);
 }
 
 struct progress {
@@ -152,19 +60,15 @@ static void tarfs_progress(uint64_t members, uint64_t pos, uint64_t size, void *
 		pos >= size ? "\n" : "");
 }
 
-static void tarfs_print_report(struct tarfs_fs *fs)
+/* -d or -o stats, at exit: the read mode in use and the statistics. */
+static void tarfs_report(void *data)
 {
-	const char *reason = fusezc_zerocopy_status(fs->zs);
+	struct tarfs_fs *fs = data;
 	struct fusezc_stats st;
 
-	if (fs->cfg.mode == TARFS_MODE_COPY || fs->cfg.mode == TARFS_MODE_SPLICE)
-		fprintf(stderr, "tarfs_zc: read mode %s\n", tarfs_mode_name(fs->cfg.mode));
-	else if (fusezc_zerocopy_active(fs->zs))
-		fprintf(stderr, "tarfs_zc: read mode zerocopy (active)\n");
-	else
-		fprintf(stderr, "tarfs_zc: read mode zerocopy unavailable (%s), falling "
-			"back to splice\n", reason && *reason ? reason :
-			"not offered by the kernel");
+	if (!fs->cfg.stats && !fs->cfg.debug)
+		return;
+	srv_print_read_mode(fs->zs, fs->cfg.mode);
 	fusezc_get_stats(fs->zs, &st);
 	fprintf(stderr, "tarfs_zc: stats: zc_bytes=%" PRIu64 " zc_requests=%" PRIu64
 		" zc_kernel_answered=%" PRIu64 " splice_bytes=%" PRIu64
@@ -179,30 +83,11 @@ static void tarfs_print_report(struct tarfs_fs *fs)
 static void tarfs_zc_options(struct tarfs_fs *fs, const struct fuse_cmdline_opts *opts,
 			     struct fusezc_options *z)
 {
-	switch (fs->cfg.mode) {
-	case TARFS_MODE_COPY:
-		z->read_mode = FUSEZC_READ_COPY;
-		break;
-	case TARFS_MODE_SPLICE:
-		z->read_mode = FUSEZC_READ_SPLICE;
-		break;
-	case TARFS_MODE_ZEROCOPY_REQUIRED:
-		z->zerocopy_required = true;
-		/* fall through */
-	default:
-		z->read_mode = FUSEZC_READ_ZEROCOPY;
-		break;
-	}
+	srv_read_mode_options(fs->cfg.mode, z);
 	z->sync_lending = fs->cfg.sync_lending;
 	z->server_replies = fs->cfg.server_replies;
 	z->no_export_support = true;
-	z->max_threads = fs->cfg.singlethread ? 1 :
-			 fs->cfg.threads ? fs->cfg.threads : opts->max_threads;
-	z->max_idle_threads = opts->max_idle_threads;
-	z->clone_fd = opts->clone_fd;
-	z->init_done = tarfs_init_done;
-	z->event_data = fs;
-	z->log = tarfs_lib_log;
+	srv_thread_options(fs->cfg.singlethread, fs->cfg.threads, opts, z);
 }
 
 /* Open the archive and build the index; one line on stderr when not. */
@@ -256,33 +141,19 @@ int main(int argc, char *argv[])
 	struct fuse_cmdline_opts opts = { 0 };
 	struct fuse_lowlevel_ops ops;
 	struct fuse_session *se;
+	struct srv_hooks hooks;
 	int ret = 1, res;
+
+	srv_init("tarfs_zc", TARFS_VERSION, "ARCHIVE");
+	if (srv_reserve_stdio() != 0)
+		return 1;	/* not even /dev/null: no stderr to say so */
 
 	if (tarfs_parse_options(&args, &cl) != 0)
 		goto out_args;
-	if (fuse_parse_cmdline(&args, &opts) != 0)
-		goto out_args;
-	if (opts.show_help) {
-		tarfs_help(argv[0]);
-		ret = 0;
-		goto out_args;
-	}
-	if (opts.show_version) {
-		printf("tarfs_zc version %s\n", TARFS_VERSION);
-		printf("libfuse version %s\n", fuse_pkgversion());
-		fflush(stdout);
-		fuse_lowlevel_version();
-		ret = 0;
-		goto out_args;
-	}
-	if (!cl.cfg.archive) {
-		fprintf(stderr, "tarfs_zc: no archive "
-			"(usage: tarfs_zc [options] ARCHIVE MOUNTPOINT)\n");
-		goto out_args;
-	}
-	if (!opts.mountpoint) {
-		fprintf(stderr, "tarfs_zc: no mountpoint "
-			"(usage: tarfs_zc [options] ARCHIVE MOUNTPOINT)\n");
+	res = srv_parse_cmdline(&args, &opts, tarfs_help, argv[0],
+				cl.cfg.archive ? NULL : "no archive");
+	if (res <= 0) {
+		ret = -res;
 		goto out_args;
 	}
 	fs.cfg = cl.cfg;
@@ -290,8 +161,8 @@ int main(int argc, char *argv[])
 	fs.cfg.foreground = opts.foreground;
 	fs.cfg.singlethread = opts.singlethread;
 	fs.cfg.mountpoint = opts.mountpoint;
-	tarfs_verbose = fs.cfg.debug || fs.cfg.stats;
-	fuse_set_log_func(tarfs_log);
+	srv_log_init(fs.cfg.debug || fs.cfg.stats);
+	srv_load_unwinder();
 
 	/* the index before anything is mounted: a bad archive fails here */
 	if (tarfs_load(&fs) != 0)
@@ -302,7 +173,7 @@ int main(int argc, char *argv[])
 	}
 	if (fuse_opt_add_arg(&args, "-oro") == -1 ||
 	    fuse_opt_add_arg(&args, "-odefault_permissions") == -1 ||
-	    (!cl.has_fsname && tarfs_add_fsname(&args, fs.cfg.archive) != 0))
+	    (!cl.pos.has_fsname && srv_add_fsname(&args, fs.cfg.archive) != 0))
 		goto out_fs;
 	tarfs_zc_options(&fs, &opts, &zopts);
 	tarfs_ops_init(&ops);
@@ -310,54 +181,21 @@ int main(int argc, char *argv[])
 	if (!se)
 		goto out_fs;
 	fs.se = se;
-	if (!fs.cfg.foreground && tarfs_fork_daemon() != 0) {
-		fprintf(stderr, "tarfs_zc: cannot start the daemon: %s\n", strerror(errno));
-		goto out_session;
-	}
-	if (fuse_set_signal_handlers(se) != 0)
-		goto out_session;
-	if (fuse_session_mount(se, fs.cfg.mountpoint) != 0)
-		goto out_signals;
-	res = fusezc_session_new(se, &zopts, &fs.zs);
-	if (res) {
-		fprintf(stderr, "tarfs_zc: %s\n", *tarfs_lib_error ? tarfs_lib_error :
-			strerror(-res));
-		goto out_unmount;
-	}
-	if (!fs.cfg.foreground && chdir("/") == -1)
-		goto out_zc;
-	res = fusezc_session_loop(fs.zs);
-	if (res == -EOPNOTSUPP && zopts.zerocopy_required) {
-		const char *why = fusezc_zerocopy_status(fs.zs);
-
-		fprintf(stderr, "tarfs_zc: zero copy required but not available: %s\n",
-			why && *why ? why : "the kernel does not offer it");
-	} else if (res < 0) {
-		fprintf(stderr, "tarfs_zc: %s\n", *tarfs_lib_error ? tarfs_lib_error :
-			strerror(-res));
-	} else {
-		ret = 0;
-	}
-	if (fs.cfg.stats || fs.cfg.debug)
-		tarfs_print_report(&fs);
-out_zc:
-	fuse_session_unmount(se);
-	fusezc_session_destroy(fs.zs);
-	goto out_signals;
-out_unmount:
-	fuse_session_unmount(se);
-out_signals:
-	fuse_remove_signal_handlers(se);
-out_session:
+	hooks = (struct srv_hooks){
+		.after_init = tarfs_after_init,
+		.report = tarfs_report,
+		.keep_stderr = fs.cfg.debug || fs.cfg.stats,	/* the report */
+	};
+	ret = srv_serve(se, fs.cfg.mountpoint, fs.cfg.foreground, &zopts, &fs.zs,
+			&hooks, &fs);
 	fuse_session_destroy(se);
 out_fs:
 	tarfs_index_free(fs.ix);
 	if (fs.archive_fd >= 0)
 		close(fs.archive_fd);
 out_args:
-	tarfs_notify_parent(ret == 0);
-	free(cl.nonopt[0]);
-	free(cl.nonopt[1]);
+	srv_notify_parent(ret == 0);
+	srv_args_free(&cl.pos);
 	free(cl.cfg.archive);
 	free(opts.mountpoint);
 	fuse_opt_free_args(&args);
