@@ -21,7 +21,8 @@ before the run (tmpfs stays in memory: that is its nature):
   archivemount  archivemount -o readonly (FUSE, libarchive; copies in the server)
 
 Reported: MB/s (median over reps, min-max), the server's CPU seconds per
-GiB read (utime + stime of the daemon, all threads), and the goals:
+GiB read (utime + stime of the daemon, all threads), where a member's time
+goes (ms in open(), i.e. the LOOKUP round trip, and ms reading), and the goals:
 zerocopy >= 0.9x native on 1m/disk, >= the better of copy and splice on
 every row, >= 3x archivemount.
 """
@@ -38,7 +39,7 @@ import time
 CONFIGS = ["native", "copy", "splice", "zerocopy", "archivemount"]
 ARCHIVES = ["1m", "wds"]
 COLUMNS = ["backing", "archive", "config", "rep", "bytes", "seconds", "server_cpu_s",
-           "members"]
+           "members", "open_s"]
 ROOT = "/run/fztar"
 CHUNK = 1 << 20
 
@@ -93,9 +94,13 @@ def cpu_seconds(pid):
 
 
 def read_members(mnt, members):
+    """bytes read, seconds spent in open() (the member's LOOKUP)."""
     n = 0
+    open_s = 0.0
     for name, _, size in members:
+        t0 = time.monotonic()
         fd = os.open(os.path.join(mnt, name), os.O_RDONLY)
+        open_s += time.monotonic() - t0
         try:
             off = 0
             while off < size:
@@ -106,7 +111,7 @@ def read_members(mnt, members):
             n += off
         finally:
             os.close(fd)
-    return n
+    return n, open_s
 
 
 def read_native(archive, members):
@@ -135,12 +140,13 @@ def wait_mount(mnt, proc, timeout=300):
 
 
 def one_row(server, archive, members, config):
-    """bytes, seconds, server CPU seconds of one read of every member."""
+    """bytes, seconds, server CPU seconds, seconds in open() of one read of
+    every member."""
     if config == "native":
         drop_caches()
         t0 = time.monotonic()
         n = read_native(archive, members)
-        return n, time.monotonic() - t0, 0.0
+        return n, time.monotonic() - t0, 0.0, 0.0
     mnt = f"{ROOT}/mnt"
     os.makedirs(mnt, exist_ok=True)
     if config == "archivemount":
@@ -155,13 +161,13 @@ def one_row(server, archive, members, config):
         drop_caches()
         cpu0 = cpu_seconds(proc.pid)
         t0 = time.monotonic()
-        n = read_members(mnt, members)
+        n, open_s = read_members(mnt, members)
         secs = time.monotonic() - t0
         cpu = cpu_seconds(proc.pid) - cpu0
     finally:
         subprocess.run(["umount", mnt], check=False)
         proc.wait(timeout=300)
-    return n, secs, cpu
+    return n, secs, cpu, open_s
 
 
 def run(a):
@@ -183,12 +189,13 @@ def run(a):
                   f"{os.path.getsize(archive) >> 20} MiB", flush=True)
             for rep in range(a.reps):
                 for config in CONFIGS:
-                    n, secs, cpu = one_row(a.server, archive, members, config)
+                    n, secs, cpu, open_s = one_row(a.server, archive, members, config)
                     rows.append(dict(backing=backing, archive=kind, config=config,
                                      rep=rep, bytes=n, seconds=f"{secs:.4f}",
-                                     server_cpu_s=f"{cpu:.3f}", members=len(members)))
+                                     server_cpu_s=f"{cpu:.3f}", members=len(members),
+                                     open_s=f"{open_s:.4f}"))
                     print(f"  {config:13s} rep {rep}: {n / secs / 1e6:8.1f} MB/s"
-                          f"  server cpu {cpu:.2f} s", flush=True)
+                          f"  server cpu {cpu:.2f} s  open {open_s:.2f} s", flush=True)
             os.unlink(archive)
     with open(os.path.join(a.out, "tar-raw.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
@@ -210,6 +217,24 @@ def summarise(rows):
                         max(m for m, _ in v), statistics.median(c_ for _, c_ in v))
                     for c, v in cfgs.items()}
     return out
+
+
+def per_member(rows):
+    """{(backing, archive): {config: (median ms in open(), median ms reading)}}
+    per member: where a member's time goes (open: the LOOKUP round trip;
+    reading: the READ round trips and the data)."""
+    groups = {}
+    for r in rows:
+        if "open_s" not in r or r["open_s"] in ("", None):
+            continue
+        m = int(r["members"])
+        opened = float(r["open_s"]) * 1e3 / m
+        reading = (float(r["seconds"]) - float(r["open_s"])) * 1e3 / m
+        groups.setdefault((r["backing"], r["archive"]), {}).setdefault(
+            r["config"], []).append((opened, reading))
+    return {key: {c: (statistics.median(o for o, _ in v), statistics.median(d for _, d in v))
+                  for c, v in cfgs.items()}
+            for key, cfgs in groups.items()}
 
 
 def goals(summary):
@@ -256,6 +281,15 @@ def report(a):
     lines.append("")
     for text, ok in goals(summary):
         lines.append(f"- {'met' if ok else 'NOT met'}: {text}")
+    split = per_member(rows)
+    if split:
+        lines += ["", "Per member, median ms: in open() (the LOOKUP round trip) + reading "
+                  "(READ round trips and data); native opens nothing.", "",
+                  "| backing | archive | " + " | ".join(CONFIGS) + " |",
+                  "| --- | --- | " + " | ".join("---" for _ in CONFIGS) + " |"]
+        for (backing, kind), s in sorted(split.items()):
+            cells = [f"{s[c][0]:.3f} + {s[c][1]:.3f}" if c in s else "-" for c in CONFIGS]
+            lines.append(f"| {backing} | {kind} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     with open(os.path.join(a.outdir, "tar.md"), "w") as f:
         f.write(text)

@@ -45,3 +45,18 @@ def test_goals():
         "tmpfs/wds:the better of copy and splice": False,
         "tmpfs/wds:archivemount": False,
     }
+
+
+def test_per_member_split():
+    rows = _rows({("disk", "1m"): {"zerocopy": [100, 100, 100]}})
+    for r in rows:
+        r["members"] = 1000
+        r["seconds"] = 3.0
+        r["open_s"] = 1.0
+    native = dict(rows[0], config="native", open_s=0.0, seconds=2.0)
+    split = tar.per_member(rows + [native])
+    assert split[("disk", "1m")]["zerocopy"] == (1.0, 2.0)
+    assert split[("disk", "1m")]["native"] == (0.0, 2.0)
+    # raw files from before the split have no open_s: no table, no error
+    old = [{k: v for k, v in r.items() if k != "open_s"} for r in rows]
+    assert tar.per_member(old) == {}
