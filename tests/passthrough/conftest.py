@@ -3,7 +3,8 @@
 
 Modes come from --mode (repeatable or comma separated), else from
 FUSEZC_TEST_MODES, else "copy,splice,passthrough,zerocopy".  Each mode is
-a passthrough_zc read-mode option (-o MODE); "default" passes none.
+a passthrough_zc read-mode option (-o MODE); "default" passes none.  The
+--mode hooks and the start-up check are ../fs-common/fzc_pytest.py's.
 
 FUSEZC_EXPECT_ZC=1        the kernel offers zero copy: assert it is used
                           (daemon stats and the connection's zerocopy_stats)
@@ -15,39 +16,20 @@ FUSEZC_BIN                the binary (default: build/bin/passthrough_zc)
 
 import os
 import platform
+import sys
 
 import pytest
 
 import util
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fs-common"))
+import fzc_pytest  # noqa: E402
+
 DEFAULT_MODES = "copy,splice,passthrough,zerocopy"
 
-
-def pytest_addoption(parser):
-    parser.addoption("--mode", action="append", default=[],
-                     help="read mode(s) to test, e.g. --mode zerocopy=required")
-
-
-def _modes(config):
-    raw = config.getoption("--mode") or [os.environ.get("FUSEZC_TEST_MODES", DEFAULT_MODES)]
-    modes = []
-    for item in raw:
-        modes += [m for m in item.replace(" ", ",").split(",") if m]
-    return modes
-
-
-def pytest_configure(config):
-    if not os.path.exists("/dev/fuse"):
-        if os.environ.get("CI") == "true":
-            raise pytest.UsageError("/dev/fuse is missing (and CI is set)")
-        pytest.exit("/dev/fuse is missing: skipping", returncode=77)
-    if not os.access(util.binary(), os.X_OK):
-        raise pytest.UsageError(f"{util.binary()} is not built (set FUSEZC_BIN)")
-
-
-def pytest_generate_tests(metafunc):
-    if "mode" in metafunc.fixturenames:
-        metafunc.parametrize("mode", _modes(metafunc.config))
+pytest_addoption, pytest_configure, pytest_generate_tests = fzc_pytest.mode_hooks(
+    modes_env="FUSEZC_TEST_MODES", default_modes=DEFAULT_MODES,
+    binary=util.binary, binary_env="FUSEZC_BIN")
 
 
 def expect_zc():

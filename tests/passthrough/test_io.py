@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+import fzc_pytest
 import util
 from conftest import expect_passthrough, expect_zc
 from test_ops import pattern, read_file, write_file
@@ -152,7 +153,7 @@ def test_zerocopy_connection_stats(fs):
     with open(fs.s("zc"), "wb") as f:
         for i in range(size >> 20):
             f.write(pattern(1 << 20, i))
-    before = util.zc_conn_stats(fs.mnt)
+    before = fzc_pytest.zc_conn_stats(fs.mnt)
     for name in ("zc_read_bytes", "copy_read_bytes", "zc_refused", "zc_lent_pages"):
         assert name in before, before
     done, bad = _random_reads(fs.m("zc"), fs.s("zc"), size, 3, direct=True)
@@ -161,7 +162,7 @@ def test_zerocopy_connection_stats(fs):
     with open(fs.m("zc"), "rb") as f:
         assert f.read() == read_file(fs.s("zc"))
     done += size
-    after = util.zc_conn_stats(fs.mnt)
+    after = fzc_pytest.zc_conn_stats(fs.mnt)
     zc = after["zc_read_bytes"] - before["zc_read_bytes"]
     copied = after["copy_read_bytes"] - before["copy_read_bytes"]
     refused = after["zc_refused"] - before["zc_refused"]
@@ -191,7 +192,7 @@ def test_zerocopy_write_stats(mount_with, mode, options):
     size = 8 << 20
     want = bytearray(pattern(size, 3))
     write_file(m.s("w"), bytes(want))
-    before = util.zc_conn_stats(m.mnt)
+    before = fzc_pytest.zc_conn_stats(m.mnt)
     written = 0
     with open(m.m("w"), "r+b") as f:
         for off, n, seed in ((0, 1 << 20, 4), (4097, 5000, 5), (3 << 20, 3 * 4096 + 7, 6),
@@ -225,7 +226,7 @@ def test_zerocopy_write_stats(mount_with, mode, options):
         f.write(pattern(3000, 10))
         want += pattern(3000, 10)
         written += 3000
-    after = util.zc_conn_stats(m.mnt)
+    after = fzc_pytest.zc_conn_stats(m.mnt)
     stats = m.unmount()
     assert read_file(m.s("w")) == bytes(want)
     zc = after["zc_write_bytes"] - before["zc_write_bytes"]

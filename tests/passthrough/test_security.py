@@ -343,7 +343,7 @@ f.close()
 
 def _conn(fs):
     """/sys/fs/fuse/connections/N of the mount, from mountinfo: a stat of
-    the mount (util.conn_dir) would hang on a deadlocked server."""
+    the mount (fzc_pytest.conn_dir) would hang on a deadlocked server."""
     mnt = os.path.join(os.path.realpath(os.path.dirname(fs.mnt)),
                        os.path.basename(fs.mnt))	# no lstat of the mount
     with open("/proc/self/mountinfo") as f:

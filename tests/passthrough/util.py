@@ -126,27 +126,6 @@ def parse_stats(log):
     return stats
 
 
-def conn_dir(mnt):
-    """/sys/fs/fuse/connections/<minor of the mount's st_dev>."""
-    base = "/sys/fs/fuse/connections"
-    path = os.path.join(base, str(os.minor(os.stat(mnt).st_dev)))
-    if not os.path.isdir(path):
-        subprocess.run(["mount", "-t", "fusectl", "none", base], capture_output=True)
-    return path
-
-
-def zc_conn_stats(mnt):
-    """Parse zerocopy_stats ('name value' lines) of the mount's connection."""
-    path = os.path.join(conn_dir(mnt), "zerocopy_stats")
-    stats = {}
-    with open(path) as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) == 2:
-                stats[parts[0]] = int(parts[1])
-    return stats
-
-
 def daemon_pids(mnt):
     """Processes whose command line mentions mnt (our daemons)."""
     pids = []

@@ -3,7 +3,8 @@
 
 Modes come from --mode (repeatable or comma separated), else from
 TARFS_TEST_MODES, else "copy,splice,zerocopy"; each is a tarfs_zc read-mode
-option (-o MODE).
+option (-o MODE).  The --mode hooks and the start-up check are
+../fs-common/fzc_pytest.py's.
 
 FUSEZC_EXPECT_ZC=1   the kernel offers zero copy: assert member bytes went
                      zero copy (daemon stats; the VM test)
@@ -12,38 +13,18 @@ TARFS_INDEX_TEST     the index test program (default: build/bin/tarfs_index_test
 """
 
 import os
+import sys
 
 import pytest
 
 import tarutil
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fs-common"))
+import fzc_pytest  # noqa: E402
 
-def pytest_addoption(parser):
-    parser.addoption("--mode", action="append", default=[],
-                     help="read mode(s) to test, e.g. --mode zerocopy=required")
-
-
-def _modes(config):
-    raw = config.getoption("--mode") or [os.environ.get("TARFS_TEST_MODES",
-                                                        "copy,splice,zerocopy")]
-    modes = []
-    for item in raw:
-        modes += [m for m in item.replace(" ", ",").split(",") if m]
-    return modes
-
-
-def pytest_configure(config):
-    if not os.path.exists("/dev/fuse"):
-        if os.environ.get("CI") == "true":
-            raise pytest.UsageError("/dev/fuse is missing (and CI is set)")
-        pytest.exit("/dev/fuse is missing: skipping", returncode=77)
-    if not os.access(tarutil.binary(), os.X_OK):
-        raise pytest.UsageError(f"{tarutil.binary()} is not built (set TARFS_BIN)")
-
-
-def pytest_generate_tests(metafunc):
-    if "mode" in metafunc.fixturenames:
-        metafunc.parametrize("mode", _modes(metafunc.config))
+pytest_addoption, pytest_configure, pytest_generate_tests = fzc_pytest.mode_hooks(
+    modes_env="TARFS_TEST_MODES", default_modes="copy,splice,zerocopy",
+    binary=tarutil.binary, binary_env="TARFS_BIN")
 
 
 @pytest.fixture(scope="session")

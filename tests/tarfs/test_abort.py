@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 
+import fzc_pytest
 import tarutil
 
 ROUNDS = int(os.environ.get("TARFS_ABORT_ROUNDS", "5"))
@@ -40,11 +41,6 @@ def _readers(mnt, want, stop, errors, wrong):
     return ts
 
 
-def _conn_dir(mnt):
-    dev = os.stat(mnt).st_dev
-    return f"/sys/fs/fuse/connections/{os.minor(dev)}"
-
-
 def test_kill_and_abort(archives, tree, mode, tmp_path):
     if os.geteuid() != 0:
         import pytest
@@ -55,7 +51,7 @@ def test_kill_and_abort(archives, tree, mode, tmp_path):
             mnt = str(tmp_path / f"m{rnd}{how}")
             m = tarutil.Mount(archives["gnutar-posix"], mnt, [mode],
                               f"{mnt}.log").start()
-            conn = _conn_dir(mnt)
+            conn = fzc_pytest.conn_dir(mnt)
             stop, errors, wrong = threading.Event(), [], []
             ts = _readers(mnt, want, stop, errors, wrong)
             try:

@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+import fzc_pytest
 import tarutil
 from tarutil import mounted
 
@@ -361,19 +362,6 @@ def test_usage_errors(tmp_path):
         assert r.returncode != 0 and expect in r.stderr, r.stderr
 
 
-def _conn_stats(mnt):
-    """zerocopy_stats ('name value' lines) of the mount's connection."""
-    dev = os.stat(mnt).st_dev
-    path = f"/sys/fs/fuse/connections/{os.minor(dev)}/zerocopy_stats"
-    stats = {}
-    with open(path) as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) == 2:
-                stats[parts[0]] = int(parts[1])
-    return stats
-
-
 @pytest.mark.skipif(os.environ.get("FUSEZC_EXPECT_ZC") != "1",
                     reason="FUSEZC_EXPECT_ZC=1 not set (stock kernel)")
 def test_zerocopy_connection_stats(archives, tree, mode, tmp_path):
@@ -385,7 +373,7 @@ def test_zerocopy_connection_stats(archives, tree, mode, tmp_path):
         pytest.skip("zero-copy accounting applies to the zerocopy modes")
     mnt = str(tmp_path / "m")
     with mounted(archives["gnutar-posix"], mnt, mode) as m:
-        before = _conn_stats(mnt)
+        before = fzc_pytest.zc_conn_stats(mnt)
         for name in ("zc_read_bytes", "copy_read_bytes", "zc_refused"):
             assert name in before, before
         total = 0
@@ -396,7 +384,7 @@ def test_zerocopy_connection_stats(archives, tree, mode, tmp_path):
                     want = open(os.path.join(tree, os.path.relpath(p, mnt)), "rb").read()
                     assert open(p, "rb").read() == want, p
         total = tarutil.member_bytes(mnt)
-        after = _conn_stats(mnt)
+        after = fzc_pytest.zc_conn_stats(mnt)
     zc = after["zc_read_bytes"] - before["zc_read_bytes"]
     copied = after["copy_read_bytes"] - before["copy_read_bytes"]
     refused = after["zc_refused"] - before["zc_refused"]
