@@ -18,6 +18,10 @@ before the run (tmpfs stays in memory: that is its nature):
 
   native        the same byte ranges pread() from the archive file itself
   copy, splice, zerocopy   tarfs_zc -o MODE (zerocopy: -o zerocopy=required)
+  zerocopy-direct  the same, the reader opening each member O_DIRECT: the
+                lent pages are the reader's own, one copy as native (the
+                others: the archive's page cache into the member's, then
+                into the reader)
   archivemount  archivemount -o readonly (FUSE, libarchive; copies in the server)
 
 Reported: MB/s (median over reps, min-max), the server's CPU seconds per
@@ -28,6 +32,7 @@ every row, >= 3x archivemount.
 """
 import argparse
 import csv
+import mmap
 import os
 import random
 import statistics
@@ -36,7 +41,7 @@ import sys
 import tarfile
 import time
 
-CONFIGS = ["native", "copy", "splice", "zerocopy", "archivemount"]
+CONFIGS = ["native", "copy", "splice", "zerocopy", "zerocopy-direct", "archivemount"]
 ARCHIVES = ["1m", "wds"]
 COLUMNS = ["backing", "archive", "config", "rep", "bytes", "seconds", "server_cpu_s",
            "members", "open_s"]
@@ -93,21 +98,25 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / tick  # utime, stime
 
 
-def read_members(mnt, members):
-    """bytes read, seconds spent in open() (the member's LOOKUP)."""
+def read_members(mnt, members, direct=False):
+    """bytes read, seconds spent in open() (the member's LOOKUP).  @direct:
+    O_DIRECT into a page-aligned buffer (FUSE direct I/O: the reader's own
+    pages are the request's)."""
     n = 0
     open_s = 0.0
+    buf = mmap.mmap(-1, CHUNK) if direct else None
+    flags = os.O_RDONLY | (os.O_DIRECT if direct else 0)
     for name, _, size in members:
         t0 = time.monotonic()
-        fd = os.open(os.path.join(mnt, name), os.O_RDONLY)
+        fd = os.open(os.path.join(mnt, name), flags)
         open_s += time.monotonic() - t0
         try:
             off = 0
             while off < size:
-                b = os.pread(fd, CHUNK, off)
-                if not b:
+                got = os.preadv(fd, [buf], off) if direct else len(os.pread(fd, CHUNK, off))
+                if not got:
                     raise RuntimeError(f"{name}: short at {off} of {size}")
-                off += len(b)
+                off += got
             n += off
         finally:
             os.close(fd)
@@ -152,7 +161,7 @@ def one_row(server, archive, members, config):
     if config == "archivemount":
         args = ["archivemount", "-f", "-o", "readonly", archive, mnt]
     else:
-        mode = "zerocopy=required" if config == "zerocopy" else config
+        mode = "zerocopy=required" if config.startswith("zerocopy") else config
         args = [server, "-f", "-o", f"{mode},no_progress", archive, mnt]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
     try:
@@ -161,7 +170,7 @@ def one_row(server, archive, members, config):
         drop_caches()
         cpu0 = cpu_seconds(proc.pid)
         t0 = time.monotonic()
-        n, open_s = read_members(mnt, members)
+        n, open_s = read_members(mnt, members, direct=config.endswith("-direct"))
         secs = time.monotonic() - t0
         cpu = cpu_seconds(proc.pid) - cpu0
     finally:
