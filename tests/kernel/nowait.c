@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
  * zc_kernel_nowait: tmpfs under IOCB_NOWAIT (issue 26, "Cached data read
- * inline", patches 29-30).  shmem_file_read_iter() honours IOCB_NOWAIT and
+ * inline", patches 29-31).  shmem_file_read_iter() honours IOCB_NOWAIT and
  * tmpfs files are opened with FMODE_NOWAIT, so io_uring reads cached tmpfs
  * data inside io_uring_submit() instead of handing every read to an io-wq
  * worker; a read that would have to wait (a swapped out or locked folio)
@@ -100,7 +100,7 @@ static int iowq_workers(pid_t pid, pid_t owner)
 }
 
 /*
- * Does tmpfs take RWF_NOWAIT reads (FMODE_NOWAIT, patch 30)?  1 yes, 0 no
+ * Does tmpfs take RWF_NOWAIT reads (FMODE_NOWAIT, patch 31)?  1 yes, 0 no
  * (EOPNOTSUPP, as on a kernel without it), or -errno.
  */
 static int tmpfs_takes_nowait(int fd)
@@ -302,7 +302,7 @@ static int read_inline(void)
 	ret = tmpfs_takes_nowait(fd);
 	close(fd);
 	CHECK(ret >= 0, "preadv2(RWF_NOWAIT) of tmpfs: %s", strerror(-ret));
-	CHECK(ret == 1, "tmpfs refuses RWF_NOWAIT (EOPNOTSUPP): no FMODE_NOWAIT (patch 30)");
+	CHECK(ret == 1, "tmpfs refuses RWF_NOWAIT (EOPNOTSUPP): no FMODE_NOWAIT (patch 31)");
 
 	a.path = tfile;
 	CHECK(!pthread_create(&tid, NULL, inline_main, &a), "pthread_create");
@@ -558,7 +558,7 @@ static int read_uncached(void)
 	close(fd);
 	CHECK(nowait >= 0, "preadv2(RWF_NOWAIT) of tmpfs: %s", strerror(-nowait));
 	if (!nowait)
-		say("  tmpfs refuses RWF_NOWAIT: a kernel without patch 30, RWF_NOWAIT reads left out\n");
+		say("  tmpfs refuses RWF_NOWAIT: a kernel without patch 31, RWF_NOWAIT reads left out\n");
 	ret = io_uring_queue_init_params(8, &ring, &p);
 	CHECK(!ret, "io_uring_queue_init_params: %s", strerror(-ret));
 	ret = sparse_reads(&ring, model, nowait);
