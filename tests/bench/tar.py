@@ -13,10 +13,11 @@ disk when --disk is given):
         1 MiB (fixed seed), each followed by a 16-byte "label" member
 
 Each row reads every member of the archive once, in archive order, with
-1 MiB pread()s from a fresh open of each member, page cache dropped
-before the run (tmpfs stays in memory: that is its nature):
+1 MiB reads (preadv() into one page-aligned buffer) from a fresh open of
+each member, page cache dropped before the run (tmpfs stays in memory:
+that is its nature):
 
-  native        the same byte ranges pread() from the archive file itself
+  native        the same byte ranges read from the archive file itself
   copy, splice, zerocopy   tarfs_zc -o MODE (zerocopy: -o zerocopy=required)
   zerocopy-direct  the same, the reader opening each member O_DIRECT: the
                 lent pages are the reader's own, one copy as native (the
@@ -99,12 +100,14 @@ def cpu_seconds(pid):
 
 
 def read_members(mnt, members, direct=False):
-    """bytes read, seconds spent in open() (the member's LOOKUP).  @direct:
-    O_DIRECT into a page-aligned buffer (FUSE direct I/O: the reader's own
+    """bytes read, seconds spent in open() (the member's LOOKUP).  Every
+    reader reads into one page-aligned buffer, as a C reader would (a
+    fresh Python bytes object per read would page-fault a new MiB each
+    time); @direct: opened O_DIRECT (FUSE direct I/O: the reader's own
     pages are the request's)."""
     n = 0
     open_s = 0.0
-    buf = mmap.mmap(-1, CHUNK) if direct else None
+    buf = mmap.mmap(-1, CHUNK)
     flags = os.O_RDONLY | (os.O_DIRECT if direct else 0)
     for name, _, size in members:
         t0 = time.monotonic()
@@ -113,7 +116,7 @@ def read_members(mnt, members, direct=False):
         try:
             off = 0
             while off < size:
-                got = os.preadv(fd, [buf], off) if direct else len(os.pread(fd, CHUNK, off))
+                got = os.preadv(fd, [buf], off)
                 if not got:
                     raise RuntimeError(f"{name}: short at {off} of {size}")
                 off += got
@@ -124,16 +127,23 @@ def read_members(mnt, members, direct=False):
 
 
 def read_native(archive, members):
+    """The same byte ranges from the archive itself, into the same kind of
+    buffer as read_members()."""
     fd = os.open(archive, os.O_RDONLY)
+    buf = mmap.mmap(-1, CHUNK)
+    view = memoryview(buf)
     n = 0
     try:
         for _, start, size in members:
             off = 0
             while off < size:
-                b = os.pread(fd, min(CHUNK, size - off), start + off)
-                off += len(b)
+                got = os.preadv(fd, [view[:min(CHUNK, size - off)]], start + off)
+                if not got:
+                    raise RuntimeError(f"archive short at {start + off}")
+                off += got
             n += off
     finally:
+        view.release()
         os.close(fd)
     return n
 
