@@ -977,26 +977,32 @@ seen:
 	return NULL;
 }
 
-/* io-wq workers of this process: threads named "iou-wrk-<tid>" */
-static int mf_iowq_workers(void)
+/* io-wq workers ("iou-wrk-<tid>" threads) of process @pid, of its thread
+ * @owner only if > 0; -errno if @pid's tasks cannot be read. */
+int mf_iowq_workers(pid_t pid, pid_t owner)
 {
-	DIR *d = opendir("/proc/self/task");
+	char dir[64], want[32];
 	struct dirent *e;
+	DIR *d;
 	int n = 0;
 
+	snprintf(dir, sizeof(dir), "/proc/%d/task", (int)pid);
+	snprintf(want, sizeof(want), "iou-wrk-%d\n", (int)owner);
+	d = opendir(dir);
 	if (!d)
 		return -errno;
 	while ((e = readdir(d))) {
-		char path[300], comm[32] = "";
+		char path[330], comm[32] = "";
 		FILE *f;
 
 		if (e->d_name[0] == '.')
 			continue;
-		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+		snprintf(path, sizeof(path), "%s/%s/comm", dir, e->d_name);
 		f = fopen(path, "re");
 		if (!f)
 			continue;
-		if (fgets(comm, sizeof(comm), f) && !strncmp(comm, "iou-wrk-", 8))
+		if (fgets(comm, sizeof(comm), f) && !strncmp(comm, "iou-wrk-", 8) &&
+		    (owner <= 0 || !strcmp(comm, want)))
 			n++;
 		fclose(f);
 	}
@@ -1061,7 +1067,7 @@ static int mf_async_lend(struct mf_worker *w, struct fuse_in_header *h,
 	__sync_fetch_and_add(&sh->async_lends[kind], 1);
 	if (in_submit)
 		__sync_fetch_and_add(&sh->async_in_submit[kind], 1);
-	ret2 = mf_iowq_workers();
+	ret2 = mf_iowq_workers(getpid(), 0);
 	if (ret2) {
 		if (!__sync_fetch_and_add(&sh->async_iowq, 1))
 			sh->async_iowq_kind = kind;

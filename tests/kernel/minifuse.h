@@ -286,4 +286,8 @@ int mf_gate_release(const char *fifo);
 pid_t mf_start(const struct mf_config *cfg, struct mf_shared *shared);
 struct mf_shared *mf_shared_new(void);
 
+/* io-wq workers ("iou-wrk-<tid>" threads) of process @pid, of its thread
+ * @owner only if > 0; -errno if @pid's tasks cannot be read. */
+int mf_iowq_workers(pid_t pid, pid_t owner);
+
 #endif

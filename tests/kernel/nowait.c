@@ -7,7 +7,6 @@
  * worker; a read that would have to wait (a swapped out or locked folio)
  * is still answered, from io-wq; a write is never done under IOCB_NOWAIT.
  */
-#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,38 +64,6 @@ static int tmpfs_file(char *path, size_t plen, const char *name,
 		return -EIO;
 	}
 	return fd;
-}
-
-/* The io-wq workers of process @pid (of its thread @owner only, if > 0). */
-static int iowq_workers(pid_t pid, pid_t owner)
-{
-	char dir[64], want[32];
-	struct dirent *e;
-	DIR *d;
-	int n = 0;
-
-	snprintf(dir, sizeof(dir), "/proc/%d/task", (int)pid);
-	snprintf(want, sizeof(want), "iou-wrk-%d\n", (int)owner);
-	d = opendir(dir);
-	if (!d)
-		return -errno;
-	while ((e = readdir(d))) {
-		char path[330], comm[32] = "";
-		FILE *f;
-
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "%s/%s/comm", dir, e->d_name);
-		f = fopen(path, "re");
-		if (!f)
-			continue;
-		if (fgets(comm, sizeof(comm), f) && !strncmp(comm, "iou-wrk-", 8) &&
-		    (owner <= 0 || !strcmp(comm, want)))
-			n++;
-		fclose(f);
-	}
-	closedir(d);
-	return n;
 }
 
 /*
@@ -176,7 +143,7 @@ static int inline_reads(struct inline_arg *a)
 	CHECK(fd >= 0, "open %s: %s", a->path, strerror(errno));
 	for (i = 0; i < INLINE_BATCH; i++)
 		CHECK((bufs[i] = malloc(MIB)), "malloc");
-	a->workers_before = iowq_workers(getpid(), a->tid);
+	a->workers_before = mf_iowq_workers(getpid(), a->tid);
 
 	while (a->reads < INLINE_READS) {
 		unsigned int ready;
@@ -219,7 +186,7 @@ static int inline_reads(struct inline_arg *a)
 		}
 		a->reads += INLINE_BATCH;
 	}
-	a->workers_after = iowq_workers(getpid(), a->tid);
+	a->workers_after = mf_iowq_workers(getpid(), a->tid);
 	for (i = 0; i < INLINE_BATCH; i++)
 		free(bufs[i]);
 	close(fd);
@@ -250,7 +217,7 @@ static int zc_reads_from_tmpfs(const char *tfile)
 		CHECK(0, "server: %s", strerror(-ret));
 	}
 	file_path(path, sizeof(path), mnt);
-	before = iowq_workers(srv.pid, 0);
+	before = mf_iowq_workers(srv.pid, 0);
 	ret = T_PASS;
 	for (i = 0; i < (int)NR_RANGES && ret == T_PASS; i++)
 		ret = fresh_read(path, buf, ranges[i].off, ranges[i].len,
@@ -265,7 +232,7 @@ static int zc_reads_from_tmpfs(const char *tfile)
 	if (fd >= 0)
 		close(fd);
 	server_quiesce(&srv);
-	after = iowq_workers(srv.pid, 0);
+	after = mf_iowq_workers(srv.pid, 0);
 	if (ret == T_PASS)
 		ret = check_all_zero_copy(mnt, "tmpfs backing");
 	say("  server: %llu reads, %llu zero-copy replies, io-wq workers %d -> %d\n",
