@@ -27,7 +27,7 @@ void srv_init(const char *name, const char *version, const char *source_word)
 }
 
 /* "NAME: WHAT (usage: ...)" on stderr. */
-void srv_usage_error(const char *what)
+static void srv_usage_error(const char *what)
 {
 	fprintf(stderr, "%s: %s (usage: %s [options] %s MOUNTPOINT)\n",
 		srv_name, what, srv_name, srv_source_word);

@@ -49,13 +49,11 @@ struct srv_hooks {
 
 /* args.c */
 void srv_init(const char *name, const char *version, const char *source_word);
-void srv_usage_error(const char *what);
 int srv_args_proc(struct srv_args *pa, const char *arg, int key);
 int srv_args_finish(struct srv_args *pa, struct fuse_args *args, char **source);
 void srv_args_free(struct srv_args *pa);
 int srv_add_fsname(struct fuse_args *args, const char *source);
 void srv_help(const char *prog, const struct srv_option_doc *docs, size_t ndocs);
-const char *srv_mode_name(int mode);
 void srv_read_mode_options(int mode, struct fusezc_options *zopts);
 void srv_thread_options(bool singlethread, unsigned int threads,
 			const struct fuse_cmdline_opts *opts,
@@ -78,7 +76,6 @@ void srv_raise_readahead(const char *mountpoint, unsigned int kb, bool asked,
 
 /* messages.c */
 void srv_log_init(bool verbose);
-void srv_report_error(int err);
 void srv_print_read_mode(struct fusezc_session *zs, int mode);
 
 #endif /* FZC_SERVER_H */

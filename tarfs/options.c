@@ -8,9 +8,6 @@
 
 #include <errno.h>
 #include <stddef.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 #define TARFS_OPT(t, m, v) { t, offsetof(struct tarfs_cmdline, cfg.m), v }
 

@@ -31,21 +31,20 @@
 
 static char tdir[160];		/* our own tmpfs */
 
-static int tmpfs_up(void)
+/* Run a subtest's @body with a tmpfs of its own mounted on tdir. */
+static int on_own_tmpfs(int (*body)(void))
 {
-	snprintf(tdir, sizeof(tdir), "%s/nowait-tmpfs", workdir);
-	if (mkdir(tdir, 0755) && errno != EEXIST)
-		return -errno;
-	if (mount("tmpfs", tdir, "tmpfs", 0, "size=256m"))
-		return -errno;
-	return 0;
-}
+	int ret;
 
-static void tmpfs_down(void)
-{
+	snprintf(tdir, sizeof(tdir), "%s/nowait-tmpfs", workdir);
+	CHECK(!mkdir(tdir, 0755) || errno == EEXIST, "mkdir %s: %s", tdir, strerror(errno));
+	CHECK(!mount("tmpfs", tdir, "tmpfs", 0, "size=256m"), "mount tmpfs on %s: %s",
+	      tdir, strerror(errno));
+	ret = body();
 	if (umount2(tdir, 0))
 		umount2(tdir, MNT_DETACH);
 	rmdir(tdir);
+	return ret;
 }
 
 /* A file of our tmpfs holding @len bytes of @data (NULL: @len of a hole). */
@@ -289,12 +288,7 @@ static int read_inline(void)
 
 static int t_tmpfs_read_inline(void)
 {
-	int ret = tmpfs_up();
-
-	CHECK(!ret, "mount tmpfs on %s: %s", tdir, strerror(-ret));
-	ret = read_inline();
-	tmpfs_down();
-	return ret;
+	return on_own_tmpfs(read_inline);
 }
 
 /* ---------------------------------------------- (b) tmpfs_read_uncached */
@@ -538,12 +532,7 @@ static int read_uncached(void)
 
 static int t_tmpfs_read_uncached(void)
 {
-	int ret = tmpfs_up();
-
-	CHECK(!ret, "mount tmpfs on %s: %s", tdir, strerror(-ret));
-	ret = read_uncached();
-	tmpfs_down();
-	return ret;
+	return on_own_tmpfs(read_uncached);
 }
 
 /* ------------------------------------------------ (c) tmpfs_write_nowait */
@@ -867,12 +856,7 @@ static int write_nowait(void)
 
 static int t_tmpfs_write_nowait(void)
 {
-	int ret = tmpfs_up();
-
-	CHECK(!ret, "mount tmpfs on %s: %s", tdir, strerror(-ret));
-	ret = write_nowait();
-	tmpfs_down();
-	return ret;
+	return on_own_tmpfs(write_nowait);
 }
 
 static const struct zc_subtest subtests[] = {
