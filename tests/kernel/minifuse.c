@@ -1627,6 +1627,7 @@ static void mf_do_read(struct mf_worker *w, struct fuse_in_header *h,
 			mf_failover_read(w, h, ri, len);
 		return;
 	case MF_READ_PARKED:
+	case MF_READ_PARK_CLOSE:
 	case MF_READ_BUSY_REPLY:
 	case MF_READ_INTERRUPT:
 	case MF_READ_RESEND:
@@ -1650,6 +1651,16 @@ static void mf_do_read(struct mf_worker *w, struct fuse_in_header *h,
 				sh->second_reply_errno = -ret;
 		} else if (mode == MF_READ_INTERRUPT) {
 			mf_wait_flag(&sh->interrupt_replies, 20);
+		} else if (mode == MF_READ_PARK_CLOSE) {
+			if (mf_wait_flag(&sh->close_dev, 60)) {
+				int fd = in->fuse_fd;
+
+				/* replies and reads after this fail with EBADF */
+				in->fuse_fd = -1;
+				close(fd);
+				sh->dev_closed = 1;
+			}
+			mf_wait_flag(&sh->release, 60);
 		} else {
 			struct fuse_out_header oh = { .len = sizeof(oh),
 						      .error = FUSE_NOTIFY_RESEND };

@@ -51,6 +51,12 @@ enum mf_read_mode {
 	 * reply.
 	 */
 	MF_READ_MIXED,
+	/*
+	 * Park a loan like MF_READ_PARKED; when the test sets close_dev,
+	 * close the /dev/fuse file (the loan then outlives every file of
+	 * the connection); let the loan go on release.
+	 */
+	MF_READ_PARK_CLOSE,
 };
 
 /* How a FUSE_WRITE sent without its data (FUSEZC_WRITE_ZERO_COPY) is served. */
@@ -138,6 +144,7 @@ struct mf_shared {
 	/* parked loans (a READ_SPLICE_BUF held in io-wq with its loan) */
 	volatile int parked;		/* a loan is parked right now */
 	volatile int release;		/* the test lets the parked loan go */
+	volatile int close_dev, dev_closed;	/* MF_READ_PARK_CLOSE */
 	volatile uint64_t parks, park_failures;
 	volatile uint64_t parked_unlent;	/* parked, but zc_lent_pages was 0 */
 	volatile int park_error;	/* why the last park failed */

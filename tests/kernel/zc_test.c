@@ -66,7 +66,7 @@ void say(const char *fmt, ...)
 	fflush(stdout);
 }
 
-static bool zc_required(void)
+bool zc_required(void)
 {
 	const char *r = getenv("FUSEZC_REQUIRE_ZC"), *ci = getenv("CI");
 

@@ -222,6 +222,9 @@ struct zc_subtest {
  */
 int zc_main(int argc, char **argv, const struct zc_subtest *subtests, size_t nr);
 
+/* Must the kernel have what a test needs (FUSEZC_REQUIRE_ZC=1, or CI)? */
+bool zc_required(void);
+
 #define ZC_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 #endif
