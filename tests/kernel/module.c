@@ -2,9 +2,9 @@
 /*
  * zc_kernel_module: a loan holds its lender's module.  With fuse built as a
  * module (the debug kernel; distributions build it so), a loan can outlive
- * every file and mount of fuse: an aborted read's loan whose I/O is parked
- * in io-wq, after the server closed /dev/fuse and the mount and fusectl
- * are gone.  Unloading fuse must then fail until the loan is back (else
+ * every file and mount of fuse: the loan of a read ended by an abort or by
+ * the release of /dev/fuse, parked in io-wq, once the server closed
+ * /dev/fuse and the mount and fusectl are gone.  Unloading fuse must then fail until the loan is back (else
  * the loan's end runs in freed module text), and succeed once it is.
  * Each round unloads and reloads fuse (from FUSEZC_VM_MODULE_DIR, which
  * tests/vm/run sets); -r sets the rounds.
@@ -136,11 +136,14 @@ static int park_a_read(struct server *srv, struct one_read *rd, char *path, size
 }
 
 /*
- * Abort: the request ends at once (its page cache pages leave the cache),
- * the server closes /dev/fuse, the mount and fusectl go; the loan, parked
- * in the server's io-wq, is all that is left of fuse.
+ * The request ends at once (its page cache pages leave the cache), by a
+ * fusectl abort, or (@abort_first false) by the release of the server's
+ * /dev/fuse file as when a server dies; the server has closed /dev/fuse,
+ * the mount and fusectl go: the loan, parked in the server's io-wq, is
+ * all that is left of fuse.  (A kill -9 is no such case: the dying task
+ * cancels its io_uring requests, loans returned, before it exits.)
  */
-static int abort_round(int r)
+static int orphan_loan_round(int r, bool abort_first)
 {
 	struct server srv = { .cfg = { .threads = 1 } };
 	struct one_read rd;
@@ -148,19 +151,20 @@ static int abort_round(int r)
 	long refs;
 	int unload;
 
-	if (parking_server(&srv, "abort"))
+	if (parking_server(&srv, "orphan loan"))
 		return T_FAIL;
 	if (park_a_read(&srv, &rd, path, sizeof(path), dir, sizeof(dir), r)) {
 		srv.sh->release = 1;
 		server_stop(&srv);
 		return T_FAIL;
 	}
-	CHECK(!abort_conn_dir(dir), "round %d: abort: %s", r, strerror(errno));
-	CHECK(one_read_wait(&rd, 20), "round %d: the reader was still blocked 20 s after the abort",
-	      r);
+	if (abort_first)
+		CHECK(!abort_conn_dir(dir), "round %d: abort: %s", r, strerror(errno));
 	srv.sh->close_dev = 1;
 	CHECK(WAIT_UNTIL(srv.sh->dev_closed, 20), "round %d: the server did not close /dev/fuse",
 	      r);
+	CHECK(one_read_wait(&rd, 20), "round %d: the reader was still blocked 20 s after the %s",
+	      r, abort_first ? "abort" : "release of /dev/fuse");
 	if (drop_fuse_users(r))
 		return T_FAIL;
 
@@ -181,32 +185,8 @@ static int abort_round(int r)
 	return fuse_cycle(r, "after the loan came back");
 }
 
-/*
- * kill -9 with the loan parked: the device file's release aborts the
- * connection, the ring's exit ends the loan, in a kworker, some time
- * after.  Unload as soon as fuse lets us: never before that end.
- */
-static int kill_round(int r)
-{
-	struct server srv = { .cfg = { .threads = 1 } };
-	struct one_read rd;
-	char path[300], dir[200];
-
-	if (parking_server(&srv, "kill"))
-		return T_FAIL;
-	if (park_a_read(&srv, &rd, path, sizeof(path), dir, sizeof(dir), r)) {
-		srv.sh->release = 1;
-		server_stop(&srv);
-		return T_FAIL;
-	}
-	kill(srv.pid, SIGKILL);
-	CHECK(one_read_wait(&rd, 20), "round %d: the reader was still blocked 20 s after the kill",
-	      r);
-	CHECK(server_gone(&srv, 20), "round %d: the killed server did not exit", r);
-	if (drop_fuse_users(r))
-		return T_FAIL;
-	return fuse_cycle(r, "after the server was killed");
-}
+static int abort_round(int r) { return orphan_loan_round(r, true); }
+static int release_round(int r) { return orphan_loan_round(r, false); }
 
 static int module_loop(int (*round)(int), const char *what)
 {
@@ -225,17 +205,17 @@ static int module_loop(int (*round)(int), const char *what)
 
 static int t_unload_abort_loop(void)
 {
-	return module_loop(abort_round, "abort, /dev/fuse closed, loan parked");
+	return module_loop(abort_round, "fusectl abort, /dev/fuse closed, loan parked");
 }
 
-static int t_unload_kill_loop(void)
+static int t_unload_release_loop(void)
 {
-	return module_loop(kill_round, "kill -9 with the loan parked");
+	return module_loop(release_round, "/dev/fuse closed (released), loan parked");
 }
 
 static const struct zc_subtest subtests[] = {
 	{ "unload_abort_loop", t_unload_abort_loop, true },
-	{ "unload_kill_loop", t_unload_kill_loop, true },
+	{ "unload_release_loop", t_unload_release_loop, true },
 };
 
 int main(int argc, char **argv)

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
  * zc_kernel_nowait: tmpfs under IOCB_NOWAIT (issue 26, "Cached data read
- * inline", patches 29-31).  shmem_file_read_iter() honours IOCB_NOWAIT and
+ * inline", patches 34-36).  shmem_file_read_iter() honours IOCB_NOWAIT and
  * tmpfs files are opened with FMODE_NOWAIT, so io_uring reads cached tmpfs
  * data inside io_uring_submit() instead of handing every read to an io-wq
  * worker; a read that would have to wait (a swapped out or locked folio)
@@ -66,7 +66,7 @@ static int tmpfs_file(char *path, size_t plen, const char *name,
 }
 
 /*
- * Does tmpfs take RWF_NOWAIT reads (FMODE_NOWAIT, patch 31)?  1 yes, 0 no
+ * Does tmpfs take RWF_NOWAIT reads (FMODE_NOWAIT, patch 36)?  1 yes, 0 no
  * (EOPNOTSUPP, as on a kernel without it), or -errno.
  */
 static int tmpfs_takes_nowait(int fd)
@@ -268,7 +268,7 @@ static int read_inline(void)
 	ret = tmpfs_takes_nowait(fd);
 	close(fd);
 	CHECK(ret >= 0, "preadv2(RWF_NOWAIT) of tmpfs: %s", strerror(-ret));
-	CHECK(ret == 1, "tmpfs refuses RWF_NOWAIT (EOPNOTSUPP): no FMODE_NOWAIT (patch 31)");
+	CHECK(ret == 1, "tmpfs refuses RWF_NOWAIT (EOPNOTSUPP): no FMODE_NOWAIT (patch 36)");
 
 	a.path = tfile;
 	CHECK(!pthread_create(&tid, NULL, inline_main, &a), "pthread_create");
@@ -519,7 +519,7 @@ static int read_uncached(void)
 	close(fd);
 	CHECK(nowait >= 0, "preadv2(RWF_NOWAIT) of tmpfs: %s", strerror(-nowait));
 	if (!nowait)
-		say("  tmpfs refuses RWF_NOWAIT: a kernel without patch 31, RWF_NOWAIT reads left out\n");
+		say("  tmpfs refuses RWF_NOWAIT: a kernel without patch 36, RWF_NOWAIT reads left out\n");
 	ret = io_uring_queue_init_params(8, &ring, &p);
 	CHECK(!ret, "io_uring_queue_init_params: %s", strerror(-ret));
 	ret = sparse_reads(&ring, model, nowait);

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
  * zc_kernel_writes: IORING_OP_WRITE_SPLICE_BUF on the pages of FUSE_WRITE
- * requests (patches 13-14).  Every shape of write lands byte for byte on
+ * requests (patches 18-19).  Every shape of write lands byte for byte on
  * the backing file, through the write-back cache or not; a borrower only
  * reads a write's pages; a reply never claims bytes no lending wrote.
  */
