@@ -294,7 +294,8 @@ def main():
         f"{meta.get('fuse_read_ahead_kb_seen', meta.get('fuse_read_ahead_kb', '?'))}; "
         f"server reads the source with -o direct_source on: "
         f"{meta.get('direct_source_backings', 'none') or 'none'}; "
-        f"passthrough_zc -o max_readahead={meta.get('max_readahead', '?')}.",
+        f"passthrough_zc -o max_readahead={meta.get('max_readahead', '?')}; "
+        f"fuse.zerocopy_write_min {meta.get('zerocopy_write_min', '?')}.",
         "",
         "Absolute MB/s under TCG mean nothing; only ratios within this run count.",
         "Ratios are of the medians. CPU columns: median over repetitions of CPU seconds per GiB"
