@@ -8,6 +8,7 @@
 bench_wl_jobs() {
 	case $1 in
 	qd1-* | qd16-*) echo 1 ;;
+	wapp-* | wrand-4k) echo 1 ;; # a fixed number of small writes
 	up-*) echo 2 ;; # upstream's zero-copy-over-io-uring comparison
 	*) shift; echo "$@" ;;
 	esac

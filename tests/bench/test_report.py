@@ -96,3 +96,41 @@ def test_a_goal_without_its_rows_is_left_out(tmp_path):
     assert "direct_io" not in out.split("Goals")[1]
     assert "QD1" not in out.split("Goals")[1]
     assert "default options" not in out.split("Goals")[1]
+
+
+def test_small_write_rows_have_their_own_goal(tmp_path):
+    """Issue 26 step 5: the small-write rows are judged against the better
+    of copy and splice, and only by that goal (a write below
+    fuse.zerocopy_write_min is copied, so the CPU goal of the large writes
+    does not apply)."""
+    rows = [row("tmpfs", "wapp-4", "copy", 1.0, cpu=4.0),
+            row("tmpfs", "wapp-4", "splice", 1.2, cpu=4.0),
+            row("tmpfs", "wapp-4", "zerocopy", 1.1, cpu=4.0),
+            row("disk", "wrand-4k", "copy", 10.0, cpu=4.0),
+            row("disk", "wrand-4k", "splice", 9.0, cpu=4.0),
+            row("disk", "wrand-4k", "zerocopy", 10.5, cpu=4.0)]
+    out, table = run_report(tmp_path, rows)
+    line = goal_line(out, "small writes")
+    assert "tmpfs wapp-4 j1: 0.92 ✗" in line            # 1.1 / max(1.0, 1.2)
+    assert "disk wrand-4k j1: 1.05" in line             # 10.5 / max(10.0, 9.0)
+    assert line.endswith("| 1 of 2 rows |")
+    goals_part = out.split("Goals")[1]
+    assert "every write row" not in goals_part and "copy's (shown" not in goals_part
+    assert table[("disk", "wrand-4k", "zerocopy")]["mb_s_median"] == "10.5"
+
+
+def test_every_workload_is_known_everywhere():
+    """run's workload list, report.py's and the guest's fio arguments agree;
+    the small-write rows run one job."""
+    sys.path.insert(0, HERE)
+    import report
+    run = open(os.path.join(HERE, "run")).read()
+    listed = run.split('ALL_WORKLOADS="')[1].split('"')[0].split()
+    assert listed == report.WORKLOADS
+    guest = open(os.path.join(HERE, "guest")).read()
+    for wl in listed:
+        assert f"\t{wl})" in guest or f" {wl})" in guest or f"{wl} |" in guest, wl
+    for wl in report.SMALL_WRITE_WORKLOADS:
+        jobs = subprocess.run(["bash", "-c", f'. "{HERE}/rows.sh"; bench_wl_jobs {wl} 1 4'],
+                              capture_output=True, text=True, check=True).stdout.split()
+        assert jobs == ["1"], (wl, jobs)

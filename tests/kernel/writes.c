@@ -349,12 +349,132 @@ static int t_write_overclaim(void)
 	return T_PASS;
 }
 
+/*
+ * One write-through pwrite() of @len bytes at @off (O_DIRECT if @direct),
+ * one FUSE_WRITE: a page it does not fill ends a request, so only the last
+ * page may be partial
+ * with fuse.zerocopy_write_min at @knob (-1: left as it is): it must have
+ * been lent (@want_lent) or have come with its data, by the kernel's and
+ * the server's counters.  @model follows.
+ */
+static int small_write_case(struct server *srv, const char *path, long knob, off_t off,
+			    size_t len, bool direct, bool want_lent, unsigned char *model,
+			    off_t *size)
+{
+	uint64_t zc0 = srv->sh->zc_writes, cp0 = srv->sh->copy_writes, zcn, cpn;
+	long long dz, dc, ds;
+	struct zc_stats a, b;
+	unsigned char *buf;
+	char knob_text[32];
+	int fd, ret;
+
+	if (knob >= 0) {
+		ret = set_zc_write_min(knob);
+		CHECK(!ret, "%s: %s", ZC_WRITE_MIN_KNOB, strerror(-ret));
+		snprintf(knob_text, sizeof(knob_text), "%ld", knob);
+	} else {
+		snprintf(knob_text, sizeof(knob_text), "(no such parameter)");
+	}
+	CHECK(!read_stats(mnt, &a), "zerocopy_stats: %s", strerror(errno));
+	CHECK(!posix_memalign((void **)&buf, 4096, len + 4096), "posix_memalign");
+	fill_pattern(buf, len, (unsigned int)(off / 4096 + len));
+	fd = open(path, O_WRONLY | (direct ? O_DIRECT : 0));
+	ret = fd < 0 ? -errno : write_all(fd, buf, len, off, false);
+	if (fd >= 0)
+		close(fd);
+	if (!ret) {
+		memcpy(model + off, buf, len);
+		if (off + (off_t)len > *size)
+			*size = off + len;
+	}
+	free(buf);
+	CHECK(!ret, "%zu bytes at %lld: %s", len, (long long)off, strerror(-ret));
+	CHECK(!read_stats(mnt, &b), "zerocopy_stats: %s", strerror(errno));
+	dz = b.zc_write_bytes - a.zc_write_bytes;
+	dc = b.copy_write_bytes - a.copy_write_bytes;
+	ds = b.copy_write_small - a.copy_write_small;
+	zcn = srv->sh->zc_writes - zc0;
+	cpn = srv->sh->copy_writes - cp0;
+	say("  %zu bytes%s, zerocopy_write_min %s: kernel zc_write_bytes +%lld, "
+	    "copy_write_bytes +%lld, copy_write_small %s%lld; server: %llu lent, %llu with data\n",
+	    len, direct ? " O_DIRECT" : "", knob_text, dz, dc, b.copy_write_small < 0 ? "(absent) " : "+",
+	    b.copy_write_small < 0 ? 0 : ds, (unsigned long long)zcn, (unsigned long long)cpn);
+	if (want_lent) {
+		CHECK(dz == (long long)len && dc == 0 && zcn == 1 && cpn == 0,
+		      "%zu bytes with zerocopy_write_min %s: want it lent", len, knob_text);
+		CHECK(b.copy_write_small < 0 || ds == 0, "copy_write_small +%lld, want +0", ds);
+	} else {
+		CHECK(dz == 0 && dc == (long long)len && zcn == 0 && cpn == 1,
+		      "%zu bytes with zerocopy_write_min %s: lent, want it sent with its data",
+		      len, knob_text);
+		CHECK(b.copy_write_small >= 0 && ds == 1,
+		      "zerocopy_stats copy_write_small %s, want +1",
+		      b.copy_write_small < 0 ? "absent" : "not +1");
+	}
+	return T_PASS;
+}
+
+/*
+ * Issue 26 step 5: lending a page to write a few bytes costs more than
+ * copying them, so a FUSE_WRITE of fewer bytes than fuse.zerocopy_write_min
+ * (buffered or O_DIRECT) comes with its data, and zerocopy_stats'
+ * copy_write_small counts it; one of at least that many is still lent; the
+ * parameter is read at each write, and 0 lends every write.  The backing
+ * file holds every byte written.
+ */
+static int t_write_small(void)
+{
+	struct server srv = { .cfg = { .writable = true, .accept_zc_write = true } };
+	long dflt = zc_write_min_initial;	/* the kernel's default; -1: none */
+	long min = dflt > 0 ? dflt : 4096;	/* writes below it must come with data */
+	unsigned char *model = malloc(WMODEL_SIZE);
+	const off_t step = 512 << 10;
+	char path[300];
+	off_t size;
+	int ret = T_FAIL;
+
+	CHECK(model, "malloc");
+	say("  %s: %ld%s\n", ZC_WRITE_MIN_KNOB, dflt,
+	    dflt < 0 ? " (no such parameter)" : " at boot");
+	CHECK(dflt != 0, "fuse.zerocopy_write_min is 0 by default: every 4-byte write is lent");
+	CHECK(min > 4 && min <= (long)step, "fuse.zerocopy_write_min %ld: a test for 4 < it <= %lld",
+	      min, (long long)step);
+	CHECK(!make_write_backing(model, &size), "write backing: %s", strerror(errno));
+	CHECK(!server_start(&srv, mnt, wbacking, MF_READ_ZC), "server_start");
+	file_path(path, sizeof(path), mnt);
+	if (!srv.sh->zc_write_accepted)
+		say("  the kernel did not offer FUSE_ZERO_COPY_WRITE\n");
+	else if (!small_write_case(&srv, path, dflt, 0, 4, false, false, model, &size) &&
+		 !small_write_case(&srv, path, dflt, step, min - 1, false, false, model,
+				   &size) &&
+		 !small_write_case(&srv, path, dflt, 2 * step, min, false, true, model, &size) &&
+		 !small_write_case(&srv, path, dflt, 3 * step, 512, true, 512 >= min, model,
+				   &size) &&
+		 !small_write_case(&srv, path, 0, 4 * step + 7, 4, false, true, model, &size) &&
+		 !small_write_case(&srv, path, 0, 5 * step, 512, true, true, model, &size) &&
+		 !small_write_case(&srv, path, 100, 6 * step, 99, false, false, model, &size) &&
+		 !small_write_case(&srv, path, 100, 7 * step + 3, 100, false, true, model, &size))
+		ret = T_PASS;
+	if (zc_write_min_initial >= 0)
+		set_zc_write_min(0);	/* the program's setting (zc_main()) */
+	if (server_quiesce(&srv))
+		ret = T_FAIL;
+	server_stop(&srv);
+	if (ret == T_PASS)
+		ret = check_write_backing(model, size, "small writes");
+	free(model);
+	CHECK(!srv.sh->write_failures, "%llu lendings wrote less than asked",
+	      (unsigned long long)srv.sh->write_failures);
+	return ret;
+}
+
 static const struct zc_subtest subtests[] = {
 	/* the v2 lending contract, one per finding of issue 9 */
 	{ "write_op", t_write_op, true },			/* k */
 	{ "write_correctness", t_write_correctness, true },
 	{ "write_direction", t_write_direction, true },		/* l */
 	{ "write_overclaim", t_write_overclaim, true },		/* m */
+	{ "write_small", t_write_small, true },		/* issue 26 step 5 */
 };
 
 int main(int argc, char **argv)

@@ -189,6 +189,7 @@ int read_stats_dir(const char *dir, struct zc_stats *s)
 	FILE *f;
 
 	memset(s, 0, sizeof(*s));
+	s->copy_write_small = -1;
 	snprintf(path, sizeof(path), "%s/zerocopy_stats", dir);
 	f = fopen(path, "r");
 	if (!f)
@@ -210,6 +211,8 @@ int read_stats_dir(const char *dir, struct zc_stats *s)
 			s->zc_write_bytes = v;
 		else if (!strcmp(name, "copy_write_bytes"))
 			s->copy_write_bytes = v;
+		else if (!strcmp(name, "copy_write_small"))
+			s->copy_write_small = v;
 	}
 	fclose(f);
 	return 0;
@@ -1077,9 +1080,38 @@ static void *watchdog_main(void *arg)
 	return NULL;
 }
 
+long zc_write_min_initial = -1;
+
+int set_zc_write_min(long bytes)
+{
+	char text[32];
+
+	snprintf(text, sizeof(text), "%ld", bytes);
+	return write_file(ZC_WRITE_MIN_KNOB, text);
+}
+
+/* Remember fuse.zerocopy_write_min and lend every write (0) from now on. */
+static void zc_write_min_setup(void)
+{
+	FILE *f = fopen(ZC_WRITE_MIN_KNOB, "r");
+	int ret;
+
+	if (!f)
+		return;
+	if (fscanf(f, "%ld", &zc_write_min_initial) != 1)
+		zc_write_min_initial = -1;
+	fclose(f);
+	ret = zc_write_min_initial > 0 ? set_zc_write_min(0) : 0;
+	if (ret)
+		fprintf(stderr, "%s: %s: %s\n", prog, ZC_WRITE_MIN_KNOB, strerror(-ret));
+}
+
 static void cleanup(void)
 {
 	char cmd[600];
+
+	if (zc_write_min_initial >= 0)
+		set_zc_write_min(zc_write_min_initial);
 
 	const char *mounts[] = { mnt, mnt2, wmnt, slow_mnt, resend_mnt, ovl_mnt };
 
@@ -1165,6 +1197,7 @@ int zc_main(int argc, char **argv, const struct zc_subtest *subtests, size_t nr)
 		fprintf(stderr, "%s: setup: %s\n", prog, strerror(errno));
 		return T_FAIL;
 	}
+	zc_write_min_setup();
 	atexit(cleanup);
 	{
 		pthread_t wd;

@@ -94,6 +94,7 @@ void fill_pattern(unsigned char *buf, size_t len, unsigned int seed);
 struct zc_stats {
 	long long zc_read_bytes, copy_read_bytes, zc_refused, zc_lent_pages;
 	long long zc_completed, zc_lend_calls, zc_write_bytes, copy_write_bytes;
+	long long copy_write_small;	/* -1: the kernel has no such counter */
 };
 
 int conn_dir(const char *mountpoint, char *dir, size_t len);
@@ -104,6 +105,16 @@ int abort_conn_dir(const char *dir);
 long wait_no_waiting(const char *dir, unsigned int seconds);
 void mark_leaked(const char *mountpoint);
 int check_all_zero_copy(const char *mountpoint, const char *what);
+
+/*
+ * fuse.zerocopy_write_min: a FUSE_WRITE of fewer bytes comes with its data.
+ * zc_main() sets it to 0 for the program (every write is lent, as the
+ * write tests expect) and puts zc_write_min_initial back at exit; -1: the
+ * kernel has no such parameter.  set_zc_write_min(): 0 or -errno.
+ */
+#define ZC_WRITE_MIN_KNOB "/sys/module/fuse/parameters/zerocopy_write_min"
+extern long zc_write_min_initial;
+int set_zc_write_min(long bytes);
 
 /* ------------------------------------------------------ minifuse servers */
 

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+import conftest
 import fzc_pytest
 import util
 from conftest import expect_passthrough, expect_zc
@@ -234,6 +235,52 @@ def test_zerocopy_write_stats(mount_with, mode, options):
     assert copied == 0, (copied, after)
     assert zc >= written, (zc, written, after)
     assert stats["zc_write_bytes"] + stats["memfd_write_bytes"] >= zc, (stats, zc)
+    assert after["zc_lent_pages"] == 0, after
+
+
+@pytest.mark.skipif(not expect_zc(), reason="FUSEZC_EXPECT_ZC=1 not set (stock kernel)")
+def test_small_writes_with_data(mount_with, mode, zc_write_min_boot):
+    """Issue 26 step 5: with fuse.zerocopy_write_min at its default, a
+    write below it comes with its data on a zero-copy write connection and
+    passthrough_zc writes it as any write with data; writes at or above it are
+    lent; every byte lands where it belongs."""
+    if not mode.startswith("zerocopy") and mode != "default":
+        pytest.skip("zero-copy writes apply to the zerocopy modes")
+    if not zc_write_min_boot:
+        pytest.fail(f"{conftest.ZC_WRITE_MIN}: {zc_write_min_boot}, want a default > 0")
+    small = zc_write_min_boot
+    conftest.set_zc_write_min(small)
+    try:
+        m = mount_with(mode)
+        m.small_writes = True
+        want = bytearray(pattern(1 << 20, 11))
+        write_file(m.s("w"), bytes(want))
+        before = fzc_pytest.zc_conn_stats(m.mnt)
+        copied = 0
+        with open(m.m("w"), "ab", buffering=0) as f:
+            for i in range(50):
+                f.write(b"%04d" % i)
+                want += b"%04d" % i
+                copied += 4
+        with open(m.m("w"), "r+b", buffering=0) as f:
+            for off, n, seed in ((4096, small - 1, 12), (3 * 4096 + 5, 100, 13)):
+                data = pattern(n, seed)
+                assert os.pwrite(f.fileno(), data, off) == n
+                want[off:off + n] = data
+                copied += n
+            data = pattern(small + 65536, 14)
+            assert os.pwrite(f.fileno(), data, 65536) == len(data)
+            want[65536:65536 + len(data)] = data
+        after = fzc_pytest.zc_conn_stats(m.mnt)
+    finally:
+        conftest.set_zc_write_min(0)
+    stats = m.unmount()
+    assert read_file(m.s("w")) == bytes(want)
+    assert after["copy_write_small"] - before["copy_write_small"] == 52, (before, after)
+    assert after["copy_write_bytes"] - before["copy_write_bytes"] == copied, (before, after)
+    assert after["zc_write_bytes"] - before["zc_write_bytes"] >= small + 65536, (before, after)
+    # the daemon wrote the small ones as any write with data (pzc_write_buf)
+    assert stats["zc_write_bytes"] + stats["memfd_write_bytes"] >= small + 65536, stats
     assert after["zc_lent_pages"] == 0, after
 
 
