@@ -351,11 +351,9 @@ static int t_write_overclaim(void)
 
 /*
  * One write-through pwrite() of @len bytes at @off (O_DIRECT if @direct),
- * one FUSE_WRITE: a page it does not fill ends a request, so only the last
- * page may be partial
- * with fuse.zerocopy_write_min at @knob (-1: left as it is): it must have
- * been lent (@want_lent) or have come with its data, by the kernel's and
- * the server's counters.  @model follows.
+ * sent as one FUSE_WRITE, with fuse.zerocopy_write_min at @knob (-1: left
+ * as it is): by the kernel's and the server's counters it must have been
+ * lent (@want_lent) or have come with its data.  @model follows.
  */
 static int small_write_case(struct server *srv, const char *path, long knob, off_t off,
 			    size_t len, bool direct, bool want_lent, unsigned char *model,
