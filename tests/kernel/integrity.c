@@ -5,13 +5,16 @@
  * FUSE file onto several backing files (stripes) lends one part asking the
  * kernel to answer and another: mixed_completion (the other does not ask),
  * eof_not_asked (it asks, but does not say its file's end ends the data),
- * eof_asked (it says so).
+ * eof_asked (it says so).  write_stable: a write-through write's page cache
+ * pages do not change while a borrower writes them out.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -178,10 +181,200 @@ static int t_eof_asked(void)
 			       MIXED_KERNEL_ANSWERS);
 }
 
+#define STABLE_LEN	(4 * 4096)
+#define STABLE_STORE	'S'
+
+struct stable_writer {
+	int fd;
+	unsigned char fill;
+	pthread_t tid;
+	volatile int done;
+	int err;
+};
+
+static void *stable_writer_main(void *p)
+{
+	struct stable_writer *w = p;
+	unsigned char buf[STABLE_LEN];
+	ssize_t n;
+
+	memset(buf, w->fill, sizeof(buf));
+	n = pwrite(w->fd, buf, sizeof(buf), 0);
+	w->err = n < 0 ? errno : n == (ssize_t)sizeof(buf) ? 0 : EIO;
+	__sync_synchronize();
+	w->done = 1;
+	return NULL;
+}
+
+struct stable_store {
+	volatile unsigned char *at;
+	const struct stable_writer *writer;
+	const volatile int *parked;	/* the server's: the write's loan is out */
+	pthread_t tid;
+	volatile int done;
+	int before_write_returned;	/* the store ended while the write was out */
+	int during_loan;		/* ... while its loan was out */
+};
+
+static void *stable_store_main(void *p)
+{
+	struct stable_store *s = p;
+
+	*s->at = STABLE_STORE;
+	__sync_synchronize();
+	s->during_loan = *s->parked;
+	s->before_write_returned = !s->writer->done;
+	s->done = 1;
+	return NULL;
+}
+
+/* [0, @len) of @path read O_DIRECT into @out; 0 or -errno. */
+static int read_direct(const char *path, unsigned char *out, size_t len)
+{
+	unsigned char *b;
+	ssize_t n;
+	int fd, ret = 0;
+
+	if (posix_memalign((void **)&b, 4096, len))
+		return -ENOMEM;
+	fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+	n = fd < 0 ? -1 : pread(fd, b, len, 0);
+	if (n != (ssize_t)len)
+		ret = n < 0 ? -errno : -EIO;
+	else
+		memcpy(out, b, len);
+	if (fd >= 0)
+		close(fd);
+	free(b);
+	return ret;
+}
+
+/*
+ * One round: a buffered write of STABLE_LEN bytes of @fill at 0 through the
+ * page cache (write-through) is lent to a WRITE_SPLICE_BUF parked on the
+ * loop device; while it is parked, another thread stores STABLE_STORE into
+ * page @page through a shared mapping, one already writable and dirty if
+ * @mapped_dirty, else one the store faults in.  A copying server has the
+ * write's bytes as they were when it read the request, so the device must
+ * hold @fill only: a page a borrower is writing out must not change under
+ * it (with btrfs data checksums or md raid1 below, that is corruption).
+ * The store is kept: the file has it afterwards.
+ */
+static int stable_round(int r, bool mapped_dirty)
+{
+	const char *what = mapped_dirty ? "a writable mapping" : "a store that faults";
+	struct server srv = { .cfg = { .slow_ms = 1000, .writable = true,
+				       .accept_zc_write = true } };
+	unsigned char *model = malloc(WMODEL_SIZE);
+	unsigned char dev[STABLE_LEN], back;
+	struct stable_writer w = { .fill = (unsigned char)('a' + r % 26) };
+	struct stable_store st = { .writer = &w };
+	size_t page = 1 + (size_t)r % 3, at = page * 4096 + 7 * (size_t)r % 4000, i, bad;
+	volatile unsigned char *map;
+	char path[300];
+	bool parked;
+	off_t size;
+	int ret;
+
+	CHECK(model && !make_write_backing(model, &size), "write backing");
+	free(model);
+	if (parking_server(&srv, what))
+		return T_FAIL;
+	ret = server_start(&srv, mnt, wbacking, MF_READ_ZC);
+	CHECK(!ret, "server: %s", strerror(-ret));
+	file_path(path, sizeof(path), mnt);
+	w.fd = open(path, O_RDWR | O_CLOEXEC);
+	CHECK(w.fd >= 0, "open %s: %s", path, strerror(errno));
+	map = mmap(NULL, STABLE_LEN, PROT_READ | PROT_WRITE, MAP_SHARED, w.fd, 0);
+	CHECK(map != MAP_FAILED, "mmap: %s", strerror(errno));
+	if (mapped_dirty)
+		map[at] = map[at];
+	st.at = map + at;
+	st.parked = &srv.sh->parked;
+	/* write-back may write the stored page out (to the backing file) */
+	srv.sh->park_no_cache_writes = 1;
+	srv.sh->write_mode = MF_WRITE_PARKED;
+	CHECK(!pthread_create(&w.tid, NULL, stable_writer_main, &w), "writer thread");
+	parked = WAIT_UNTIL(srv.sh->parked || w.done, 60) && srv.sh->parked;
+	if (parked)
+		CHECK(!pthread_create(&st.tid, NULL, stable_store_main, &st), "store thread");
+	if (!WAIT_UNTIL(w.done, 60)) {
+		say("  FAIL %s: the write never returned\n", what);
+		abort_conn(mnt);
+		WAIT_UNTIL(w.done, 30);
+		ret = T_FAIL;
+	}
+	if (parked && !WAIT_UNTIL(st.done, 60)) {
+		say("  FAIL %s: the store never ended\n", what);
+		abort_conn(mnt);
+		WAIT_UNTIL(st.done, 30);
+		ret = T_FAIL;
+	}
+	/* before anything can write the stored page back */
+	if (!ret)
+		ret = read_direct(srv.cfg.loop_path, dev, sizeof(dev)) ? T_FAIL : T_PASS;
+	srv.sh->write_mode = MF_WRITE_ZC;
+	back = map[at];
+	munmap((void *)map, STABLE_LEN);
+	close(w.fd);
+	pthread_join(w.tid, NULL);
+	if (parked)
+		pthread_join(st.tid, NULL);
+	if (server_quiesce(&srv))
+		ret = T_FAIL;
+	server_stop(&srv);
+	if (ret)
+		return ret;
+	for (i = 0, bad = 0; i < sizeof(dev); i++)
+		bad += dev[i] != w.fill;
+	say("  round %d, %s: write %s; store at %zu ended %s the write returned%s; "
+	    "the device holds %zu bytes that are not the write's%s; %llu write-back "
+	    "writes\n", r, what, parked ? "parked" : "not lent", at,
+	    st.before_write_returned ? "before" : "after",
+	    st.during_loan ? ", while its loan was out" : "", bad,
+	    bad && dev[at] == STABLE_STORE ? " (the store is among them)" : "",
+	    (unsigned long long)srv.sh->cache_writes);
+	CHECK(!w.err, "%s: the write failed: %s", what, strerror(w.err));
+	CHECK(parked, "%s: the write could not be parked", what);
+	CHECK(!st.during_loan, "%s: a store into a lent page went through while a borrower "
+	      "was to write it out", what);
+	CHECK(!bad, "%s: a page changed while a borrower wrote it out: the device has "
+	      "%#x at %zu, the write was %#x", what, dev[at], at, w.fill);
+	CHECK(back == STABLE_STORE, "%s: the store was lost (%#x)", what, back);
+	return T_PASS;
+}
+
+/*
+ * Issue 24: the page cache pages of a write-through FUSE_WRITE were lent
+ * unlocked, so a store through a shared mapping could change a page while
+ * the borrower wrote it out.  -r N: N/10 rounds (at least 1) of each kind.
+ */
+static int t_write_stable(void)
+{
+	static const char *flusher = "/proc/sys/vm/dirty_writeback_centisecs";
+	char initial[16] = "";
+	FILE *f = fopen(flusher, "r");
+	int r, ret = T_PASS;
+
+	/* no periodic write-back of the stored page before the device is read */
+	CHECK(f && fgets(initial, sizeof(initial), f), "%s: %s", flusher, strerror(errno));
+	fclose(f);
+	initial[strcspn(initial, "\n")] = 0;
+	CHECK(!write_file(flusher, "0"), "set %s", flusher);
+	for (r = 0; r < tenth_rounds() && ret == T_PASS; r++) {
+		ret = stable_round(r, false);
+		if (ret == T_PASS)
+			ret = stable_round(r, true);
+	}
+	write_file(flusher, initial);
+	return ret;
+}
+
 static const struct zc_subtest subtests[] = {
 	{ "mixed_completion", t_mixed_completion, true },
 	{ "eof_not_asked", t_eof_not_asked, true },
 	{ "eof_asked", t_eof_asked, true },
+	{ "write_stable", t_write_stable, true },
 };
 
 int main(int argc, char **argv)

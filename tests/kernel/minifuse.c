@@ -2084,7 +2084,11 @@ static void mf_do_write(struct mf_worker *w, struct fuse_in_header *h,
 
 		sh->wrong_dir_write_res = mf_ring_run(w, sqe);
 	}
-	if (sh->write_mode == MF_WRITE_PARKED || sh->write_mode == MF_WRITE_SEND_DATA_BUSY)
+	if (wi->write_flags & FUSE_WRITE_CACHE)
+		__sync_fetch_and_add(&sh->cache_writes, 1);
+	if ((sh->write_mode == MF_WRITE_PARKED &&
+	     !(sh->park_no_cache_writes && (wi->write_flags & FUSE_WRITE_CACHE))) ||
+	    sh->write_mode == MF_WRITE_SEND_DATA_BUSY)
 		res = mf_park_write(w, h, wi);
 	else if (sh->write_mode == MF_WRITE_FREEZE)
 		res = mf_freeze_write(w, h, wi);

@@ -145,6 +145,12 @@ struct mf_shared {
 	volatile int parked;		/* a loan is parked right now */
 	volatile int release;		/* the test lets the parked loan go */
 	volatile int close_dev, dev_closed;	/* MF_READ_PARK_CLOSE */
+	/*
+	 * MF_WRITE_PARKED: write-back writes (FUSE_WRITE_CACHE) go to the
+	 * backing file, unparked, when set; counted either way
+	 */
+	volatile int park_no_cache_writes;
+	volatile uint64_t cache_writes;
 	volatile uint64_t parks, park_failures;
 	volatile uint64_t parked_unlent;	/* parked, but zc_lent_pages was 0 */
 	volatile int park_error;	/* why the last park failed */
