@@ -307,7 +307,7 @@ bool fzc_lend_async(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
 	    fzc_kops->ring_submit_lends == NULL || fzc_file_refused(zs, fd, &err) ||
 	    fzc_ring_get(w) < 0)
 		return false;
-	/* an O_DIRECT file on a device that takes less in one bio: pieces */
+	/* O_DIRECT to a block device that takes less in one bio: pieces */
 	n = fzc_lend_split(w, fd, size, &piece);
 	for (k = 0; k < n; k++) {
 		l[k] = (struct fzc_lending){

@@ -206,10 +206,13 @@ static uint64_t queue_limit(dev_t dev, const char *name)
 }
 
 /*
- * Only an O_DIRECT file's bios are the lent pages themselves: a buffered
- * lending copies through the page cache.  The device is the file's own
- * for a block device, else that of its file system (none for a file
- * system without a block device: no limit).
+ * Only a block device opened O_DIRECT marks its bios REQ_NOWAIT when
+ * issued inline (block/fops.c), so only its lendings fail a split with
+ * -EAGAIN and go to io-wq.  An O_DIRECT regular file of ext4, xfs, btrfs
+ * or f2fs builds its bios with iomap, without REQ_NOWAIT (6.12): the
+ * block layer splits them as any bio, and pieces would only cost another
+ * loan and completion a request (docs/performance.md, issue 26 step 2).
+ * (ocfs2's fs/direct-io.c bios carry REQ_NOWAIT; not split, not measured.)
  */
 static size_t real_piece_max(struct fusezc_session *zs, int fd)
 {
@@ -219,9 +222,9 @@ static size_t real_piece_max(struct fusezc_session *zs, int fd)
 	unsigned int i;
 	int fl = fcntl(fd, F_GETFL);
 
-	if (fl < 0 || !(fl & O_DIRECT) || fstat(fd, &st) != 0)
+	if (fl < 0 || !(fl & O_DIRECT) || fstat(fd, &st) != 0 || !S_ISBLK(st.st_mode))
 		return 0;
-	dev = S_ISBLK(st.st_mode) ? st.st_rdev : st.st_dev;
+	dev = st.st_rdev;
 	pthread_mutex_lock(&zs->limits_lock);
 	for (i = 0; i < zs->dev_limits_n && zs->dev_limits[i].dev != dev; i++)
 		;

@@ -53,7 +53,8 @@ struct fzc_kernel_ops {
 	 * (-1: none; the worker then waits for its lendings itself). */
 	int (*ring_poll_fd)(struct fusezc_worker *w);
 	/* The largest piece a lending to @fd should be: 0 for any size, or
-	 * what its block device takes in one bio when @fd is O_DIRECT. */
+	 * what the device takes in one bio when @fd is a block device opened
+	 * O_DIRECT. */
 	size_t (*piece_max)(struct fusezc_session *zs, int fd);
 };
 extern const struct fzc_kernel_ops *fzc_kops;
@@ -93,8 +94,8 @@ enum fzc_lend_outcome {
  * short completion (at the next offset of the request and the file) until
  * all went or a completion of 0 (the end of the file); a transient error is
  * tried again, up to three times.  Nothing else may be in flight on the
- * worker's ring: the lending waits for its own CQEs.  An O_DIRECT file on
- * a device that takes less in one bio is lent in pieces (fzc_lend_split()),
+ * worker's ring: the lending waits for its own CQEs.  A block device opened
+ * O_DIRECT that takes less in one bio is lent in pieces (fzc_lend_split()),
  * all submitted at once and each carried on as above; *done counts the
  * bytes that went without a hole from the start.
  */
@@ -104,11 +105,12 @@ enum fzc_lend_outcome fzc_lend(struct fusezc_worker *w, const struct fzc_lending
 /*
  * O_DIRECT lendings in pieces the device takes whole.  The block layer
  * fails a REQ_NOWAIT bio it would have to split (bio_split_rw_at()) with
- * -EAGAIN, so a lending of more pages than the queue's max_segments, or
- * more bytes than its max_sectors_kb, is not issued inline but retried in
- * io-wq.  Such a lending goes as several, each a range of the request of
- * at most what one bio takes (every page a segment of its own), submitted
- * together; the kernel answers the request when the last comes back.
+ * -EAGAIN, so a lending to a block device opened O_DIRECT of more pages
+ * than its queue's max_segments, or more bytes than its max_sectors_kb, is
+ * not issued inline but retried in io-wq.  Such a lending goes as several,
+ * each a range of the request of at most what one bio takes (every page a
+ * segment of its own), submitted together; the kernel answers the request
+ * when the last comes back.
  */
 
 /* The largest piece for a queue's max_sectors_kb and max_segments (0:
