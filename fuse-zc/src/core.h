@@ -74,6 +74,7 @@ typedef void fzc_lend_done_fn(struct fusezc_worker *w, struct fusezc_worker *cw,
  * does when it is the open file's descriptor: the kernel sends no RELEASE
  * while a read of the file is unanswered.
  */
+#define FZC_PIECES_MAX		8	/* pieces of one lending, at most */
 struct fzc_inflight {
 	fzc_lend_done_fn *done;
 	uint64_t unique;
@@ -82,8 +83,23 @@ struct fzc_inflight {
 	off_t off;
 	size_t size;
 	bool busy;
+	/*
+	 * A request lent in pieces (an O_DIRECT file on a device that takes
+	 * less in one bio): a slot a piece, each with its own CQE.  The
+	 * first piece's slot is the request's (the fields above, for the
+	 * whole request) and keeps the group; the request is answered once,
+	 * when the last piece's CQE is in.  A whole lending is a group of 1.
+	 */
+	unsigned int leader;		/* slot of the group's first piece */
+	unsigned int npieces;		/* leader: pieces in the group */
+	unsigned int pending;		/* leader: CQEs still to come */
+	unsigned char slots[FZC_PIECES_MAX];		/* leader: each piece's slot, in order */
+	size_t piece_len;		/* this piece's bytes */
+	int res;			/* this piece's CQE res, once in */
+	bool answered;			/* ... and whether the kernel answered */
 };
 #define FZC_INFLIGHT_MAX	32	/* lendings in flight per worker */
+#define FZC_DEV_LIMITS		8	/* block devices whose limits are kept */
 #define FZC_REFUSED_FILES	16	/* files remembered as refused */
 #define FZC_HELPERS_MAX		8	/* threads answering the reaper's fallbacks */
 
@@ -179,6 +195,18 @@ struct fusezc_session {
 	} refused[FZC_REFUSED_FILES];
 	unsigned int refused_next;
 	atomic_uint refused_count;
+
+	/*
+	 * The largest piece an O_DIRECT lending to a file of each block
+	 * device is cut into (ring.c): read from the device's queue limits
+	 * once, 0 for a device without them.
+	 */
+	pthread_mutex_t limits_lock;
+	struct fzc_dev_limit {
+		dev_t dev;
+		size_t piece_max;
+	} dev_limits[FZC_DEV_LIMITS];
+	unsigned int dev_limits_n;
 
 	/*
 	 * Asynchronous lending (default when the kernel answers reads; off

@@ -151,6 +151,64 @@ static void helpers_stop(struct fusezc_session *zs)
 /* ------------------------------------------------------------------ */
 /* Answering CQEs                                                      */
 
+/* Under w->lend_lock: free the slots of the request whose first piece is
+ * in slot @lead. */
+static void group_free(struct fusezc_worker *w, unsigned int lead)
+{
+	const struct fzc_inflight *g = &w->lends[lead];
+
+	if (g->npieces <= 1) {
+		w->lends[lead].busy = false;
+		w->inflight--;
+		return;
+	}
+	for (unsigned int k = 0; k < g->npieces; k++) {
+		w->lends[g->slots[k]].busy = false;
+		w->inflight--;
+	}
+}
+
+/*
+ * Under w->lend_lock: the CQE (*@res, *@answered) of the piece in slot @s.
+ * false while other pieces of its request are out; true with what the
+ * whole request got in *@res and *@answered once the last is in: the
+ * kernel answered it (one piece's CQE says so; *@res: the bytes placed),
+ * else the bytes placed without a hole from the start when all came back
+ * whole or short, or the error of the first piece that did not.
+ */
+static bool piece_in(struct fusezc_worker *w, unsigned int s, int *res, bool *answered)
+{
+	struct fzc_inflight *g = &w->lends[w->lends[s].leader];
+	int64_t placed = 0;
+
+	if (g->npieces <= 1)
+		return true;
+	w->lends[s].res = *res;
+	w->lends[s].answered = *answered;
+	if (--g->pending > 0)
+		return false;
+	*answered = false;
+	for (unsigned int k = 0; k < g->npieces; k++)
+		*answered |= w->lends[g->slots[k]].answered;
+	for (unsigned int k = 0; k < g->npieces; k++) {
+		const struct fzc_inflight *q = &w->lends[g->slots[k]];
+
+		if (*answered) {
+			placed += q->res > 0 ? q->res : 0;
+			continue;
+		}
+		if (q->res < 0) {
+			*res = q->res;
+			return true;
+		}
+		placed += q->res;
+		if ((size_t)q->res < q->piece_len)
+			break;	/* short: a hole after it, or the file's end */
+	}
+	*res = (int)placed;
+	return true;
+}
+
 /*
  * Under w->lend_lock: answer one CQE; 1, 0 none, -errno of the ring.  The
  * reaper (@hand_off_fallbacks) only counts what the kernel answered and
@@ -163,6 +221,7 @@ static int reap_one_locked(struct fusezc_worker *w, struct fusezc_worker *cw, bo
 	struct fzc_inflight p;
 	uint64_t ud;
 	bool answered = false;
+	unsigned int lead;
 	int res = 0, got;
 
 	got = fzc_kops->ring_next_cqe(w, wait, &ud, &res, &answered);
@@ -173,9 +232,11 @@ static int reap_one_locked(struct fusezc_worker *w, struct fusezc_worker *cw, bo
 			(unsigned long long)ud);
 		return 1;
 	}
-	p = w->lends[ud - 1];
-	w->lends[ud - 1].busy = false;
-	w->inflight--;
+	if (!piece_in(w, (unsigned int)ud - 1, &res, &answered))
+		return 1;	/* more pieces of its request to come */
+	lead = w->lends[ud - 1].leader;
+	p = w->lends[lead];
+	group_free(w, lead);
 	if (!answered && hand_off_fallbacks && hand_off(w, &p, res))
 		return 1;
 	p.done(w, cw, &p, res, answered);
@@ -211,10 +272,9 @@ static void abandon_locked(struct fusezc_worker *w, struct fusezc_worker *cw)
 	for (unsigned int i = 0; i < FZC_INFLIGHT_MAX && w->inflight > 0; i++) {
 		struct fzc_inflight p = w->lends[i];
 
-		if (!p.busy)
-			continue;
-		w->lends[i].busy = false;
-		w->inflight--;
+		if (!p.busy || p.leader != i)
+			continue;	/* a piece: answered with its request */
+		group_free(w, i);
 		p.done(w, cw, &p, -ECANCELED, false);
 	}
 }
@@ -223,12 +283,11 @@ bool fzc_lend_async(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
 		    off_t off, size_t size, fzc_lend_done_fn *done)
 {
 	struct fusezc_session *zs = w->zs;
-	struct fzc_lending l = {
-		.devfd = devfd, .fd = fd, .off = (uint64_t)off,
-		.len = (unsigned int)size, .unique = unique, .kernel_answers = true,
-	};
-	unsigned int i;
-	int err, cancel_state, answer_fd;
+	struct fzc_lending l[FZC_PIECES_MAX];
+	uint64_t ud[FZC_PIECES_MAX];
+	unsigned int i, k, n;
+	size_t piece;
+	int err, got, cancel_state, answer_fd;
 
 	/*
 	 * The lending may be issued (io-wq) and answered after libfuse has let
@@ -244,44 +303,70 @@ bool fzc_lend_async(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
 		answer_fd = w->devref;
 	else
 		return false;
-	/* The SQE too: io-wq may look its lender up after libfuse closed it
-	 * (a registered file holds its own reference). */
-	if (!(w->ring_fixed && devfd == w->ring_fd))
-		l.devfd = answer_fd;
 	if (zs->opts.sync_lending || !atomic_load(&zs->kernel_answers) || size == 0 ||
-	    fzc_kops->ring_submit_lend == NULL || fzc_file_refused(zs, fd, &err) ||
+	    fzc_kops->ring_submit_lends == NULL || fzc_file_refused(zs, fd, &err) ||
 	    fzc_ring_get(w) < 0)
 		return false;
+	/* O_DIRECT to a block device that takes less in one bio: pieces */
+	n = fzc_lend_split(w, fd, size, &piece);
+	for (k = 0; k < n; k++) {
+		l[k] = (struct fzc_lending){
+			/* The SQE too: io-wq may look its lender up after
+			 * libfuse closed it (a registered file holds its own
+			 * reference). */
+			.devfd = w->ring_fixed && devfd == w->ring_fd ? devfd : answer_fd,
+			.fd = fd, .off = (uint64_t)off + k * piece,
+			.len = (unsigned int)(k + 1 < n ? piece : size - k * piece),
+			.unique = unique, .req_off = (uint32_t)(k * piece),
+			.kernel_answers = true,
+		};
+	}
 	cancel_state = lend_lock(w);
 	reap_locked(w, w, false);
-	while (w->inflight == FZC_INFLIGHT_MAX && reap_one_locked(w, w, true, false) > 0)
+	while (FZC_INFLIGHT_MAX - w->inflight < n && reap_one_locked(w, w, true, false) > 0)
 		;
-	for (i = 0; i < FZC_INFLIGHT_MAX && w->lends[i].busy; i++)
-		;
-	if (i == FZC_INFLIGHT_MAX) {
+	for (i = k = 0; i < FZC_INFLIGHT_MAX && k < n; i++)
+		if (!w->lends[i].busy)
+			ud[k++] = i + 1;
+	if (k < n) {
 		lend_unlock(w, cancel_state);
 		return false;
 	}
-	err = fzc_kops->ring_submit_lend(w, &l, i + 1);
-	if (err == 0) {
-		w->lends[i] = (struct fzc_inflight){
-			.done = done, .unique = unique, .devfd = answer_fd, .fd = fd,
-			.off = off, .size = size, .busy = true,
-		};
-		w->inflight++;
+	got = fzc_kops->ring_submit_lends(w, l, ud, n);
+	if (got > 0) {
+		unsigned int lead = (unsigned int)ud[0] - 1;
+
+		for (k = 0; k < n; k++) {
+			struct fzc_inflight *q = &w->lends[ud[k] - 1];
+
+			*q = (struct fzc_inflight){
+				.done = done, .unique = unique, .devfd = answer_fd, .fd = fd,
+				.off = off, .size = size, .busy = true, .leader = lead,
+				.piece_len = l[k].len,
+				/* not submitted (the ring failed): cancelled */
+				.res = k < (unsigned int)got ? 0 : -ECANCELED,
+			};
+			w->lends[lead].slots[k] = (unsigned char)(ud[k] - 1);
+		}
+		w->lends[lead].npieces = n;
+		w->lends[lead].pending = (unsigned int)got;
+		w->inflight += n;
 	}
-	if (err < 0) {
+	if (got < 0 || (unsigned int)got < n) {
 		/*
-		 * A ring that failed a submission may still hold the SQE, which
+		 * A ring that failed a submission may still hold SQEs, which
 		 * its next io_uring_enter() would issue: answer what is in
-		 * flight, then drop it (the caller answers this request).
+		 * flight (pieces that went: their request with them), then
+		 * drop it (the caller answers a request none of whose pieces
+		 * went).
 		 */
+		err = got < 0 ? got : -EIO;
 		reap_locked(w, w, true);
 		fzc_ring_failed(w, err);
 		abandon_locked(w, w);
 	}
 	lend_unlock(w, cancel_state);
-	return err == 0;
+	return got > 0;
 }
 
 /* ------------------------------------------------------------------ */

@@ -6,8 +6,12 @@
 #include "ring.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -35,18 +39,23 @@ static int real_ring_setup(struct fusezc_worker *w)
 #ifdef IORING_SETUP_SINGLE_ISSUER
 	p.flags = IORING_SETUP_SINGLE_ISSUER;	/* only this worker submits */
 #endif
+#ifdef IORING_SETUP_SUBMIT_ALL
+	/* the pieces of a lending go in one submission: all of them, even
+	 * when one fails at once (its CQE says so) */
+	p.flags |= IORING_SETUP_SUBMIT_ALL;
+#endif
 	/* room for the CQE of every lending in flight, beyond the SQ's 2x */
 	p.flags |= IORING_SETUP_CQSIZE;
 	p.cq_entries = 2 * zs->opts.ring_entries;
 	if (p.cq_entries < FZC_INFLIGHT_MAX + zs->opts.ring_entries)
 		p.cq_entries = FZC_INFLIGHT_MAX + zs->opts.ring_entries;
 	res = io_uring_queue_init_params(zs->opts.ring_entries, &w->ring, &p);
-#ifdef IORING_SETUP_SINGLE_ISSUER
-	if (res == -EINVAL) {
-		p.flags &= ~IORING_SETUP_SINGLE_ISSUER;
+	if (res == -EINVAL && (p.flags & ~IORING_SETUP_CQSIZE)) {
+		/* an older kernel: without them (a lending in pieces whose
+		 * submission stops early drops the ring) */
+		p.flags = IORING_SETUP_CQSIZE;
 		res = io_uring_queue_init_params(zs->opts.ring_entries, &w->ring, &p);
 	}
-#endif
 	if (res < 0)
 		return res;
 	if (zs->opts.register_fuse_fd) {
@@ -80,17 +89,11 @@ static void real_ring_exit(struct fusezc_worker *w)
 	io_uring_queue_exit(&w->ring);
 }
 
-/* One io_uring_enter() submits and waits; the CQE is reaped here. */
-static int real_ring_lend(struct fusezc_worker *w, const struct fzc_lending *l,
-			  int *cqe_res, bool *answered)
+static void prep_lending(struct fusezc_worker *w, struct io_uring_sqe *sqe,
+			 const struct fzc_lending *l)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
-	struct io_uring_cqe *cqe;
-	int res, tries = 0;
 	bool fixed = w->ring_fixed && l->devfd == w->ring_fd;
 
-	if (sqe == NULL)	/* cannot happen: the ring is idle between lendings */
-		return -EBUSY;
 	fzc_prep_lend_op(sqe, l->write ? FUSEZC_IORING_OP_WRITE_SPLICE_BUF :
 			 FUSEZC_IORING_OP_READ_SPLICE_BUF, l->fd, l->off, l->len,
 			 fixed ? 0 : l->devfd, fixed, l->unique);
@@ -100,6 +103,19 @@ static int real_ring_lend(struct fusezc_worker *w, const struct fzc_lending *l,
 	if (l->kernel_answers)
 		sqe->ioprio = l->write ? FUSEZC_SPLICE_BUF_COMPLETE :
 			      FUSEZC_SPLICE_BUF_COMPLETE | FUSEZC_SPLICE_BUF_EOF;
+}
+
+/* One io_uring_enter() submits and waits; the CQE is reaped here. */
+static int real_ring_lend(struct fusezc_worker *w, const struct fzc_lending *l,
+			  int *cqe_res, bool *answered)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+	struct io_uring_cqe *cqe;
+	int res, tries = 0;
+
+	if (sqe == NULL)	/* cannot happen: the ring is idle between lendings */
+		return -EBUSY;
+	prep_lending(w, sqe, l);
 	do
 		res = io_uring_submit_and_wait(&w->ring, 1);
 	while ((res == -EINTR || res == -EAGAIN) && ++tries < 1000);
@@ -121,24 +137,25 @@ static ssize_t real_dev_writev(int fd, const struct iovec *iov, int count)
 	return writev(fd, iov, count);
 }
 
-static int real_ring_submit_lend(struct fusezc_worker *w, const struct fzc_lending *l,
-				 uint64_t user_data)
+static int real_ring_submit_lends(struct fusezc_worker *w, const struct fzc_lending *l,
+				  const uint64_t *user_data, unsigned int n)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
-	bool fixed = w->ring_fixed && l->devfd == w->ring_fd;
 	int res, tries = 0;
 
-	if (sqe == NULL)	/* cannot happen: at most FZC_INFLIGHT_MAX in flight */
-		return -EBUSY;
-	fzc_prep_lend(sqe, l->fd, l->off, l->len, fixed ? 0 : l->devfd, fixed,
-		      l->unique);
-	sqe->splice_off_in = fusezc_lend_pos(l->unique, l->req_off);
-	sqe->ioprio = FUSEZC_SPLICE_BUF_COMPLETE | FUSEZC_SPLICE_BUF_EOF;
-	sqe->user_data = user_data;
+	for (unsigned int i = 0; i < n; i++) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+
+		/* cannot happen: the SQ is empty, and a lending has no more
+		 * pieces than it has entries (fzc_lend_split()) */
+		if (sqe == NULL)
+			return -EBUSY;
+		prep_lending(w, sqe, &l[i]);
+		sqe->user_data = user_data[i];
+	}
 	do
 		res = io_uring_submit(&w->ring);
 	while ((res == -EINTR || res == -EAGAIN) && ++tries < 1000);
-	return res == 1 ? 0 : res < 0 ? res : -EIO;
+	return res;
 }
 
 static int real_ring_next_cqe(struct fusezc_worker *w, bool wait, uint64_t *user_data,
@@ -166,15 +183,76 @@ static int real_ring_poll_fd(struct fusezc_worker *w)
 	return w->ring.ring_fd;
 }
 
+/* Queue limit @name of block device @dev (0: none), from sysfs; a
+ * partition has no queue of its own: its disk's, one directory up. */
+static uint64_t queue_limit(dev_t dev, const char *name)
+{
+	static const char *const where[] = { "", "../" };
+	unsigned long long v = 0;
+	char path[96];
+	FILE *f = NULL;
+
+	for (size_t i = 0; i < 2 && f == NULL; i++) {
+		snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/%squeue/%s",
+			 major(dev), minor(dev), where[i], name);
+		f = fopen(path, "re");
+	}
+	if (f == NULL)
+		return 0;
+	if (fscanf(f, "%llu", &v) != 1)
+		v = 0;
+	fclose(f);
+	return v;
+}
+
+/*
+ * Only a block device opened O_DIRECT marks its bios REQ_NOWAIT when
+ * issued inline (block/fops.c), so only its lendings fail a split with
+ * -EAGAIN and go to io-wq.  An O_DIRECT regular file of ext4, xfs, btrfs
+ * or f2fs builds its bios with iomap, without REQ_NOWAIT (6.12): the
+ * block layer splits them as any bio, and pieces would only cost another
+ * loan and completion a request (docs/performance.md, issue 26 step 2).
+ * (ocfs2's fs/direct-io.c bios carry REQ_NOWAIT; not split, not measured.)
+ */
+static size_t real_piece_max(struct fusezc_session *zs, int fd)
+{
+	size_t piece = 0;
+	struct stat st;
+	dev_t dev;
+	unsigned int i;
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl < 0 || !(fl & O_DIRECT) || fstat(fd, &st) != 0 || !S_ISBLK(st.st_mode))
+		return 0;
+	dev = st.st_rdev;
+	pthread_mutex_lock(&zs->limits_lock);
+	for (i = 0; i < zs->dev_limits_n && zs->dev_limits[i].dev != dev; i++)
+		;
+	if (i < zs->dev_limits_n) {
+		piece = zs->dev_limits[i].piece_max;
+	} else {
+		piece = fzc_piece_limit(queue_limit(dev, "max_sectors_kb"),
+					queue_limit(dev, "max_segments"),
+					(size_t)sysconf(_SC_PAGESIZE));
+		/* full: one of them goes */
+		i = zs->dev_limits_n < FZC_DEV_LIMITS ? zs->dev_limits_n++ :
+		    (unsigned int)(dev % FZC_DEV_LIMITS);
+		zs->dev_limits[i] = (struct fzc_dev_limit){ .dev = dev, .piece_max = piece };
+	}
+	pthread_mutex_unlock(&zs->limits_lock);
+	return piece;
+}
+
 const struct fzc_kernel_ops fzc_real_kops = {
 	.ring_probe = real_ring_probe,
 	.ring_setup = real_ring_setup,
 	.ring_exit = real_ring_exit,
 	.ring_lend = real_ring_lend,
 	.dev_writev = real_dev_writev,
-	.ring_submit_lend = real_ring_submit_lend,
+	.ring_submit_lends = real_ring_submit_lends,
 	.ring_next_cqe = real_ring_next_cqe,
 	.ring_poll_fd = real_ring_poll_fd,
+	.piece_max = real_piece_max,
 };
 const struct fzc_kernel_ops *fzc_kops = &fzc_real_kops;
 
@@ -336,10 +414,199 @@ bool fzc_file_refused(struct fusezc_session *zs, int fd, int *err)
 	return refused;
 }
 
+/* ------------------------------------------------------------------ */
+/* Lendings in pieces                                                  */
+
+size_t fzc_piece_limit(uint64_t max_sectors_kb, uint64_t max_segments, size_t page)
+{
+	uint64_t max = 0;
+
+	if (page == 0)
+		return 0;
+	if (max_sectors_kb > 0)
+		max = max_sectors_kb * 1024;
+	if (max_segments > 0 && (max == 0 || max_segments * page < max))
+		max = max_segments * page;
+	if (max == 0 || max >= SIZE_MAX / 2)
+		return 0;
+	max -= max % page;
+	return max ? (size_t)max : page;
+}
+
+unsigned int fzc_pieces(size_t len, size_t max, size_t page, size_t *piece)
+{
+	size_t n, each;
+
+	*piece = len;
+	if (max == 0 || len <= max || page == 0)
+		return 1;
+	n = (len + max - 1) / max;
+	if (n > FZC_PIECES_MAX)
+		return 1;
+	/* equal pieces, each on a page boundary: no smaller than needed */
+	each = (len + n - 1) / n;
+	each = (each + page - 1) / page * page;
+	*piece = each;
+	/* each <= max (a multiple of @page) and (n - 1) * each < len */
+	return (unsigned int)n;
+}
+
+unsigned int fzc_lend_split(struct fusezc_worker *w, int fd, size_t len, size_t *piece)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	unsigned int n;
+
+	*piece = len;
+	/* a page is never split: no system call for small lendings */
+	if (len <= page || fzc_kops->piece_max == NULL)
+		return 1;
+	n = fzc_pieces(len, fzc_kops->piece_max(w->zs, fd), page, piece);
+	/* one submission: no more than the SQ's room */
+	if (n > (w->zs->opts.ring_entries ? w->zs->opts.ring_entries : FZC_DEFAULT_RING)) {
+		*piece = len;
+		return 1;
+	}
+	return n;
+}
+
+struct piece {
+	size_t len, done;
+	int tries;
+	int err;		/* a refusal, an I/O error, a transient error kept */
+	bool more;		/* bytes still to lend */
+};
+
+/* What the pieces did, in order: the bytes without a hole from the start
+ * and the outcome of the first piece that did not place all of its own. */
+static enum fzc_lend_outcome pieces_outcome(const struct piece *p, unsigned int n,
+					    int stop_err, size_t *done, int *err)
+{
+	*done = 0;
+	for (unsigned int i = 0; i < n; i++) {
+		*done += p[i].done;
+		if (p[i].done == p[i].len)
+			continue;
+		*err = p[i].err ? p[i].err : stop_err;
+		if (*err == 0)
+			return FZC_LENT;	/* the end of the file */
+		switch (fzc_lend_class(*err)) {
+		case FZC_LEND_CLASS_RETRY:
+			return FZC_LEND_UNAVAILABLE;
+		case FZC_LEND_CLASS_REFUSED:
+			return FZC_LEND_REFUSED;
+		case FZC_LEND_CLASS_IO:
+			return FZC_LEND_IO_ERROR;
+		}
+	}
+	return FZC_LENT;
+}
+
+/*
+ * fzc_lend() of @n pieces of @piece bytes (the last: the rest): all
+ * submitted in one system call, then their CQEs; a piece that came back
+ * short or with a transient error is lent on as fzc_lend() does, with the
+ * others that need it, until each is done.  A piece refused or failed stops
+ * the rest from being lent again.
+ */
+static enum fzc_lend_outcome lend_pieces(struct fusezc_worker *w, const struct fzc_lending *l,
+					 unsigned int n, size_t piece, size_t *done, int *err)
+{
+	struct fzc_lending part[FZC_PIECES_MAX];
+	uint64_t ud[FZC_PIECES_MAX];
+	struct piece p[FZC_PIECES_MAX];
+	bool answered = false;
+	int got, stop_err = 0, sleep_tries = 0;
+	unsigned int i, k;
+
+	for (i = 0; i < n; i++)
+		p[i] = (struct piece){
+			.len = i + 1 < n ? piece : l->len - (n - 1) * piece, .more = true,
+		};
+	for (;;) {
+		for (k = 0, i = 0; i < n && !answered && stop_err == 0; i++) {
+			if (!p[i].more)
+				continue;
+			part[k] = *l;
+			part[k].off = l->off + i * piece + p[i].done;
+			part[k].len = (unsigned int)(p[i].len - p[i].done);
+			part[k].req_off = l->req_off + (uint32_t)(i * piece + p[i].done);
+			ud[k++] = i + 1;
+		}
+		if (k == 0)
+			break;
+		if (sleep_tries > 0)
+			usleep(1000U << sleep_tries);
+		sleep_tries = 0;
+		got = fzc_kops->ring_submit_lends(w, part, ud, k);
+		if (got >= 0 && (unsigned int)got != k)
+			got = -EIO;	/* fewer went: the ring failed */
+		while (got >= 0 && k > 0) {
+			uint64_t u = 0;
+			bool ans = false;
+			int res = 0;
+
+			got = fzc_kops->ring_next_cqe(w, true, &u, &res, &ans);
+			if (got <= 0) {
+				got = got < 0 ? got : -EIO;
+				break;
+			}
+			if (u == 0 || u > n)
+				continue;	/* not a piece's: cannot happen */
+			k--;
+			i = (unsigned int)u - 1;
+			if (res > 0 && (size_t)res > p[i].len - p[i].done)
+				res = -EIO;	/* a kernel bug: trust nothing it placed */
+			answered |= ans;
+			p[i].more = false;
+			p[i].err = res < 0 ? res : 0;
+			if (res > 0) {
+				p[i].done += (size_t)res;
+				p[i].tries = 0;
+				p[i].more = p[i].done < p[i].len;
+			}
+			if (res >= 0)
+				continue;	/* 0: this piece's end is the file's */
+			switch (fzc_lend_class(res)) {
+			case FZC_LEND_CLASS_RETRY:
+				if (++p[i].tries < LEND_TRIES) {
+					p[i].more = true;
+					if (res != -EINTR && p[i].tries > sleep_tries)
+						sleep_tries = p[i].tries;
+				} else {
+					stop_err = res;
+				}
+				break;
+			case FZC_LEND_CLASS_REFUSED:
+				fzc_file_refusal(w->zs, l->fd, res);
+				stop_err = res;
+				break;
+			case FZC_LEND_CLASS_IO:
+				stop_err = res;
+				break;
+			}
+		}
+		if (got < 0) {
+			/* the ring failed: its exit takes back what it holds */
+			*err = got;
+			fzc_ring_failed(w, got);
+			return FZC_LEND_UNAVAILABLE;
+		}
+	}
+	*err = 0;
+	if (answered) {
+		for (i = 0; i < n; i++)
+			*done += p[i].done;
+		return FZC_LENT_ANSWERED;
+	}
+	return pieces_outcome(p, n, stop_err, done, err);
+}
+
 enum fzc_lend_outcome fzc_lend(struct fusezc_worker *w, const struct fzc_lending *l,
 			       size_t *done, int *err)
 {
 	struct fzc_lending part = *l;
+	unsigned int n;
+	size_t piece;
 	int tries = 0;
 
 	*done = 0;
@@ -348,6 +615,9 @@ enum fzc_lend_outcome fzc_lend(struct fusezc_worker *w, const struct fzc_lending
 	*err = fzc_ring_get(w);
 	if (*err < 0)
 		return FZC_LEND_UNAVAILABLE;
+	n = fzc_lend_split(w, l->fd, l->len, &piece);
+	if (n > 1)
+		return lend_pieces(w, l, n, piece, done, err);
 	while (*done < l->len) {
 		bool answered = false;
 		int res;

@@ -40,10 +40,11 @@ struct fzc_kernel_ops {
 	int (*ring_lend)(struct fusezc_worker *w, const struct fzc_lending *l, int *res,
 			 bool *answered);
 	ssize_t (*dev_writev)(int fd, const struct iovec *iov, int count);
-	/* Asynchronous lending: submit @l without waiting, its CQE to carry
-	 * @user_data (0 or -errno of the ring) ... */
-	int (*ring_submit_lend)(struct fusezc_worker *w, const struct fzc_lending *l,
-				uint64_t user_data);
+	/* Submit the @n lendings of @l without waiting, in one system call,
+	 * the CQE of @l[i] to carry @user_data[i]: how many were submitted
+	 * (fewer than @n: the ring failed), or -errno of the ring ... */
+	int (*ring_submit_lends)(struct fusezc_worker *w, const struct fzc_lending *l,
+				 const uint64_t *user_data, unsigned int n);
 	/* ... and take the next CQE: 1 with its user_data, res and whether the
 	 * kernel answered; 0 none (after waiting for one when @wait); -errno. */
 	int (*ring_next_cqe)(struct fusezc_worker *w, bool wait, uint64_t *user_data,
@@ -51,6 +52,10 @@ struct fzc_kernel_ops {
 	/* A file descriptor readable while CQEs wait, for the reaper's epoll
 	 * (-1: none; the worker then waits for its lendings itself). */
 	int (*ring_poll_fd)(struct fusezc_worker *w);
+	/* The largest piece a lending to @fd should be: 0 for any size, or
+	 * what the device takes in one bio when @fd is a block device opened
+	 * O_DIRECT. */
+	size_t (*piece_max)(struct fusezc_session *zs, int fd);
 };
 extern const struct fzc_kernel_ops *fzc_kops;
 /* The real kernel's (the unit tests check what it sets up). */
@@ -89,10 +94,38 @@ enum fzc_lend_outcome {
  * short completion (at the next offset of the request and the file) until
  * all went or a completion of 0 (the end of the file); a transient error is
  * tried again, up to three times.  Nothing else may be in flight on the
- * worker's ring: the lending waits for its own CQE.
+ * worker's ring: the lending waits for its own CQEs.  A block device opened
+ * O_DIRECT that takes less in one bio is lent in pieces (fzc_lend_split()),
+ * all submitted at once and each carried on as above; *done counts the
+ * bytes that went without a hole from the start.
  */
 enum fzc_lend_outcome fzc_lend(struct fusezc_worker *w, const struct fzc_lending *l,
 			       size_t *done, int *err);
+
+/*
+ * O_DIRECT lendings in pieces the device takes whole.  The block layer
+ * fails a REQ_NOWAIT bio it would have to split (bio_split_rw_at()) with
+ * -EAGAIN, so a lending to a block device opened O_DIRECT of more pages
+ * than its queue's max_segments, or more bytes than its max_sectors_kb, is
+ * not issued inline but retried in io-wq.  Such a lending goes as several,
+ * each a range of the request of at most what one bio takes (every page a
+ * segment of its own), submitted together; the kernel answers the request
+ * when the last comes back.
+ */
+
+/* The largest piece for a queue's max_sectors_kb and max_segments (0:
+ * unknown) with pages of @page bytes: a multiple of @page, 0 for no limit. */
+size_t fzc_piece_limit(uint64_t max_sectors_kb, uint64_t max_segments, size_t page);
+/*
+ * How many pieces @len bytes are lent in with pieces of at most @max bytes
+ * (0: no limit): 1, or up to FZC_PIECES_MAX of equal size (*@piece, a
+ * multiple of @page; the last takes the rest).  1 with *@piece = @len when
+ * more pieces would be needed: that lending goes whole, as before.
+ */
+unsigned int fzc_pieces(size_t len, size_t max, size_t page, size_t *piece);
+/* The pieces of a lending of @len bytes to @fd on @w's ring (fzc_pieces()
+ * with the file's limit, no more than the ring's SQ takes at once). */
+unsigned int fzc_lend_split(struct fusezc_worker *w, int fd, size_t len, size_t *piece);
 
 /* Can this process set up an io_uring?  0 or -errno (asked at INIT). */
 int fzc_ring_probe(void);

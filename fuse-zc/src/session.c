@@ -79,12 +79,14 @@ int fusezc_session_new_versioned(struct fuse_session *se,
 	fzc_requests_init(&zs->requests);
 	pthread_mutex_init(&zs->reaper_lock, NULL);
 	pthread_mutex_init(&zs->refused_lock, NULL);
+	pthread_mutex_init(&zs->limits_lock, NULL);
 	pthread_cond_init(&zs->handoff_cond, NULL);
 	pthread_cond_init(&zs->handoff_done, NULL);
 	zs->reaper_epfd = zs->reaper_stopfd = -1;
 
 	res = fzc_hooks_install(se, fd);
 	if (res != 0) {
+		pthread_mutex_destroy(&zs->limits_lock);
 		pthread_mutex_destroy(&zs->refused_lock);
 		pthread_mutex_destroy(&zs->reaper_lock);
 		fzc_requests_destroy(&zs->requests);
@@ -106,6 +108,7 @@ void fusezc_session_destroy(struct fusezc_session *zs)
 	fzc_requests_destroy(&zs->requests);
 	pthread_cond_destroy(&zs->handoff_done);
 	pthread_cond_destroy(&zs->handoff_cond);
+	pthread_mutex_destroy(&zs->limits_lock);
 	pthread_mutex_destroy(&zs->refused_lock);
 	pthread_mutex_destroy(&zs->reaper_lock);
 	free(zs);

@@ -9,11 +9,16 @@
  *	zc_hellofs [--mode=copy|splice|zerocopy] [--required] [--threads=N]
  *		   [--size=BYTES] [--register-fd] [--passthrough]
  *		   [--defer=worker|thread] [--sync-lending] [--zerocopy-writes]
- *		   [fuse options] MOUNTPOINT
+ *		   [--backing=PATH] [fuse options] MOUNTPOINT
  *	zc_hellofs --version	(prints the libfuse it runs with)
  *
  * "scratch" (empty at start) is writable: its writes are answered by
  * fusezc_reply_write(), zero copy with --zerocopy-writes.
+ *
+ * With --backing=PATH the content is written to PATH (a file or a block
+ * device of at least --size bytes) and read from it with O_DIRECT, so
+ * reads are lent from PATH's device: --size and the readers' offsets and
+ * lengths must then be multiples of its logical block size.
  *
  * With --passthrough (needs CAP_SYS_ADMIN and Linux 6.9+) "data" is opened
  * with FOPEN_PASSTHROUGH, so its reads never reach the daemon.
@@ -67,6 +72,7 @@ struct hello_cfg {
 	char *defer;
 	int sync_lending;
 	int zerocopy_writes;
+	char *backing;
 };
 
 enum defer_mode { DEFER_NONE, DEFER_WORKER, DEFER_THREAD };
@@ -113,6 +119,7 @@ static const struct fuse_opt hello_opts[] = {
 	HELLO_OPT("--defer=%s", defer),
 	HELLO_OPT("--sync-lending", sync_lending),
 	HELLO_OPT("--zerocopy-writes", zerocopy_writes),
+	HELLO_OPT("--backing=%s", backing),
 	FUSE_OPT_END
 };
 
@@ -474,10 +481,11 @@ static const struct fuse_lowlevel_ops hello_ops = {
 	.write = hello_write,
 };
 
-static int make_content(off_t size)
+/* The content in a memfd, or written to @path and opened O_DIRECT. */
+static int make_content(off_t size, const char *path)
 {
 	static unsigned char buf[1 << 16];
-	int fd = memfd_create("zc_hellofs", MFD_CLOEXEC);
+	int fd = path ? open(path, O_WRONLY | O_CLOEXEC) : memfd_create("zc_hellofs", MFD_CLOEXEC);
 
 	if (fd < 0)
 		return -1;
@@ -491,7 +499,14 @@ static int make_content(off_t size)
 		}
 		pos += (off_t)n;
 	}
-	return fd;
+	if (path == NULL)
+		return fd;
+	if (fsync(fd) != 0) {
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	return open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
 }
 
 static void print_stats(const char *mode)
@@ -592,8 +607,8 @@ int main(int argc, char *argv[])
 			goto err_out1;
 		}
 	}
-	hello.fd = make_content(hello.size);
-	hello.scratch_fd = make_content(0);
+	hello.fd = make_content(hello.size, cfg.backing);
+	hello.scratch_fd = make_content(0, NULL);
 	if (hello.fd < 0 || hello.scratch_fd < 0) {
 		perror("zc_hellofs: content");
 		goto err_out1;
@@ -648,6 +663,7 @@ err_out1:
 	fuse_opt_free_args(&args);
 	free(cfg.mode);
 	free(cfg.size);
+	free(cfg.backing);
 	free(cfg.defer);
 	return ret;
 }

@@ -26,6 +26,9 @@
 #                         while their lendings are in flight
 #   copy --passthrough  : (root) "data" is FUSE passthrough: no reads reach
 #                         the daemon; "direct" still goes through it
+#   blockdev            : (VM) the content on a loop device taking 64 KiB a
+#                         bio, read O_DIRECT: lendings in pieces, every
+#                         byte checked
 # With FUSEZC_REQUIRE_ZC=1 (zc_vm_test.sh: the patched kernel in the VM) the
 # zerocopy runs must be zero copy instead, with no fallback at all, and a
 # deferred reply answered by A's worker is a zero-copy reply to B.
@@ -39,6 +42,7 @@ FS=$1
 CHECK=$2
 SIZE=$((3 * 1024 * 1024 + 4321))
 PID=
+LOOPDEV=
 ZC=${FUSEZC_REQUIRE_ZC:-0}
 
 fail() {
@@ -69,6 +73,7 @@ cleanup() {
 			fusermount3 -u -z "$m" 2>/dev/null || umount -l "$m"
 		fi
 	done
+	[ -n "$LOOPDEV" ] && losetup -d "$LOOPDEV"
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -212,6 +217,33 @@ if [ "$ZC" = 1 ]; then
 	expect "$LOG" zc_requests -gt 0
 	expect "$LOG" fallbacks -eq 0
 	no_surprises "$LOG"
+
+	# A block device opened O_DIRECT, here a loop device that takes 64 KiB
+	# a bio: a lending of more goes in pieces (else its REQ_NOWAIT bio
+	# would fail the split and go to io-wq), each a loan of its own, the
+	# read answered once.  Every byte checked, no fallback, and more
+	# loans than zero-copy reads.
+	name=blockdev
+	bsize=$((4 * 1024 * 1024))
+	truncate -s $bsize "$WORK/backing.img" || fail "blockdev: backing image"
+	LOOPDEV=$(losetup -f --show "$WORK/backing.img") || fail "blockdev: losetup"
+	echo 64 > "/sys/block/${LOOPDEV#/dev/}/queue/max_sectors_kb" ||
+		fail "blockdev: cannot set max_sectors_kb of $LOOPDEV"
+	echo "== blockdev: --backing=$LOOPDEV (64 KiB a bio)"
+	start blockdev --mode=zerocopy --threads=4 --size=$bsize --backing="$LOOPDEV"
+	wait_mounted "$MNT" || { show_log blockdev; fail "blockdev: not mounted"; }
+	conn=$(awk -v m="$MNT" '$5 == m { print $3 }' /proc/self/mountinfo)
+	timeout 120 "$CHECK" "$MNT/data" $bsize || { show_log blockdev; fail "blockdev: data content"; }
+	timeout 120 "$CHECK" --direct=4 "$MNT/direct" $bsize ||
+		{ show_log blockdev; fail "blockdev: direct content"; }
+	loans=$(awk '$1 == "zc_lend_calls" { print $2 }' "/sys/fs/fuse/connections/${conn#*:}/zerocopy_stats")
+	finish blockdev
+	losetup -d "$LOOPDEV"
+	LOOPDEV=
+	reads=$(stat "$LOG" zc_requests)
+	[ "${loans:-0}" -gt "$reads" ] ||
+		fail "blockdev: ${loans:-no} loans for $reads zero-copy reads: nothing lent in pieces"
+	echo "blockdev: $loans loans for $reads zero-copy reads"
 else
 	name=zerocopy
 	run_mode zerocopy --mode=zerocopy --threads=4 --register-fd

@@ -450,6 +450,17 @@ static uint64_t write_data_pos;
  */
 static int sync_lend_while_inflight;
 
+/* A write lending that wrote @res bytes put the writer's data there. */
+static bool fake_write_data(const struct fzc_lending *l, int res)
+{
+	static unsigned char data[1 << 16];
+
+	if (!l->write || res <= 0)
+		return true;
+	zc_pattern_fill(data, write_data_pos + l->req_off, (size_t)res);
+	return pwrite(l->fd, data, (size_t)res, (off_t)l->off) == res;
+}
+
 static int fake_ring_lend(struct fusezc_worker *w, const struct fzc_lending *l, int *res,
 			  bool *answered)
 {
@@ -463,14 +474,7 @@ static int fake_ring_lend(struct fusezc_worker *w, const struct fzc_lending *l, 
 		return -EIO;
 	lendings[nlendings] = *l;
 	scripted_cqe(nlendings++, res, answered);
-	if (l->write && *res > 0) {
-		static unsigned char data[1 << 16];
-
-		zc_pattern_fill(data, write_data_pos + l->req_off, (size_t)*res);
-		if (pwrite(l->fd, data, (size_t)*res, (off_t)l->off) != *res)
-			return -EIO;
-	}
-	return 0;
+	return fake_write_data(l, *res) ? 0 : -EIO;
 }
 
 static ssize_t fake_dev_writev(int fd, const struct iovec *iov, int count)
@@ -493,15 +497,27 @@ static ssize_t fake_dev_writev(int fd, const struct iovec *iov, int count)
 static uint64_t lend_user_data[MAX_LENDINGS];
 static int cqes_posted, cqes_released;
 
-static int fake_ring_submit_lend(struct fusezc_worker *w, const struct fzc_lending *l,
-				 uint64_t user_data)
+static int fake_ring_submit_lends(struct fusezc_worker *w, const struct fzc_lending *l,
+				  const uint64_t *user_data, unsigned int n)
 {
 	(void)w;
-	if (nlendings >= MAX_LENDINGS)
-		return -EIO;
-	lend_user_data[nlendings] = user_data;
-	lendings[nlendings++] = *l;
-	return 0;
+	for (unsigned int i = 0; i < n; i++) {
+		if (nlendings >= MAX_LENDINGS)
+			return i ? (int)i : -EIO;
+		lend_user_data[nlendings] = user_data[i];
+		lendings[nlendings++] = l[i];
+	}
+	return (int)n;
+}
+
+/* The largest piece a lending goes in (0: whole), for every file. */
+static size_t fake_piece;
+
+static size_t fake_piece_max(struct fusezc_session *zs, int fd)
+{
+	(void)zs;
+	(void)fd;
+	return fake_piece;
 }
 
 /* Slots a test fills itself: fd says whether their CQE is there. */
@@ -526,7 +542,7 @@ static int fake_ring_next_cqe(struct fusezc_worker *w, bool wait, uint64_t *user
 	scripted_cqe(i, res, answered);
 	*user_data = lend_user_data[i];
 	cqes_posted++;
-	return 1;
+	return fake_write_data(&lendings[i], *res) ? 1 : -EIO;
 }
 
 /* Watched by the library's reaper, readable when a test writes to it. */
@@ -541,9 +557,10 @@ static const struct fzc_kernel_ops fake_kops = {
 	.ring_exit = fake_ring_exit,
 	.ring_lend = fake_ring_lend,
 	.dev_writev = fake_dev_writev,
-	.ring_submit_lend = fake_ring_submit_lend,
+	.ring_submit_lends = fake_ring_submit_lends,
 	.ring_next_cqe = fake_ring_next_cqe,
 	.ring_poll_fd = fake_ring_poll_fd,
+	.piece_max = fake_piece_max,
 };
 
 static void *reply_deferred_thread(void *arg)
@@ -688,6 +705,7 @@ static struct fusezc_session *zc_session(void)
 	zc_write_errno = 0;
 	plan = PLAN_NOW;
 	read_clip = 0;
+	fake_piece = 0;
 	return zs;
 }
 
@@ -1781,6 +1799,206 @@ static void test_async_einval_one_read(void)
 	CHECK(st.zc_kernel_answered == 1);
 }
 
+/* ---- O_DIRECT lendings in pieces the device takes whole ---- */
+
+/* The largest piece from a queue's limits, and the pieces of a range. */
+static void test_piece_sizes(void)
+{
+	static const size_t lens[] = {
+		4096, 8192, 8193, 12288, 65536, 131072, 524288, 1048575, 1048576,
+		1052672, 4 << 20,
+	};
+	static const size_t maxes[] = {
+		0, 4096, 8192, 65536, 131072, 512 << 10, 1016 << 10, 1280 << 10,
+	};
+	const size_t pg = 4096;
+	size_t piece;
+
+	/* virtio-blk in the bench VM: 1280 KiB, 254 segments */
+	CHECK(fzc_piece_limit(1280, 254, pg) == 1016 << 10);
+	/* a loop device: 128 segments, 512 KiB */
+	CHECK(fzc_piece_limit(512, 128, pg) == 512 << 10);
+	CHECK(fzc_piece_limit(0, 0, pg) == 0);			/* no queue */
+	CHECK(fzc_piece_limit(0, 254, pg) == 254 * pg);
+	CHECK(fzc_piece_limit(1280, 0, pg) == 1280 << 10);
+	CHECK(fzc_piece_limit(2, 0, pg) == pg);			/* never below a page */
+	CHECK(fzc_piece_limit(6, 0, pg) == pg);			/* a page multiple */
+	CHECK(fzc_piece_limit(1280, 254, 0) == 0);
+
+	CHECK(fzc_pieces(1 << 20, 1016 << 10, pg, &piece) == 2 && piece == 512 << 10);
+	CHECK(fzc_pieces(1 << 20, 0, pg, &piece) == 1 && piece == 1 << 20);
+	CHECK(fzc_pieces(1 << 20, 1 << 20, pg, &piece) == 1 && piece == 1 << 20);
+	CHECK(fzc_pieces(12288, 8192, pg, &piece) == 2 && piece == 8192);
+	CHECK(fzc_pieces(9216, 4096, pg, &piece) == 3 && piece == 4096);
+	CHECK(fzc_pieces(1 << 20, 300 << 10, pg, &piece) == 4 && piece == 256 << 10);
+	/* more than FZC_PIECES_MAX: whole, as before */
+	CHECK(fzc_pieces(1 << 20, pg, pg, &piece) == 1 && piece == 1 << 20);
+
+	/* every piece within the limit, on a page boundary, none empty */
+	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+		for (size_t j = 0; j < sizeof(maxes) / sizeof(maxes[0]); j++) {
+			size_t len = lens[i], max = maxes[j];
+			unsigned int n = fzc_pieces(len, max, pg, &piece);
+
+			CHECK(n >= 1 && n <= FZC_PIECES_MAX);
+			if (n == 1) {
+				CHECK(piece == len);
+				CHECK(max == 0 || len <= max || (len + max - 1) / max > FZC_PIECES_MAX);
+				continue;
+			}
+			CHECK(piece % pg == 0 && piece <= max);
+			CHECK((n - 1) * piece < len && len - (n - 1) * piece <= max);
+			CHECK(n == (len + max - 1) / max);
+		}
+	}
+}
+
+/* @n lendings of request @unique: pieces of @piece bytes from @off, in order. */
+static bool lent_in_pieces(int first, int n, uint64_t unique, off_t off, size_t len,
+			   size_t piece, bool write)
+{
+	for (int k = 0; k < n; k++) {
+		const struct fzc_lending *l = &lendings[first + k];
+		size_t want = k + 1 < n ? piece : len - (size_t)(n - 1) * piece;
+
+		if (l->unique != unique || l->write != write || !l->kernel_answers ||
+		    l->req_off != k * piece || l->off != (uint64_t)off + k * piece ||
+		    l->len != want)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Asynchronous reads in pieces: all submitted at once, the request answered
+ * once, when the last piece's CQE is in: nothing when the kernel answered
+ * it, else a zero-copy reply when every piece placed all of its own, a
+ * copy when one was refused, the error when the file failed.
+ */
+static void test_pieces_async(void)
+{
+	struct fusezc_session *zs = async_session();
+	struct fusezc_stats st;
+	struct reply r;
+
+	fake_piece = 8192;
+	lend_answers[1] = true;			/* 50: the kernel answers */
+	lend_results[5] = -EOPNOTSUPP;		/* 52: the second piece refused */
+	lend_results[6] = -EIO;			/* 53: the first piece failed */
+	process_read(50, 0, 16384);
+	process_read(51, 16384, 12288);		/* 51: all placed, not answered */
+	process_read(52, 0, 16384);
+	process_read(53, 4096, 16384);
+	CHECK(nlendings == 8 && worker.inflight == 8 && pipe_empty());
+	CHECK(lent_in_pieces(0, 2, 50, 0, 16384, 8192, false));
+	CHECK(lent_in_pieces(2, 2, 51, 16384, 12288, 8192, false));
+	CHECK(lent_in_pieces(4, 2, 52, 0, 16384, 8192, false));
+	CHECK(lent_in_pieces(6, 2, 53, 4096, 16384, 8192, false));
+
+	/* one piece's CQE is not its request's answer: its slot stays */
+	cqes_released = 1;
+	fzc_lendings_before_wait(&worker);
+	CHECK(cqes_posted == 1 && worker.inflight == 8 && pipe_empty());
+	cqes_released = 8;
+	fzc_lendings_drain(&worker);
+	CHECK(worker.inflight == 0);
+	next_reply(&r);
+	CHECK(answers(&r, 51, 16384, 12288) && r.hdr.unique == (51 | FUSEZC_UNIQUE_ZC_REPLY));
+	next_reply(&r);
+	CHECK(answers(&r, 52, 0, 16384) && r.hdr.unique == 52);	/* a copy */
+	next_reply(&r);
+	CHECK(r.hdr.unique == 53 && r.hdr.error == -EIO);
+	CHECK(pipe_empty());
+	fusezc_get_stats(zs, &st);
+	CHECK(st.zc_requests == 2 && st.zc_kernel_answered == 1);
+	CHECK(st.zc_bytes == 16384 + 12288 && st.copy_requests == 1 && st.fallbacks == 1);
+	CHECK(zs->requests.used == 0);
+
+	/* the slots of pieces count: a worker full of them waits for the oldest */
+	zs = async_session();
+	fake_piece = 8192;
+	for (int i = 0; i < MAX_LENDINGS; i++)
+		lend_answers[i] = i % 2 == 1;
+	for (int i = 0; i < FZC_INFLIGHT_MAX / 2 + 1; i++) {
+		process_read(200 + 2 * (uint64_t)i, 0, 16384);
+		CHECK(worker.inflight <= FZC_INFLIGHT_MAX);
+	}
+	CHECK(cqes_posted == 2);
+	fzc_lendings_drain(&worker);
+	fusezc_get_stats(zs, &st);
+	CHECK(st.zc_kernel_answered == FZC_INFLIGHT_MAX / 2 + 1 && st.copy_requests == 0);
+	CHECK(worker.inflight == 0 && pipe_empty());
+}
+
+/*
+ * Synchronous lendings in pieces (writes; reads with sync_lending): a
+ * piece that came back short is lent on from where it stopped, the others
+ * not again; the answer is what went without a hole from the start.
+ */
+static void test_pieces_sync(void)
+{
+	struct fusezc_write_stats ws;
+	struct fusezc_session *zs;
+	struct reply r;
+
+	zs = zcw_session(false);
+	atomic_store(&zs->kernel_answers, true);
+	fake_piece = 8192;
+	/* the kernel answers the write when its last piece is back */
+	lend_answers[1] = true;
+	process_write(400, 4096, 16384, true);
+	CHECK(pipe_empty() && nlendings == 2);
+	CHECK(lent_in_pieces(0, 2, 400, 4096, 16384, 8192, true));
+	CHECK(holds_pattern(write_target_fd, 4096, 16384));
+
+	/* the first piece short: its rest is lent again, at its own offset */
+	nlendings = 0;
+	cqes_posted = 0;
+	memset(lend_answers, 0, sizeof(lend_answers));
+	lend_results[0] = 1000;
+	lend_answers[2] = true;
+	process_write(402, 40960, 16384, true);
+	CHECK(pipe_empty() && nlendings == 3);
+	CHECK(lendings[2].req_off == 1000 && lendings[2].off == 40960 + 1000 &&
+	      lendings[2].len == 8192 - 1000);
+	CHECK(holds_pattern(write_target_fd, 40960, 16384));
+
+	/* the second piece: no space; the first went: a short write */
+	nlendings = 0;
+	cqes_posted = 0;
+	memset(lend_answers, 0, sizeof(lend_answers));
+	memset(lend_results, 0, sizeof(lend_results));
+	lend_results[1] = -ENOSPC;
+	process_write(404, 0, 16384, true);
+	next_reply(&r);
+	CHECK(wrote(&r, 404, 8192) && nlendings == 2);
+	fusezc_get_write_stats(zs, &ws);
+	CHECK(ws.zc_requests == 2 && ws.zc_kernel_answered == 2 && ws.memfd_requests == 0);
+	CHECK(zs->requests.used == 0 && pipe_empty());
+	zcw_session_end();
+
+	/* a read, the kernel not answering: the server's zero-copy reply */
+	zs = zc_session();
+	fake_piece = 8192;
+	lend_results[1] = 5000;		/* the second piece short: lent on */
+	process_read(406, 8192, 16384);
+	next_reply(&r);
+	CHECK(nlendings == 3 && lendings[2].req_off == 8192 + 5000);
+	CHECK(answers(&r, 406, 8192, 16384) && r.hdr.unique == (406 | FUSEZC_UNIQUE_ZC_REPLY));
+	/* ... the end of the file inside the first piece: what it placed */
+	nlendings = 0;
+	cqes_posted = 0;
+	memset(lend_results, 0, sizeof(lend_results));
+	lend_results[0] = 3000;
+	lend_results[1] = CQE_ZERO;
+	lend_results[2] = CQE_ZERO;
+	process_read(408, 0, 16384);
+	next_reply(&r);
+	CHECK(nlendings == 3 && r.hdr.unique == (408 | FUSEZC_UNIQUE_ZC_REPLY) &&
+	      r.zc_size == 3000);
+	CHECK(pipe_empty() && zs->requests.used == 0);
+}
+
 /* Item 7: errors of the backing file reach the reader, once, unretried. */
 static void test_backing_error(void)
 {
@@ -2077,6 +2295,9 @@ int main(void)
 		{ "refused_file", test_refused_file },
 		{ "reaper_hands_off", test_reaper_hands_off },
 		{ "no_blocking_handler_with_lendings", test_no_blocking_handler_with_lendings },
+		{ "piece_sizes", test_piece_sizes },
+		{ "pieces_async", test_pieces_async },
+		{ "pieces_sync", test_pieces_sync },
 	};
 	static const struct fuse_lowlevel_ops no_ops;
 	char *argv[] = { "zc_unit", NULL };
