@@ -257,7 +257,7 @@ static int read_direct(const char *path, unsigned char *out, size_t len)
  * @mapped_dirty, else one the store faults in.  A copying server has the
  * write's bytes as they were when it read the request, so the device must
  * hold @fill only: a page a borrower is writing out must not change under
- * it (with btrfs data checksums or md raid1 below, that is corruption).
+ * it (with md raid1 or dm-integrity below, that is corruption).
  * The store is kept: the file has it afterwards.
  */
 static int stable_round(int r, bool mapped_dirty)
