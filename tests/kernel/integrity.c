@@ -228,27 +228,6 @@ static void *stable_store_main(void *p)
 	return NULL;
 }
 
-/* [0, @len) of @path read O_DIRECT into @out; 0 or -errno. */
-static int read_direct(const char *path, unsigned char *out, size_t len)
-{
-	unsigned char *b;
-	ssize_t n;
-	int fd, ret = 0;
-
-	if (posix_memalign((void **)&b, 4096, len))
-		return -ENOMEM;
-	fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
-	n = fd < 0 ? -1 : pread(fd, b, len, 0);
-	if (n != (ssize_t)len)
-		ret = n < 0 ? -errno : -EIO;
-	else
-		memcpy(out, b, len);
-	if (fd >= 0)
-		close(fd);
-	free(b);
-	return ret;
-}
-
 /*
  * One round: a buffered write of STABLE_LEN bytes of @fill at 0 through the
  * page cache (write-through) is lent to a WRITE_SPLICE_BUF parked on the

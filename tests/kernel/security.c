@@ -47,25 +47,6 @@ static void *victim_main(void *p)
 	return NULL;
 }
 
-/* [0, 4096) of @path read O_DIRECT into @out; 0 or -errno. */
-static int read_head(const char *path, unsigned char *out)
-{
-	unsigned char *b;
-	int fd, ret = 0;
-
-	if (posix_memalign((void **)&b, 4096, 4096))
-		return -ENOMEM;
-	fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
-	if (fd < 0 || pread(fd, b, 4096, 0) != 4096)
-		ret = -errno ?: -EIO;
-	else
-		memcpy(out, b, 4096);
-	if (fd >= 0)
-		close(fd);
-	free(b);
-	return ret;
-}
-
 /* @b holds none of the victim's later 'S' bytes where it wrote 'A'. */
 static bool leaked(const unsigned char *b, const unsigned char *before)
 {
@@ -99,7 +80,7 @@ static int leak_round(bool privileged)
 	free(model);
 	if (parking_server(&srv, what))
 		return T_FAIL;
-	CHECK(!read_head(srv.cfg.loop_path, before_loop) && !read_head(wbacking, before_back),
+	CHECK(!read_direct(srv.cfg.loop_path, before_loop, 4096) && !read_direct(wbacking, before_back, 4096),
 	      "%s: read the device and the backing file", what);
 	ret = server_start(&srv, mnt, wbacking, MF_READ_ZC);
 	CHECK(!ret, "%s: server: %s", what, strerror(-ret));
@@ -125,11 +106,11 @@ static int leak_round(bool privileged)
 	say("  %s: write %s; victim: %s; lent: %s, sent with its data: %llu\n", what,
 	    parked ? "parked, connection aborted" : "not lent", v.err ? strerror(v.err) : "ok",
 	    srv.sh->zc_writes || parked ? "yes" : "no", (unsigned long long)srv.sh->copy_writes);
-	CHECK(!read_head(srv.cfg.loop_path, after), "%s: read the device", what);
+	CHECK(!read_direct(srv.cfg.loop_path, after, 4096), "%s: read the device", what);
 	CHECK(!leaked(after, before_loop),
 	      "%s: the device holds what the victim wrote into its buffer after its write "
 	      "returned (%.8s...)", what, (const char *)after);
-	CHECK(!read_head(wbacking, after), "%s: read the backing file", what);
+	CHECK(!read_direct(wbacking, after, 4096), "%s: read the backing file", what);
 	CHECK(!leaked(after, before_back),
 	      "%s: the backing file holds what the victim wrote after its write returned",
 	      what);

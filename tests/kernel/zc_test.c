@@ -634,8 +634,30 @@ int start_inner_mount(struct server *inner)
 	return server_start(inner, slow_mnt, backing, MF_READ_COPY);
 }
 
-/* ------------------------------------- ext4 on a loop device, fsfreeze */
+/* [0, @len) of @path read O_DIRECT into @out; 0 or -errno. */
+int read_direct(const char *path, unsigned char *out, size_t len)
+{
+	unsigned char *b;
+	ssize_t n;
+	int fd, ret = 0;
 
+	if (posix_memalign((void **)&b, 4096, len))
+		return -ENOMEM;
+	fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+	n = fd < 0 ? -1 : pread(fd, b, len, 0);
+	if (n < 0)
+		ret = -errno;
+	else if ((size_t)n != len)
+		ret = -EIO;
+	else
+		memcpy(out, b, len);
+	if (fd >= 0)
+		close(fd);
+	free(b);
+	return ret;
+}
+
+/* ------------------------------------- ext4 on a loop device, fsfreeze */
 
 /* Attach a loop device (autoclear) over @path; a read-only fd of it, or -errno. */
 int loop_attach(const char *path, char *node, size_t len)

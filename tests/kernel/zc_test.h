@@ -76,6 +76,7 @@ void sleep_ms(unsigned int ms);
 double now(void);
 void drop_caches(void);
 int write_file(const char *path, const char *text);
+int read_direct(const char *path, unsigned char *out, size_t len);
 int make_write_backing(unsigned char *model, off_t *size);
 void fill_pattern(unsigned char *buf, size_t len, unsigned int seed);
 
