@@ -244,7 +244,6 @@ static int stable_round(int r, bool mapped_dirty)
 	const char *what = mapped_dirty ? "a writable mapping" : "a store that faults";
 	struct server srv = { .cfg = { .slow_ms = 1000, .writable = true,
 				       .accept_zc_write = true } };
-	unsigned char *model = malloc(WMODEL_SIZE);
 	unsigned char dev[STABLE_LEN], back;
 	struct stable_writer w = { .fill = (unsigned char)('a' + r % 26) };
 	struct stable_store st = { .writer = &w };
@@ -252,12 +251,9 @@ static int stable_round(int r, bool mapped_dirty)
 	volatile unsigned char *map;
 	char path[300];
 	bool parked;
-	off_t size;
 	int ret;
 
-	CHECK(model && !make_write_backing(model, &size), "write backing");
-	free(model);
-	if (parking_server(&srv, what))
+	if (parked_write_server(&srv, what))
 		return T_FAIL;
 	ret = server_start(&srv, mnt, wbacking, MF_READ_ZC);
 	CHECK(!ret, "server: %s", strerror(-ret));
@@ -277,16 +273,19 @@ static int stable_round(int r, bool mapped_dirty)
 	parked = WAIT_UNTIL(srv.sh->parked || w.done, 60) && srv.sh->parked;
 	if (parked)
 		CHECK(!pthread_create(&st.tid, NULL, stable_store_main, &st), "store thread");
+	/* the threads use this frame: if an abort does not end them, nothing can */
 	if (!WAIT_UNTIL(w.done, 60)) {
 		say("  FAIL %s: the write never returned\n", what);
 		abort_conn(mnt);
-		WAIT_UNTIL(w.done, 30);
+		if (!WAIT_UNTIL(w.done, 30))
+			zc_wedged(__func__);
 		ret = T_FAIL;
 	}
 	if (parked && !WAIT_UNTIL(st.done, 60)) {
 		say("  FAIL %s: the store never ended\n", what);
 		abort_conn(mnt);
-		WAIT_UNTIL(st.done, 30);
+		if (!WAIT_UNTIL(st.done, 30))
+			zc_wedged(__func__);
 		ret = T_FAIL;
 	}
 	/* before anything can write the stored page back */

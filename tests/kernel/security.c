@@ -69,18 +69,15 @@ static int leak_round(bool privileged)
 				       .accept_zc_write = true,
 				       .drop_privileges = !privileged } };
 	unsigned char before_loop[4096], before_back[4096], after[4096];
-	unsigned char *model = malloc(WMODEL_SIZE);
 	struct victim v = { 0 };
 	char path[300];
 	bool parked;
-	off_t size;
 	int ret;
 
-	CHECK(model && !make_write_backing(model, &size), "write backing");
-	free(model);
-	if (parking_server(&srv, what))
+	if (parked_write_server(&srv, what))
 		return T_FAIL;
-	CHECK(!read_direct(srv.cfg.loop_path, before_loop, 4096) && !read_direct(wbacking, before_back, 4096),
+	CHECK(!read_direct(srv.cfg.loop_path, before_loop, 4096) &&
+	      !read_direct(wbacking, before_back, 4096),
 	      "%s: read the device and the backing file", what);
 	ret = server_start(&srv, mnt, wbacking, MF_READ_ZC);
 	CHECK(!ret, "%s: server: %s", what, strerror(-ret));

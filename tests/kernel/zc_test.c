@@ -149,14 +149,17 @@ int make_write_backing(unsigned char *model, off_t *size)
 
 	if (fd < 0)
 		return -errno;
-	memset(model, 0, WMODEL_SIZE);
-	memcpy(model, ref, WFILE_SIZE);
-	if (pwrite(fd, model, WFILE_SIZE, 0) != WFILE_SIZE) {
+	if (model) {
+		memset(model, 0, WMODEL_SIZE);
+		memcpy(model, ref, WFILE_SIZE);
+	}
+	if (pwrite(fd, ref, WFILE_SIZE, 0) != WFILE_SIZE) {
 		close(fd);
 		return -EIO;
 	}
 	close(fd);
-	*size = WFILE_SIZE;
+	if (size)
+		*size = WFILE_SIZE;
 	return 0;
 }
 
@@ -865,6 +868,21 @@ int parking_server(struct server *srv, const char *what)
 		return T_FAIL;
 	}
 	return T_PASS;
+}
+
+/*
+ * A fresh write backing file (wbacking) and a server config whose write
+ * loans can be parked (MF_WRITE_PARKED), for a test that needs no model.
+ */
+int parked_write_server(struct server *srv, const char *what)
+{
+	int ret = make_write_backing(NULL, NULL);
+
+	if (ret) {
+		say("  FAIL %s: write backing: %s\n", what, strerror(-ret));
+		return T_FAIL;
+	}
+	return parking_server(srv, what);
 }
 
 /* The server parked at least one loan (else the test proved nothing). */

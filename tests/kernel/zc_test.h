@@ -77,7 +77,7 @@ double now(void);
 void drop_caches(void);
 int write_file(const char *path, const char *text);
 int read_direct(const char *path, unsigned char *out, size_t len);
-int make_write_backing(unsigned char *model, off_t *size);
+int make_write_backing(unsigned char *model, off_t *size);	/* model, size may be NULL */
 void fill_pattern(unsigned char *buf, size_t len, unsigned int seed);
 
 /* Poll @cond every 2 ms for at most @seconds; its last value (evaluated once a try). */
@@ -135,6 +135,7 @@ int file_path(char *out, size_t len, const char *mountpoint);
 int start_inner_mount(struct server *inner);
 const char *park_loop(void);
 int parking_server(struct server *srv, const char *what);
+int parked_write_server(struct server *srv, const char *what);
 int check_parked(struct mf_shared *sh, const char *what);
 
 /*
