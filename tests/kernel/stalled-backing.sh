@@ -22,6 +22,14 @@
 #   * in odd rounds, without the O_DIRECT reader: the buffered readers'
 #     requests stop counting as `waiting` at once, though their loans are
 #     still out;
+#   * in every fourth round, the outer server is SIGSTOPped before the
+#     abort and stays stopped until the O_DIRECT reader has returned: the
+#     stuck I/O completes into a borrower whose task cannot run (io_uring
+#     completes it by task work), and the reader must not wait for that
+#     task: its pages are free once the I/O is over, not once the server
+#     looks at the completion.  Rounds 4, 12, ... abort while that I/O is
+#     stuck (its completion ends the request); rounds 8, 16, ... let the
+#     I/O end first, then abort (the abort ends the request itself);
 #   * zc_lent_pages drops to 0 and the connection's `waiting` to 0.
 #
 # Usage (as root in the guest): stalled-backing.sh PASSTHROUGH_ZC [ROUNDS]
@@ -34,7 +42,7 @@ WAIT_LIMIT=30		# any other bounded wait
 work=$(mktemp -d /tmp/stalled.XXXXXX)
 inner_src=$work/inner-src inner=$work/inner ext4=$work/ext4 outer=$work/outer
 mkdir -p "$inner_src" "$inner" "$ext4" "$outer"
-inner_pid= loop= readers=()
+inner_pid= outer_pid= stopped= loop= readers=()
 
 fail() {
 	echo "FAIL: $*"
@@ -51,19 +59,20 @@ stat_of() {	# stat_of CONN NAME
 	awk -v n="$2" '$1 == n { print $2 }' "/sys/fs/fuse/connections/$1/zerocopy_stats"
 }
 
-# wait_for SECONDS COMMAND...: poll until COMMAND succeeds
+# wait_for SECONDS COMMAND...: poll until COMMAND succeeds, for SECONDS of
+# wall time (not a count of polls, which a loaded machine stretches)
 wait_for() {
-	local limit=$1 t=0
+	local deadline=$((SECONDS + $1))
 	shift
 	until "$@"; do
-		[ $t -ge $((limit * 10)) ] && return 1
+		[ $SECONDS -ge $deadline ] && return 1
 		sleep 0.1
-		t=$((t + 1))
 	done
 }
 
 cleanup() {
 	[ -n "$inner_pid" ] && kill -CONT "$inner_pid" 2>/dev/null
+	[ -n "$outer_pid" ] && kill -CONT "$outer_pid" 2>/dev/null
 	for pid in "${readers[@]}"; do kill -9 "$pid" 2>/dev/null; done
 	umount -l "$outer" 2>/dev/null
 	umount "$ext4" 2>/dev/null || umount -l "$ext4" 2>/dev/null
@@ -76,6 +85,7 @@ trap cleanup EXIT
 "$bin" -f -o copy "$inner_src" "$inner" &
 inner_pid=$!
 wait_for $WAIT_LIMIT mountpoint -q "$inner" || fail "inner mount did not come up"
+inner_conn=$(conn_of "$inner")
 truncate -s 256M "$inner/disk.img" || fail "cannot create the disk image"
 mkfs.ext4 -q -F "$inner/disk.img" || fail "mkfs.ext4 failed"
 loop=$(losetup -f --show "$inner/disk.img") || fail "losetup failed"
@@ -102,6 +112,19 @@ for round in $(seq 1 "$rounds"); do
 	echo 1 > /proc/sys/vm/drop_caches
 	kill -STOP "$inner_pid"
 
+	# Odd rounds have no O_DIRECT reader, so that nothing may still
+	# count as waiting once the buffered readers are freed.  In the
+	# others it goes first, and the abort comes only once its pages
+	# are lent too.
+	direct= lent_before=0
+	if [ $((round % 2)) = 0 ]; then
+		dd if="$outer/data" of="$work/direct.out" bs=1M skip=40 count=4 \
+			iflag=direct status=none 2>/dev/null &
+		direct=$!
+		wait_for $WAIT_LIMIT nonzero_lent "$conn" ||
+			fail "round $round: the O_DIRECT reader's pages are not lent while the backing is stopped"
+		lent_before=$(stat_of "$conn" zc_lent_pages)
+	fi
 	readers=()
 	for i in 1 2; do
 		# buffered, from different places so both lend
@@ -109,18 +132,23 @@ for round in $(seq 1 "$rounds"); do
 			status=none 2>/dev/null &
 		readers+=($!)
 	done
-	# Odd rounds have no O_DIRECT reader, so that nothing may still
-	# count as waiting once the buffered readers are freed.
-	direct=
-	if [ $((round % 2)) = 0 ]; then
-		dd if="$outer/data" of="$work/direct.out" bs=1M skip=40 count=4 \
-			iflag=direct status=none 2>/dev/null &
-		direct=$!
+	more_lent() { [ "$(stat_of "$1" zc_lent_pages)" -gt "$lent_before" ]; }
+	wait_for $WAIT_LIMIT more_lent "$conn" ||
+		fail "round $round: no buffered reader's pages lent while the backing is stopped"
+	stopped=
+	if [ -n "$direct" ] && [ $((round % 4)) = 0 ]; then
+		kill -STOP "$outer_pid"
+		stopped=1
+		if [ $((round % 8)) = 0 ]; then
+			# the stuck I/O ends into the stopped server first
+			kill -CONT "$inner_pid"
+			wait_for $WAIT_LIMIT none_waiting "$inner_conn" ||
+				fail "round $round: the inner server does not serve its $(waiting_of "$inner_conn") requests"
+			sleep 1
+			echo "round $round: the backing I/O is over with the server stopped"
+		fi
 	fi
-
-	wait_for $WAIT_LIMIT nonzero_lent "$conn" ||
-		fail "round $round: no pages lent while the backing is stopped"
-	echo "round $round: $(stat_of "$conn" zc_lent_pages) pages lent, backing stopped; aborting"
+	echo "round $round: $(stat_of "$conn" zc_lent_pages) pages lent, backing stopped${stopped:+, server stopped}; aborting"
 	t0=$(date +%s.%N)
 	echo 1 > "/sys/fs/fuse/connections/$conn/abort"
 	for pid in "${readers[@]}"; do
@@ -147,11 +175,19 @@ for round in $(seq 1 "$rounds"); do
 	kill -CONT "$inner_pid"
 	if [ -n "$direct" ]; then
 		wait_for $WAIT_LIMIT reader_done "$direct" ||
-			fail "round $round: O_DIRECT reader still blocked after the backing resumed"
+			fail "round $round: O_DIRECT reader still blocked $WAIT_LIMIT s after the backing resumed${stopped:+ (the server stopped)}"
 		if wait "$direct"; then
 			cmp -s -n $((4 << 20)) -i $((40 << 20)):0 "$ext4/data" "$work/direct.out" ||
 				fail "round $round: O_DIRECT reader got wrong bytes"
 		fi
+		echo "round $round: O_DIRECT reader returned${stopped:+ with the server stopped}"
+	fi
+	if [ -n "$stopped" ]; then
+		# Its requests are over; only the loans wait for the server.
+		wait_for 5 none_waiting "$conn" ||
+			fail "round $round: $(waiting_of "$conn") requests still waiting with the I/O over and the server stopped"
+		kill -CONT "$outer_pid"
+		stopped=
 	fi
 	wait_for $WAIT_LIMIT idle_conn "$conn" ||
 		fail "round $round: zc_lent_pages $(stat_of "$conn" zc_lent_pages), waiting $(waiting_of "$conn") after the abort"
