@@ -5,6 +5,7 @@
  * loan comes back before its CQE, the request is neither answered nor
  * re-delivered while lent, and nothing is left waiting.
  */
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/wait.h>
@@ -195,11 +196,176 @@ static int t_resend(void)
 	return ret;
 }
 
+/*
+ * (j) An abort frees an O_DIRECT reader whose loan was parked in io-wq
+ * when the server was stopped (SIGSTOP): the stop interrupts the gate's
+ * open(2), so the lending's I/O runs and completes into a server that
+ * cannot run its task work; the reader must get its error with the server
+ * still stopped (v10: blocked until SIGCONT).  A round is left out if the
+ * park ended before the stop.
+ */
+static int t_abort_stopped_server(void)
+{
+	struct server srv = { .cfg = { .slow_ms = 15000 } };
+	int i, n = rounds < 3 ? rounds : 3, tested = 0, ret = T_PASS;
+	char path[300], dir[200];
+
+	if (parking_server(&srv, "abort_stopped_server"))
+		return T_FAIL;
+	for (i = 0; i < n && ret == T_PASS; i++) {
+		struct one_read rd = { .off = (off_t)(i + 1) << 20, .len = 65536,
+				       .direct = true };
+		bool parked, stopped = false, freed = false;
+		struct zc_stats s = { 0 };
+		long waiting = -1;
+		int status;
+
+		ret = server_start(&srv, mnt, backing, MF_READ_PARKED);
+		CHECK(!ret, "server: %s", strerror(-ret));
+		file_path(path, sizeof(path), mnt);
+		conn_dir(mnt, dir, sizeof(dir));
+		rd.path = path;
+		one_read_start(&rd);
+		parked = WAIT_UNTIL(srv.sh->parked, 30);
+		if (parked && kill(srv.pid, SIGSTOP) == 0 &&
+		    waitpid(srv.pid, &status, WUNTRACED) == srv.pid && WIFSTOPPED(status))
+			stopped = true;
+		if (stopped && srv.sh->parked) {
+			tested++;
+			abort_conn(mnt);
+			freed = one_read_wait(&rd, 20);
+			waiting = wait_no_waiting(dir, 5);
+			read_stats_dir(dir, &s);
+			say("  round %d: abort with the server stopped and its loan in io-wq: "
+			    "reader %s (%s), %ld waiting, zc_lent_pages %lld\n", i,
+			    freed ? "freed" : "still blocked 20 s later",
+			    freed ? (rd.n < 0 ? strerror(rd.err) : "no error") : "-", waiting,
+			    s.zc_lent_pages);
+			if (!freed || waiting != 0)
+				ret = T_FAIL;
+			else if (rd.n >= 0 && !rd.right)
+				ret = T_FAIL;
+		} else {
+			say("  round %d: %s; not counted\n", i,
+			    !parked ? "no loan parked" : !stopped ? "the server did not stop" :
+			    "the park ended before the server stopped");
+			if (!parked)
+				ret = T_FAIL;
+		}
+		if (stopped)
+			kill(srv.pid, SIGCONT);
+		if (!freed) {
+			abort_conn(mnt);
+			if (!one_read_wait(&rd, 60))
+				zc_wedged("abort_stopped_server");
+		}
+		if (server_stop_when_idle(&srv, mnt, dir) != T_PASS)
+			ret = T_FAIL;
+	}
+	CHECK(ret == T_PASS, "an aborted O_DIRECT reader waited for a stopped server");
+	CHECK(tested > 0, "no round had the server stopped with its loan parked");
+	return T_PASS;
+}
+
+/*
+ * (k) The same for a loan whose I/O waits for a folio (IOCB_WAITQ): the
+ * lending is a buffered read of uncached data from a loop device over a
+ * file of a second FUSE mount whose server is stopped.  The outer server
+ * is stopped next, then the inner one let go: the folio is unlocked, and
+ * the read would be issued again by task work of the stopped server.  An
+ * abort must free the O_DIRECT reader with the outer server still stopped.
+ */
+static int abort_stopped_waitq_round(int r)
+{
+	struct server inner = { 0 }, outer = { .cfg = { .threads = 2 } };
+	/* not sector aligned: MF_READ_ASYNC lends it buffered, not O_DIRECT */
+	struct one_read rd = { .off = ((off_t)(r % 4 + 1) << 20) + 100, .len = 65536,
+			       .direct = true };
+	char path[300], dir[200], inner_dir[200], loop[64];
+	bool lent, stopped = false, freed = false;
+	struct zc_stats s = { 0 };
+	long waiting = -1;
+	int ret, status, loop_fd;
+
+	ret = start_inner_mount(&inner);
+	CHECK(!ret, "round %d: inner server: %s", r, strerror(-ret));
+	conn_dir(slow_mnt, inner_dir, sizeof(inner_dir));
+	/* detached when the last fd closes: this one and the outer server's */
+	loop_fd = loop_attach(slow_backing, loop, sizeof(loop));
+	if (loop_fd < 0) {
+		server_stop(&inner);
+		CHECK(0, "round %d: loop device over %s: %s", r, slow_backing,
+		      strerror(-loop_fd));
+	}
+	outer.cfg.loop_path = loop;
+	ret = server_start(&outer, mnt, backing, MF_READ_ASYNC);
+	close(loop_fd);
+	if (ret) {
+		server_stop(&inner);
+		CHECK(0, "round %d: outer server: %s", r, strerror(-ret));
+	}
+	file_path(path, sizeof(path), mnt);
+	conn_dir(mnt, dir, sizeof(dir));
+	rd.fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+	drop_caches();
+	kill(inner.pid, SIGSTOP);
+	rd.path = path;
+	if (rd.fd > 0)
+		one_read_start(&rd);
+	lent = WAIT_UNTIL(!read_stats_dir(dir, &s) && s.zc_lent_pages > 0, 20);
+	if (lent && kill(outer.pid, SIGSTOP) == 0 &&
+	    waitpid(outer.pid, &status, WUNTRACED) == outer.pid && WIFSTOPPED(status))
+		stopped = true;
+	kill(inner.pid, SIGCONT);
+	if (stopped) {
+		/* the folio's I/O ends; its wake queues task work of the stopped server */
+		wait_no_waiting(inner_dir, 10);
+		sleep_ms(500);
+		abort_conn_dir(dir);
+		freed = one_read_wait(&rd, 20);
+		waiting = wait_no_waiting(dir, 5);
+		say("  round %d: abort with the server stopped, its lending waiting for a "
+		    "folio: reader %s (%s), %ld waiting\n", r,
+		    freed ? "freed" : "still blocked 20 s later",
+		    freed ? (rd.n < 0 ? strerror(rd.err) : "no error") : "-", waiting);
+		kill(outer.pid, SIGCONT);
+	}
+	abort_conn_dir(dir);
+	if (!freed && rd.fd > 0 && !one_read_wait(&rd, 60))
+		zc_wedged("abort_stopped_waitq");
+	if (rd.fd > 0)
+		close(rd.fd);
+	if (server_stop_when_idle(&outer, mnt, dir) != T_PASS)
+		ret = -EBUSY;
+	server_stop(&inner);
+	CHECK(rd.fd > 0, "round %d: open %s: %s", r, path, strerror(errno));
+	CHECK(lent, "round %d: no pages lent to the stalled loop device", r);
+	CHECK(stopped, "round %d: the outer server did not stop", r);
+	CHECK(outer.sh->async_lends[1] > 0, "round %d: the lending was not buffered", r);
+	CHECK(freed, "round %d: an aborted O_DIRECT reader waited for a stopped server", r);
+	CHECK(waiting == 0, "round %d: %ld requests still waiting after the abort", r, waiting);
+	CHECK(rd.n < 0 || rd.right, "round %d: wrong bytes", r);
+	CHECK(!ret, "round %d: the outer mount did not become idle", r);
+	return T_PASS;
+}
+
+static int t_abort_stopped_waitq(void)
+{
+	int r, n = rounds < 3 ? rounds : 3;
+
+	for (r = 0; r < n; r++)
+		if (abort_stopped_waitq_round(r))
+			return T_FAIL;
+	return T_PASS;
+}
+
 static const struct zc_subtest subtests[] = {
 	/* the v2 lending contract, one per finding of issue 9 */
 	{ "cancel", t_cancel, true },				/* g */
 	{ "interrupt", t_interrupt, true },			/* h */
 	{ "resend", t_resend, true },				/* i */
+	{ "abort_stopped_server", t_abort_stopped_server, true },	/* j */
+	{ "abort_stopped_waitq", t_abort_stopped_waitq, true },	/* k */
 };
 
 int main(int argc, char **argv)
