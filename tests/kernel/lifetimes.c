@@ -17,6 +17,15 @@ static void sigusr1_handler(int sig)
 	(void)sig;
 }
 
+/* SIGSTOP @pid (a child) and wait until it is stopped. */
+static bool stop_child(pid_t pid)
+{
+	int status;
+
+	return kill(pid, SIGSTOP) == 0 && waitpid(pid, &status, WUNTRACED) == pid &&
+	       WIFSTOPPED(status);
+}
+
 /*
  * (g) A READ_SPLICE_BUF cancelled while queued in io-wq has returned its
  * loan by the time its CQE is visible: a copy reply sent on that CQE (by a
@@ -218,7 +227,6 @@ static int t_abort_stopped_server(void)
 		bool parked, stopped = false, freed = false;
 		struct zc_stats s = { 0 };
 		long waiting = -1;
-		int status;
 
 		ret = server_start(&srv, mnt, backing, MF_READ_PARKED);
 		CHECK(!ret, "server: %s", strerror(-ret));
@@ -227,9 +235,7 @@ static int t_abort_stopped_server(void)
 		rd.path = path;
 		one_read_start(&rd);
 		parked = WAIT_UNTIL(srv.sh->parked, 30);
-		if (parked && kill(srv.pid, SIGSTOP) == 0 &&
-		    waitpid(srv.pid, &status, WUNTRACED) == srv.pid && WIFSTOPPED(status))
-			stopped = true;
+		stopped = parked && stop_child(srv.pid);
 		if (stopped && srv.sh->parked) {
 			tested++;
 			abort_conn(mnt);
@@ -285,7 +291,7 @@ static int abort_stopped_waitq_round(int r)
 	bool lent, stopped = false, freed = false;
 	struct zc_stats s = { 0 };
 	long waiting = -1;
-	int ret, status, loop_fd;
+	int ret, loop_fd;
 
 	ret = start_inner_mount(&inner);
 	CHECK(!ret, "round %d: inner server: %s", r, strerror(-ret));
@@ -313,9 +319,7 @@ static int abort_stopped_waitq_round(int r)
 	if (rd.fd > 0)
 		one_read_start(&rd);
 	lent = WAIT_UNTIL(!read_stats_dir(dir, &s) && s.zc_lent_pages > 0, 20);
-	if (lent && kill(outer.pid, SIGSTOP) == 0 &&
-	    waitpid(outer.pid, &status, WUNTRACED) == outer.pid && WIFSTOPPED(status))
-		stopped = true;
+	stopped = lent && stop_child(outer.pid);
 	kill(inner.pid, SIGCONT);
 	if (stopped) {
 		/* the folio's I/O ends; its wake queues task work of the stopped server */
