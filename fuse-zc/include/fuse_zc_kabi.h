@@ -63,8 +63,11 @@
  * sqe->splice_off_in for a /dev/fuse lender: the low 31 bits of the request's
  * unique id above a 32-bit byte offset into that request's data buffer (a
  * request reaches 65535 pages, 256 MiB, from Linux 6.13 on; uniques advance
- * by 2, so 31 bits tell 2^30 requests in flight apart).  Bit 63 stays
- * clear: a file position is never negative.  The lent
+ * by 2, so 31 bits tell 2^30 requests in flight apart).  Their bit 0, never
+ * set in a request's unique, carries FUSE_UNIQUE_RESEND (bit 63): a resent
+ * request is lent under the unique it came with, and a name from before the
+ * resend gets -ENOENT (series patch 42; without it both get -ENOENT).
+ * Bit 63 stays clear: a file position is never negative.  The lent
  * range (offset + len) must lie inside the request's data, else the CQE is
  * -EINVAL.  Lending may be refused with -EOPNOTSUPP, -EPERM (contract v2:
  * CAP_SYS_ADMIN only by default), -EXDEV (backing file on FUSE or a stacked
@@ -75,7 +78,7 @@
 
 static inline uint64_t fusezc_lend_pos(uint64_t unique, uint32_t offset)
 {
-	return ((unique & ((1ULL << FUSEZC_POS_UNIQUE_BITS) - 1)) <<
+	return (((unique & ((1ULL << FUSEZC_POS_UNIQUE_BITS) - 1)) | (unique >> 63)) <<
 		FUSEZC_POS_OFFSET_BITS) | offset;
 }
 

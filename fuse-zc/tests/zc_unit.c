@@ -49,6 +49,9 @@ static void test_lend_pos(void)
 	/* Only the low 31 bits of the unique id are encoded. */
 	CHECK(fusezc_lend_pos((1ULL << 31) | 5, 0) == (5ULL << 32));
 	CHECK(fusezc_lend_pos(~0ULL, 0) == (((1ULL << 31) - 1) << 32));
+	/* FUSE_UNIQUE_RESEND (bit 63) goes into bit 0, which a unique never has */
+	CHECK(fusezc_lend_pos((1ULL << 63) | 6, 8) == ((7ULL << 32) | 8));
+	CHECK(fusezc_lend_pos(6, 8) == ((6ULL << 32) | 8));
 	/* 6.13+ requests reach 65535 pages: offsets past 16 MiB stay offsets */
 	CHECK(fusezc_lend_pos(3, 65535u * 4096) == ((3ULL << 32) | (65535ULL * 4096)));
 	CHECK(fusezc_lend_pos(3, ~0u) >> 32 == 3);

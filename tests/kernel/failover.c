@@ -223,10 +223,22 @@ static int t_resend_failover(void)
 	}
 	if (ret == T_PASS)
 		say("  %d failovers: each read came again and its reader returned, "
-		    "at most %.2f s after daemon A died\n", nr, worst);
+		    "at most %.2f s after daemon A died; %llu resent reads lent (last %d), "
+		    "%llu lendings under the old unique reached them\n", nr, worst,
+		    (unsigned long long)srv.sh->resent_zc, srv.sh->resent_lend_res,
+		    (unsigned long long)srv.sh->resent_old_name_reached);
 	if (server_stop_when_idle(&srv, resend_mnt, dir) != T_PASS)
 		ret = T_FAIL;
-	return ret;
+	if (ret)
+		return ret;
+	/* FUSE_ZC_POS() names a resent request with FUSE_UNIQUE_RESEND in bit 0 */
+	CHECK(srv.sh->resent_zc == srv.sh->resent, "%llu of %llu resent reads were lent "
+	      "(last lending %d)", (unsigned long long)srv.sh->resent_zc,
+	      (unsigned long long)srv.sh->resent, srv.sh->resent_lend_res);
+	CHECK(srv.sh->resent_old_name_reached == 0, "%llu lendings under a unique from before "
+	      "the resend reached the resent request",
+	      (unsigned long long)srv.sh->resent_old_name_reached);
+	return T_PASS;
 }
 
 static const struct zc_subtest subtests[] = {

@@ -173,6 +173,10 @@ static int t_resend(void)
 	else if (srv.sh->resend_reply_errno != ENOENT)
 		say("  FAIL: the lender's reply after the resend: %s, want ENOENT\n",
 		    strerror(srv.sh->resend_reply_errno));
+	else if (!srv.sh->resent_zc || srv.sh->resent_old_name_reached)
+		say("  FAIL: the resent read %s (its lending: %d)\n",
+		    srv.sh->resent_old_name_reached ? "was reached by a lending under its old unique" :
+		    "could not be lent", srv.sh->resent_lend_res);
 	else if (check_read(&rd, rd.len, "read across a resend") == T_PASS)
 		ret = T_PASS;
 

@@ -1407,8 +1407,8 @@ copied:
  * MF_READ_FAILOVER: daemon A, a child sharing this /dev/fuse file, lends
  * the read to a READ_SPLICE_BUF parked in its own ring's io-wq; this
  * daemon (B) sends FUSE_NOTIFY_RESEND, then A is killed, its loan with it.
- * The read must come again (FUSE_UNIQUE_RESEND, answered by copy in
- * mf_dispatch(): a resent request cannot be lent); nothing here answers it.
+ * The read must come again (FUSE_UNIQUE_RESEND, lent again in
+ * mf_serve_resent()); nothing here answers it.
  */
 static void mf_failover_read(struct mf_worker *w, struct fuse_in_header *h,
 			     const struct fuse_read_in *ri, uint32_t len)
@@ -2126,6 +2126,36 @@ static void mf_do_write(struct mf_worker *w, struct fuse_in_header *h,
 		mf_reply_write(in, h->unique, res);
 }
 
+/*
+ * A resent read (FUSE_UNIQUE_RESEND): lent under the unique it came with,
+ * after a lending under its unique from before the resend, which must not
+ * reach it; answered by copy when the lending is refused or short.
+ */
+static void mf_serve_resent(struct mf_worker *w, struct fuse_in_header *h,
+			    struct fuse_read_in *ri)
+{
+	struct mf_instance *in = w->in;
+	uint32_t len = mf_read_avail(in, ri);
+	int res;
+
+	if (len) {
+		w->next_ioprio = 0;
+		res = mf_lend_read(w, h->unique & ~MF_UNIQUE_RESEND, in->backing_fd,
+				   ri->offset, len);
+		if (res != -ENOENT)
+			__sync_fetch_and_add(&in->sh->resent_old_name_reached, 1);
+		w->next_ioprio = 0;
+		res = mf_lend_read(w, h->unique, in->backing_fd, ri->offset, len);
+		in->sh->resent_lend_res = res;
+		if (res == (int)len && mf_reply_zc(in, h->unique, res) == 0) {
+			__sync_fetch_and_add(&in->sh->resent_zc, 1);
+			__sync_fetch_and_add(&in->sh->zc_replies, 1);
+			return;
+		}
+	}
+	mf_reply_copy(w, h->unique, ri->offset, ri->size);
+}
+
 static void mf_dispatch(struct mf_worker *w, struct fuse_in_header *h, void *arg)
 {
 	struct mf_instance *in = w->in;
@@ -2192,7 +2222,7 @@ static void mf_dispatch(struct mf_worker *w, struct fuse_in_header *h, void *arg
 				__sync_fetch_and_add(&in->sh->resent_while_lent, 1);
 			while (in->sh->parked)
 				mf_sleep_ms(1);
-			mf_reply_copy(w, h->unique, ri->offset, ri->size);
+			mf_serve_resent(w, h, ri);
 			return;
 		}
 		mf_do_read(w, h, arg);

@@ -168,6 +168,9 @@ struct mf_shared {
 	/* MF_READ_RESEND */
 	volatile int notify_errno;	/* of the FUSE_NOTIFY_RESEND write */
 	volatile uint64_t resent, resent_while_lent;
+	/* resent reads answered by a zero-copy lending; lent under the old name */
+	volatile uint64_t resent_zc, resent_old_name_reached;
+	volatile int resent_lend_res;	/* the last resent read's lending */
 	volatile int resend_reply_errno;	/* of the lender's reply after release */
 	volatile int privileges_dropped;	/* drop_privileges_after_init done */
 	/* MF_READ_MIXED: the last read's halves' cqe->res and LENDER_COMPLETED */
