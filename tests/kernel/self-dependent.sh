@@ -1,0 +1,181 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# Inside the VM: a lending target whose I/O needs the lending server itself
+# (issue 24's "self-dependent targets"), which /dev/fuse's -EXDEV checks do
+# not see:
+#
+#   src    a tmpfs directory with disk.img (ext4) and an empty e/
+#   mnt    passthrough_zc -o zerocopy=required src, single-threaded (-s)
+#          and lending synchronously (-o sync_lending)
+#   loopN  read-only, over mnt/disk.img: its I/O is FUSE_READs to mnt
+#   ext    ext4 on loopN, read-only, bind-mounted onto src/e
+#
+# A read of mnt/e/data is lent to ext4, whose I/O goes through loopN back
+# to mnt, where the only thread waits for that lending: a deadlock that only
+# an abort can break.  Each round, with caches dropped, starts a buffered
+# and an O_DIRECT reader, waits until pages are lent and the connection has
+# requests waiting behind the stuck one, aborts the connection and
+# requires: both readers return within ABORT_LIMIT s (an error or the right
+# bytes), nothing counts as waiting, no page stays lent once the server has
+# seen its lending fail, and the stack comes apart: the server exits, the
+# loop device detaches (see teardown() for why umount of mnt alone cannot).  Before the abort, the first round also
+# checks that the setup works: with a second server thread the same reads
+# are served, zero copy, with the right bytes.
+#
+# Usage (as root in the guest): self-dependent.sh PASSTHROUGH_ZC [ROUNDS]
+set -u
+bin=${1:?usage: self-dependent.sh PASSTHROUGH_ZC [ROUNDS]}
+rounds=${2:-3}
+ABORT_LIMIT=10
+WAIT_LIMIT=30
+
+work=$(mktemp -d /tmp/selfdep.XXXXXX)
+src=$work/src mnt=$work/mnt ext=$work/ext ref=$work/ref
+mkdir -p "$src/e" "$mnt" "$ext"
+srv_pid= loop= readers=()
+
+# progress on stdout and in the kernel log (the console shows it at once)
+say() {
+	echo "$*"
+	echo "self-dependent: $*" > /dev/kmsg 2>/dev/null
+}
+
+fail() {
+	say "FAIL: $*"
+	exit 1
+}
+
+# wait_for SECONDS COMMAND...: poll until COMMAND succeeds, for SECONDS of wall time
+wait_for() {
+	local deadline=$((SECONDS + $1))
+	shift
+	until "$@"; do
+		[ $SECONDS -ge $deadline ] && return 1
+		sleep 0.1
+	done
+}
+
+conn_of() {
+	local dev
+	dev=$(stat -c %d "$1") || return 1
+	echo $(( (dev & 0xff) | ((dev >> 12) & 0xfff00) ))
+}
+stat_of() { awk -v n="$2" '$1 == n { print $2 }' "/sys/fs/fuse/connections/$1/zerocopy_stats"; }
+waiting_of() { cat "/sys/fs/fuse/connections/$1/waiting"; }
+none_waiting() { [ "$(waiting_of "$1")" -eq 0 ]; }
+stuck() { [ "$(stat_of "$1" zc_lent_pages)" -gt 0 ] && [ "$(waiting_of "$1")" -ge 3 ]; }
+reader_done() { ! kill -0 "$1" 2>/dev/null; }
+server_gone() { ! kill -0 "$srv_pid" 2>/dev/null; }
+
+# The server's own fds pin ext4 (its inodes under src/e), ext4 pins the
+# loop device, and the loop device a file of mnt: umount of mnt is busy,
+# for good, and only an abort of mnt breaks that circle (the server then
+# exits and closes its fds).  So everything is detached lazily, then mnt
+# is aborted.
+teardown() {
+	umount -l "$src/e" 2>/dev/null
+	umount -l "$ext" 2>/dev/null
+	[ -n "$loop" ] && losetup -d "$loop" 2>/dev/null
+}
+
+cleanup() {
+	for pid in "${readers[@]}"; do kill -9 "$pid" 2>/dev/null; done
+	teardown
+	umount -l "$mnt" 2>/dev/null
+	[ -n "$srv_pid" ] && kill -9 "$srv_pid" 2>/dev/null
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+# the image, made directly (not through the mount) from a directory
+mkdir -p "$work/tree"
+dd if=/dev/urandom of="$work/tree/data" bs=1M count=16 status=none || fail "cannot write test data"
+cp "$work/tree/data" "$ref"
+truncate -s 64M "$src/disk.img" || fail "cannot create the image"
+mkfs.ext4 -q -F -d "$work/tree" "$src/disk.img" || fail "mkfs.ext4 -d failed"
+
+# mount [OPTIONS...]: the server over src, the loop device over its
+# disk.img, ext4 on that, bound onto src/e
+mount_stack() {
+	"$bin" -f "$@" -o zerocopy=required "$src" "$mnt" &
+	srv_pid=$!
+	wait_for $WAIT_LIMIT mountpoint -q "$mnt" || fail "round $round: the mount did not come up"
+	conn=$(conn_of "$mnt")
+	loop=$(losetup -f --show -r "$mnt/disk.img") || fail "round $round: losetup failed"
+	mount -t ext4 -o ro,noload "$loop" "$ext" || fail "round $round: cannot mount ext4 on $loop"
+	mount --bind "$ext" "$src/e" || fail "round $round: cannot bind ext4 into the source"
+}
+
+loop_gone() { ! losetup "$1" > /dev/null 2>&1; }
+
+unmount_stack() {
+	say "round $round: taking the stack down"
+	teardown
+	umount -l "$mnt" || fail "round $round: umount -l of $mnt failed"
+	# (gone already if the round's abort let the server exit)
+	[ -e "/sys/fs/fuse/connections/$conn/abort" ] &&
+		echo 1 > "/sys/fs/fuse/connections/$conn/abort" 2>/dev/null
+	wait_for $WAIT_LIMIT server_gone || fail "round $round: the server did not exit after the abort"
+	wait "$srv_pid"
+	srv_pid=
+	wait_for $WAIT_LIMIT loop_gone "$loop" ||
+		fail "round $round: $loop is still attached: $(losetup "$loop" 2>&1)"
+	loop=
+}
+
+for round in $(seq 1 "$rounds"); do
+	if [ "$round" = 1 ]; then
+		# the setup itself: two threads serve what one cannot
+		mount_stack -o threads=2
+		echo 3 > /proc/sys/vm/drop_caches
+		cmp -s "$mnt/e/data" "$ref" || fail "buffered read through the stack: wrong bytes"
+		echo 3 > /proc/sys/vm/drop_caches
+		dd if="$mnt/e/data" of="$work/direct.out" bs=1M iflag=direct status=none ||
+			fail "O_DIRECT read through the stack failed"
+		cmp -s "$work/direct.out" "$ref" || fail "O_DIRECT read through the stack: wrong bytes"
+		[ "$(stat_of "$conn" zc_read_bytes)" -gt 0 ] ||
+			fail "nothing went zero copy through the stack"
+		say "setup: $(stat_of "$conn" zc_read_bytes) bytes zero copy through a target that reads the same mount"
+		unmount_stack
+	fi
+
+	mount_stack -s -o sync_lending
+	say "round $round: mounted"
+	# The deadlock must be the lending's, not a lookup's, which any
+	# single-threaded server over such a stack has, zero copy or not: ext4
+	# looks the file up first (directly, its I/O served by the idle
+	# thread), then the mount does from the cache; only the page cache is
+	# dropped after that.
+	stat "$ext/data" > /dev/null || fail "round $round: cannot stat $ext/data"
+	stat "$mnt/e/data" > /dev/null || fail "round $round: cannot stat $mnt/e/data"
+	echo 1 > /proc/sys/vm/drop_caches
+	readers=()
+	dd if="$mnt/e/data" of=/dev/null bs=1M skip=$((round % 8)) count=4 status=none 2>/dev/null &
+	readers+=($!)
+	dd if="$mnt/e/data" of="$work/direct.out" bs=1M skip=$((8 + round % 8)) count=2 \
+		iflag=direct status=none 2>/dev/null &
+	direct=$!
+	readers+=($direct)
+	wait_for $WAIT_LIMIT stuck "$conn" ||
+		fail "round $round: no deadlock: zc_lent_pages $(stat_of "$conn" zc_lent_pages), waiting $(waiting_of "$conn")"
+	say "round $round: $(stat_of "$conn" zc_lent_pages) pages lent, $(waiting_of "$conn") waiting, the server stuck on itself; aborting"
+	echo 1 > "/sys/fs/fuse/connections/$conn/abort"
+	for pid in "${readers[@]}"; do
+		wait_for $ABORT_LIMIT reader_done "$pid" ||
+			fail "round $round: reader $pid still blocked ${ABORT_LIMIT} s after the abort"
+	done
+	if wait "$direct"; then
+		cmp -s -n $((2 << 20)) -i $(((8 + round % 8) << 20)):0 "$ref" "$work/direct.out" ||
+			fail "round $round: the O_DIRECT reader got wrong bytes"
+	fi
+	readers=()
+	wait_for 5 none_waiting "$conn" ||
+		fail "round $round: $(waiting_of "$conn") requests still waiting after the readers returned"
+	no_lent() { [ "$(stat_of "$conn" zc_lent_pages)" -eq 0 ]; }
+	wait_for $WAIT_LIMIT no_lent ||
+		fail "round $round: $(stat_of "$conn" zc_lent_pages) pages still lent"
+	say "round $round: readers freed, nothing waiting or lent"
+	unmount_stack
+done
+echo "PASS: $rounds rounds; a server stuck on a target that reads its own mount was freed by an abort"
