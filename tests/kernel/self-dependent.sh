@@ -25,6 +25,7 @@
 #
 # Usage (as root in the guest): self-dependent.sh PASSTHROUGH_ZC [ROUNDS]
 set -u
+. "$(dirname "$0")/guest-lib.sh"
 bin=${1:?usage: self-dependent.sh PASSTHROUGH_ZC [ROUNDS]}
 rounds=${2:-3}
 ABORT_LIMIT=10
@@ -46,26 +47,7 @@ fail() {
 	exit 1
 }
 
-# wait_for SECONDS COMMAND...: poll until COMMAND succeeds, for SECONDS of wall time
-wait_for() {
-	local deadline=$((SECONDS + $1))
-	shift
-	until "$@"; do
-		[ $SECONDS -ge $deadline ] && return 1
-		sleep 0.1
-	done
-}
-
-conn_of() {
-	local dev
-	dev=$(stat -c %d "$1") || return 1
-	echo $(( (dev & 0xff) | ((dev >> 12) & 0xfff00) ))
-}
-stat_of() { awk -v n="$2" '$1 == n { print $2 }' "/sys/fs/fuse/connections/$1/zerocopy_stats"; }
-waiting_of() { cat "/sys/fs/fuse/connections/$1/waiting"; }
-none_waiting() { [ "$(waiting_of "$1")" -eq 0 ]; }
 stuck() { [ "$(stat_of "$1" zc_lent_pages)" -gt 0 ] && [ "$(waiting_of "$1")" -ge 3 ]; }
-reader_done() { ! kill -0 "$1" 2>/dev/null; }
 server_gone() { ! kill -0 "$srv_pid" 2>/dev/null; }
 
 # The server's own fds pin ext4 (its inodes under src/e), ext4 pins the

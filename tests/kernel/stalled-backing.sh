@@ -34,6 +34,7 @@
 #
 # Usage (as root in the guest): stalled-backing.sh PASSTHROUGH_ZC [ROUNDS]
 set -u
+. "$(dirname "$0")/guest-lib.sh"
 bin=${1:?usage: stalled-backing.sh PASSTHROUGH_ZC [ROUNDS]}
 rounds=${2:-3}
 ABORT_LIMIT=10		# seconds a buffered reader may take after the abort
@@ -47,27 +48,6 @@ inner_pid= outer_pid= stopped= loop= readers=()
 fail() {
 	echo "FAIL: $*"
 	exit 1
-}
-
-conn_of() {
-	local dev
-	dev=$(stat -c %d "$1") || return 1
-	echo $(( (dev & 0xff) | ((dev >> 12) & 0xfff00) ))
-}
-
-stat_of() {	# stat_of CONN NAME
-	awk -v n="$2" '$1 == n { print $2 }' "/sys/fs/fuse/connections/$1/zerocopy_stats"
-}
-
-# wait_for SECONDS COMMAND...: poll until COMMAND succeeds, for SECONDS of
-# wall time (not a count of polls, which a loaded machine stretches)
-wait_for() {
-	local deadline=$((SECONDS + $1))
-	shift
-	until "$@"; do
-		[ $SECONDS -ge $deadline ] && return 1
-		sleep 0.1
-	done
 }
 
 cleanup() {
@@ -94,10 +74,7 @@ dd if=/dev/urandom of="$ext4/data" bs=1M count=64 status=none || fail "cannot wr
 sync
 
 nonzero_lent() { [ "$(stat_of "$1" zc_lent_pages)" -gt 0 ]; }
-waiting_of() { cat "/sys/fs/fuse/connections/$1/waiting"; }
-none_waiting() { [ "$(waiting_of "$1")" -eq 0 ]; }
 idle_conn() { [ "$(stat_of "$1" zc_lent_pages)" -eq 0 ] && none_waiting "$1"; }
-reader_done() { ! kill -0 "$1" 2>/dev/null; }
 
 for round in $(seq 1 "$rounds"); do
 	"$bin" -f -o zerocopy=required "$ext4" "$outer" &
