@@ -14,7 +14,7 @@
 NPROC := $(shell nproc)
 DEPS := build-essential cmake pkg-config libfuse3-dev fuse3 liburing-dev \
 	qemu-system-x86 busybox-static python3-pytest fio gnuplot-nox ccache file \
-	libarchive-tools archivemount
+	libarchive-tools archivemount erofs-utils
 
 .PHONY: all kernel check demo bench deps clean
 

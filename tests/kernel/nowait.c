@@ -6,8 +6,13 @@
  * data inside io_uring_submit() instead of handing every read to an io-wq
  * worker; a read that would have to wait (a swapped out or locked folio)
  * is still answered, from io-wq; a write is never done under IOCB_NOWAIT.
+ * And /dev/fuse read through io_uring (issue 26, "One system call per
+ * request", patch 43): inline when a request is pending, by poll when
+ * not, never sleeping inside io_uring_submit().
  */
 #include <fcntl.h>
+#include <linux/fuse.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -16,6 +21,7 @@
 #include <sys/swap.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "zc_test.h"
@@ -859,10 +865,317 @@ static int t_tmpfs_write_nowait(void)
 	return on_own_tmpfs(write_nowait);
 }
 
+/* ---------------------------------------------- (d) devfuse_read_nowait */
+
+/*
+ * A connection served by hand: the subtest reads /dev/fuse through its own
+ * io_uring with a buffer of FUSE_MIN_READ_BUFFER bytes (max_write 4096).
+ */
+struct devfuse {
+	int fd;
+	char mp[200];
+	char abort_file[96];
+	bool mounted;
+};
+
+#define DF_BUF	FUSE_MIN_READ_BUFFER
+#define DF_ROOT_MODE	(S_IFDIR | 0755)
+
+static int df_reply(int fd, uint64_t unique, int error, const void *arg, size_t len)
+{
+	struct fuse_out_header out = {
+		.len = (uint32_t)(sizeof(out) + len), .error = error, .unique = unique,
+	};
+	struct iovec iov[2] = { { &out, sizeof(out) }, { (void *)arg, len } };
+
+	return writev(fd, iov, arg ? 2 : 1) == (ssize_t)out.len ? 0 : -errno;
+}
+
+/* Answer one request read into @buf: the root's attributes, no entries. */
+static int df_answer(int fd, const void *buf, ssize_t n, uint32_t *opcode)
+{
+	const struct fuse_in_header *in = buf;
+	struct fuse_attr_out ao;
+
+	if (n < (ssize_t)sizeof(*in))
+		return -EIO;
+	*opcode = in->opcode;
+	switch (in->opcode) {
+	case FUSE_GETATTR:
+		memset(&ao, 0, sizeof(ao));
+		ao.attr_valid = 3600;
+		ao.attr.ino = FUSE_ROOT_ID;
+		ao.attr.mode = DF_ROOT_MODE;
+		ao.attr.nlink = 2;
+		return df_reply(fd, in->unique, 0, &ao, sizeof(ao));
+	case FUSE_FORGET:
+	case FUSE_BATCH_FORGET:
+		return 0;
+	case FUSE_LOOKUP:
+		return df_reply(fd, in->unique, -ENOENT, NULL, 0);
+	default:
+		return df_reply(fd, in->unique, -ENOSYS, NULL, 0);
+	}
+}
+
+/* The connection's number: the minor of the mount's device, from
+ * mountinfo (a stat() of the mount would be a request nobody serves). */
+static int df_conn(const char *mp, unsigned int *minor)
+{
+	char line[1024], point[512];
+	unsigned int maj, min;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	int ret = -ENOENT;
+
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%*u %*u %u:%u %*s %511s", &maj, &min, point) == 3 &&
+		    !strcmp(point, mp)) {
+			*minor = min;
+			ret = 0;
+		}
+	}
+	fclose(f);
+	return ret;
+}
+
+static int df_mount(struct devfuse *d)
+{
+	struct fuse_init_out io = { .major = FUSE_KERNEL_VERSION, .minor = 31,
+				    .max_write = 4096 };
+	char opts[128], *buf;
+	unsigned int minor = 0;
+	ssize_t n;
+	int ret;
+
+	snprintf(d->mp, sizeof(d->mp), "%s/devfuse-nowait", workdir);
+	CHECK(!mkdir(d->mp, 0755) || errno == EEXIST, "mkdir %s: %s", d->mp, strerror(errno));
+	d->fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+	CHECK(d->fd >= 0, "open /dev/fuse: %s", strerror(errno));
+	snprintf(opts, sizeof(opts), "fd=%d,rootmode=40000,user_id=0,group_id=0", d->fd);
+	CHECK(!mount("zc-nowait", d->mp, "fuse.zc-nowait", MS_NOSUID | MS_NODEV, opts),
+	      "mount: %s", strerror(errno));
+	d->mounted = true;
+	buf = malloc(1 << 20);
+	CHECK(buf, "malloc");
+	n = read(d->fd, buf, 1 << 20);
+	ret = n >= (ssize_t)sizeof(struct fuse_in_header) &&
+	      ((struct fuse_in_header *)buf)->opcode == FUSE_INIT;
+	if (ret)
+		ret = !df_reply(d->fd, ((struct fuse_in_header *)buf)->unique, 0, &io,
+				sizeof(io));
+	free(buf);
+	CHECK(ret, "FUSE_INIT not read or not answered (%zd: %s)", n, strerror(errno));
+	ret = df_conn(d->mp, &minor);
+	CHECK(!ret, "no connection number for %s: %s", d->mp, strerror(-ret));
+	snprintf(d->abort_file, sizeof(d->abort_file),
+		 "/sys/fs/fuse/connections/%u/abort", minor);
+	return T_PASS;
+}
+
+static void df_unmount(struct devfuse *d)
+{
+	if (d->mounted) {
+		write_file(d->abort_file, "1");
+		umount2(d->mp, MNT_DETACH);
+	}
+	if (d->fd >= 0)
+		close(d->fd);
+	rmdir(d->mp);
+}
+
+/* Threads that make requests of the connection. */
+struct df_poke {
+	const char *mp;
+	unsigned int delay_ms;
+	int err;		/* what the call returned: 0 or errno */
+	double at;		/* when it was made */
+};
+
+static void *df_setxattr_main(void *p)
+{
+	struct df_poke *k = p;
+	size_t len = 60000;	/* far more than the server's read buffer */
+	char *val = calloc(1, len);
+
+	sleep_ms(k->delay_ms);
+	k->at = now();
+	k->err = val && setxattr(k->mp, "user.zc-nowait", val, len, 0) ? errno : 0;
+	free(val);
+	return NULL;
+}
+
+static void *df_lookup_main(void *p)
+{
+	struct df_poke *k = p;
+	char path[260];
+	struct stat st;
+
+	sleep_ms(k->delay_ms);
+	snprintf(path, sizeof(path), "%s/nothing-%u", k->mp, k->delay_ms);
+	k->at = now();
+	k->err = stat(path, &st) ? errno : 0;
+	return NULL;
+}
+
+/* Wait up to @ms for the CQE of the read of @buf and answer its request. */
+static int df_reap(struct devfuse *d, struct io_uring *ring, char *buf, unsigned int ms,
+		   int *res, uint32_t *opcode)
+{
+	struct __kernel_timespec ts = { ms / 1000, (ms % 1000) * 1000000LL };
+	struct io_uring_cqe *cqe;
+	int ret = io_uring_wait_cqe_timeout(ring, &cqe, &ts);
+
+	if (ret)
+		return ret;
+	*res = cqe->res;
+	io_uring_cqe_seen(ring, cqe);
+	*opcode = 0;
+	if (*res > 0)
+		return df_answer(d->fd, buf, *res, opcode);
+	return 0;
+}
+
+static void df_prep_read(struct io_uring *ring, int fd, char *buf)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+
+	io_uring_prep_read(sqe, fd, buf, DF_BUF, 0);
+}
+
+/*
+ * (1) A FUSE_SETXATTR too large for the read buffer is pending: ->poll()
+ * says readable, the read dequeues the request, ends it (E2BIG) and finds
+ * nothing else.  io_uring_submit() must come back at once (patch 43: the
+ * read gets -EAGAIN under IOCB_NOWAIT and io_uring polls), not when the
+ * next request comes 3 s later; the read then completes with that request.
+ */
+static int df_too_large(struct devfuse *d, struct io_uring *ring, char *buf)
+{
+	struct df_poke sx = { .mp = d->mp }, lk = { .mp = d->mp, .delay_ms = 3000 };
+	struct pollfd pfd = { .fd = d->fd, .events = POLLIN };
+	pthread_t st, lt;
+	uint32_t opcode = 0;
+	double t0, took, done_at;
+	int res = 0, ret;
+
+	CHECK(!pthread_create(&st, NULL, df_setxattr_main, &sx), "pthread_create");
+	ret = poll(&pfd, 1, 10000);
+	if (ret != 1) {
+		write_file(d->abort_file, "1");
+		pthread_join(st, NULL);
+		CHECK(0, "no FUSE_SETXATTR came (poll: %d)", ret);
+	}
+	CHECK(!pthread_create(&lt, NULL, df_lookup_main, &lk), "pthread_create");
+	df_prep_read(ring, d->fd, buf);
+	t0 = now();
+	ret = io_uring_submit(ring);
+	took = now() - t0;
+	if (ret == 1)
+		ret = df_reap(d, ring, buf, 10000, &res, &opcode);
+	done_at = now();
+	pthread_join(st, NULL);
+	pthread_join(lt, NULL);
+	say("  a too large request pending: io_uring_submit() took %.3f s, the read "
+	    "completed %.1f s after the next request came (res %d, opcode %u); "
+	    "setxattr: %s\n", took, done_at - lk.at, res, opcode, strerror(sx.err));
+	CHECK(ret == 0, "the read: %s", strerror(-ret));
+	CHECK(took < 1.5, "io_uring_submit() slept %.1f s in a read of /dev/fuse: the "
+	      "request ->poll() saw was too large and ended, and the read waited for the "
+	      "next one under IOCB_NOWAIT", took);
+	CHECK(opcode == FUSE_LOOKUP, "the read completed with res %d, opcode %u, want the "
+	      "FUSE_LOOKUP that came next", res, opcode);
+	CHECK(sx.err == E2BIG, "setxattr of more than the server reads: %s, want E2BIG",
+	      strerror(sx.err));
+	CHECK(lk.err == ENOENT, "the lookup: %s, want ENOENT", strerror(lk.err));
+	return T_PASS;
+}
+
+/*
+ * (2) Reads with nothing pending are polled, not handed to io-wq: the
+ * CQE comes when a request does, and the thread has no io-wq worker.
+ * (3) An abort completes a polled read with an error.
+ */
+static int df_polled(struct devfuse *d, struct io_uring *ring, char *buf)
+{
+	uint32_t opcode;
+	int i, res, ret, workers;
+
+	for (i = 0; i < 5; i++) {
+		struct df_poke lk = { .mp = d->mp, .delay_ms = 200 + (unsigned int)i };
+		pthread_t lt;
+
+		df_prep_read(ring, d->fd, buf);
+		CHECK(io_uring_submit(ring) == 1, "io_uring_submit");
+		CHECK(io_uring_cq_ready(ring) == 0,
+		      "a read of /dev/fuse with no request pending completed at once");
+		CHECK(!pthread_create(&lt, NULL, df_lookup_main, &lk), "pthread_create");
+		ret = df_reap(d, ring, buf, 10000, &res, &opcode);
+		pthread_join(lt, NULL);
+		CHECK(ret == 0 && opcode == FUSE_LOOKUP,
+		      "round %d: the polled read: %s, res %d, opcode %u", i, strerror(-ret), res,
+		      ret ? 0 : opcode);
+		CHECK(lk.err == ENOENT, "round %d: the lookup: %s", i, strerror(lk.err));
+	}
+	workers = mf_iowq_workers(getpid(), (pid_t)syscall(SYS_gettid));
+	say("  5 polled reads answered, io-wq workers of this thread: %d\n", workers);
+	CHECK(workers == 0, "%d io-wq worker(s) read /dev/fuse", workers);
+
+	df_prep_read(ring, d->fd, buf);
+	CHECK(io_uring_submit(ring) == 1, "io_uring_submit");
+	CHECK(!write_file(d->abort_file, "1"), "abort: %s", strerror(errno));
+	ret = df_reap(d, ring, buf, 10000, &res, &opcode);
+	CHECK(ret == 0, "a polled read was not completed 10 s after the abort (%s)",
+	      strerror(-ret));
+	CHECK(res == -ECONNABORTED || res == -ENODEV,
+	      "a polled read completed with %d after the abort", res);
+	return T_PASS;
+}
+
+static int devfuse_read_nowait(void)
+{
+	struct devfuse d = { .fd = -1 };
+	struct io_uring ring;
+	char *buf = NULL;
+	int ret;
+
+	ret = io_uring_queue_init(8, &ring, 0);
+	CHECK(!ret, "io_uring_queue_init: %s", strerror(-ret));
+	ret = posix_memalign((void **)&buf, 4096, DF_BUF) ? T_FAIL : df_mount(&d);
+	if (ret == T_PASS)
+		ret = df_too_large(&d, &ring, buf);
+	if (ret == T_PASS)
+		ret = df_polled(&d, &ring, buf);
+	df_unmount(&d);
+	io_uring_queue_exit(&ring);
+	free(buf);
+	return ret;
+}
+
+static void *devfuse_main(void *p)
+{
+	*(int *)p = devfuse_read_nowait();
+	return NULL;
+}
+
+/* On a fresh thread: io-wq is per task, and earlier subtests' rings gave
+ * this one workers. */
+static int t_devfuse_read_nowait(void)
+{
+	pthread_t tid;
+	int ret = T_FAIL;
+
+	CHECK(!pthread_create(&tid, NULL, devfuse_main, &ret), "pthread_create");
+	pthread_join(tid, NULL);
+	return ret;
+}
+
 static const struct zc_subtest subtests[] = {
 	{ "tmpfs_read_inline", t_tmpfs_read_inline, true },
 	{ "tmpfs_read_uncached", t_tmpfs_read_uncached, false },
 	{ "tmpfs_write_nowait", t_tmpfs_write_nowait, false },
+	{ "devfuse_read_nowait", t_devfuse_read_nowait, false },
 };
 
 int main(int argc, char **argv)

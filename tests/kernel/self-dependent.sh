@@ -3,31 +3,38 @@
 #
 # Inside the VM: a lending target whose I/O needs the lending server itself
 # (issue 24's "self-dependent targets"), which /dev/fuse's -EXDEV checks do
-# not see:
+# not see.  TARGET says which:
 #
-#   src    a tmpfs directory with disk.img (ext4) and an empty e/
+#   ext4-loop   ext4 on a loop device over mnt/disk.img: its I/O is bios
+#               the loop device turns into FUSE_READs of mnt
+#   erofs-file  erofs mounted from the regular file mnt/disk.erofs (6.12's
+#               file-backed mounts: no block device, s_stack_depth 0): its
+#               I/O is kiocbs on that FUSE file
+#
+#   src    a tmpfs directory with the image and an empty e/
 #   mnt    passthrough_zc -o zerocopy=required src, single-threaded (-s)
 #          and lending synchronously (-o sync_lending)
-#   loopN  read-only, over mnt/disk.img: its I/O is FUSE_READs to mnt
-#   ext    ext4 on loopN, read-only, bind-mounted onto src/e
+#   ext    the target file system, read-only, bind-mounted onto src/e
 #
-# A read of mnt/e/data is lent to ext4, whose I/O goes through loopN back
-# to mnt, where the only thread waits for that lending: a deadlock that only
-# an abort can break.  Each round, with caches dropped, starts a buffered
-# and an O_DIRECT reader, waits until pages are lent and the connection has
+# A read of mnt/e/data is lent to the target, whose I/O comes back to mnt,
+# where the only thread waits for that lending: a deadlock that only an
+# abort can break.  Each round, with caches dropped, starts a buffered and
+# an O_DIRECT reader, waits until pages are lent and the connection has
 # requests waiting behind the stuck one, aborts the connection and
 # requires: both readers return within ABORT_LIMIT s (an error or the right
 # bytes), nothing counts as waiting, no page stays lent once the server has
 # seen its lending fail, and the stack comes apart: the server exits, the
-# loop device detaches (see teardown() for why umount of mnt alone cannot).  Before the abort, the first round also
-# checks that the setup works: with a second server thread the same reads
-# are served, zero copy, with the right bytes.
+# target lets go of the image (see teardown() for why umount of mnt alone
+# cannot).  Before the abort, the first round also checks that the setup
+# works: with a second server thread the same reads are served, zero copy,
+# with the right bytes.
 #
-# Usage (as root in the guest): self-dependent.sh PASSTHROUGH_ZC [ROUNDS]
+# Usage (as root in the guest): self-dependent.sh PASSTHROUGH_ZC [ROUNDS [TARGET]]
 set -u
 . "$(dirname "$0")/guest-lib.sh"
-bin=${1:?usage: self-dependent.sh PASSTHROUGH_ZC [ROUNDS]}
+bin=${1:?usage: self-dependent.sh PASSTHROUGH_ZC [ROUNDS [ext4-loop|erofs-file]]}
 rounds=${2:-3}
+target=${3:-ext4-loop}
 ABORT_LIMIT=10
 WAIT_LIMIT=30
 
@@ -39,7 +46,7 @@ srv_pid= loop= readers=()
 # progress on stdout and in the kernel log (the console shows it at once)
 say() {
 	echo "$*"
-	echo "self-dependent: $*" > /dev/kmsg 2>/dev/null
+	echo "self-dependent ($target): $*" > /dev/kmsg 2>/dev/null
 }
 
 fail() {
@@ -50,11 +57,11 @@ fail() {
 stuck() { [ "$(stat_of "$1" zc_lent_pages)" -gt 0 ] && [ "$(waiting_of "$1")" -ge 3 ]; }
 server_gone() { ! kill -0 "$srv_pid" 2>/dev/null; }
 
-# The server's own fds pin ext4 (its inodes under src/e), ext4 pins the
-# loop device, and the loop device a file of mnt: umount of mnt is busy,
-# for good, and only an abort of mnt breaks that circle (the server then
-# exits and closes its fds).  So everything is detached lazily, then mnt
-# is aborted.
+# The server's own fds pin the target (its inodes under src/e), the target
+# pins a file of mnt (through the loop device, or itself): umount of mnt is
+# busy, for good, and only an abort of mnt breaks that circle (the server
+# then exits and closes its fds).  So everything is detached lazily, then
+# mnt is aborted.
 teardown() {
 	umount -l "$src/e" 2>/dev/null
 	umount -l "$ext" 2>/dev/null
@@ -74,22 +81,68 @@ trap cleanup EXIT
 mkdir -p "$work/tree"
 dd if=/dev/urandom of="$work/tree/data" bs=1M count=16 status=none || fail "cannot write test data"
 cp "$work/tree/data" "$ref"
-truncate -s 64M "$src/disk.img" || fail "cannot create the image"
-mkfs.ext4 -q -F -d "$work/tree" "$src/disk.img" || fail "mkfs.ext4 -d failed"
+case $target in
+ext4-loop)
+	image=disk.img
+	truncate -s 64M "$src/$image" || fail "cannot create the image"
+	mkfs.ext4 -q -F -d "$work/tree" "$src/$image" || fail "mkfs.ext4 -d failed"
+	;;
+erofs-file)
+	image=disk.erofs
+	grep -qw erofs /proc/filesystems ||
+		fail "the kernel has no erofs (CONFIG_EROFS_FS, kernel/config/debug.config)"
+	command -v mkfs.erofs > /dev/null || fail "mkfs.erofs missing (erofs-utils: make deps)"
+	# uncompressed, so that O_DIRECT reads of its files work
+	mkfs.erofs --quiet "$src/$image" "$work/tree" > /dev/null || fail "mkfs.erofs failed"
+	;;
+*)
+	fail "unknown target '$target' (ext4-loop or erofs-file)"
+	;;
+esac
 
-# mount [OPTIONS...]: the server over src, the loop device over its
-# disk.img, ext4 on that, bound onto src/e
+# mount(2) itself: mount(8) would put a loop device under a regular file
+mount_file_backed() {
+	python3 - "$1" "$2" <<'PY'
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+MS_RDONLY = 1
+if libc.mount(sys.argv[1].encode(), sys.argv[2].encode(), b"erofs", MS_RDONLY, None):
+    sys.exit("mount -t erofs %s: %s" % (sys.argv[1], os.strerror(ctypes.get_errno())))
+PY
+}
+
+# the target on mnt's image, read-only, onto $ext
+attach_target() {
+	case $target in
+	ext4-loop)
+		loop=$(losetup -f --show -r "$mnt/$image") || fail "round $round: losetup failed"
+		mount -t ext4 -o ro,noload "$loop" "$ext" ||
+			fail "round $round: cannot mount ext4 on $loop"
+		;;
+	erofs-file)
+		mount_file_backed "$mnt/$image" "$ext" || fail "round $round: cannot mount erofs"
+		# file-backed: the source is the image, not a block device
+		awk -v m="$ext" '$5 == m { print $NF, $(NF-1) }' /proc/self/mountinfo |
+			grep -q "^[^ ]* $mnt/$image\$" ||
+			fail "round $round: erofs is not file-backed: $(grep " $ext " /proc/self/mountinfo)"
+		;;
+	esac
+}
+
+# mount [OPTIONS...]: the server over src, the target on its image, bound
+# onto src/e
 mount_stack() {
 	"$bin" -f "$@" -o zerocopy=required "$src" "$mnt" &
 	srv_pid=$!
 	wait_for $WAIT_LIMIT mountpoint -q "$mnt" || fail "round $round: the mount did not come up"
 	conn=$(conn_of "$mnt")
-	loop=$(losetup -f --show -r "$mnt/disk.img") || fail "round $round: losetup failed"
-	mount -t ext4 -o ro,noload "$loop" "$ext" || fail "round $round: cannot mount ext4 on $loop"
-	mount --bind "$ext" "$src/e" || fail "round $round: cannot bind ext4 into the source"
+	attach_target
+	mount --bind "$ext" "$src/e" || fail "round $round: cannot bind the target into the source"
 }
 
 loop_gone() { ! losetup "$1" > /dev/null 2>&1; }
+# /sys/fs/erofs has a directory per erofs superblock, beside "features"
+erofs_released() { [ -z "$(ls /sys/fs/erofs | grep -vx features)" ]; }
 
 unmount_stack() {
 	say "round $round: taking the stack down"
@@ -101,9 +154,16 @@ unmount_stack() {
 	wait_for $WAIT_LIMIT server_gone || fail "round $round: the server did not exit after the abort"
 	wait "$srv_pid"
 	srv_pid=
-	wait_for $WAIT_LIMIT loop_gone "$loop" ||
-		fail "round $round: $loop is still attached: $(losetup "$loop" 2>&1)"
+	if [ -n "$loop" ]; then
+		wait_for $WAIT_LIMIT loop_gone "$loop" ||
+			fail "round $round: $loop is still attached: $(losetup "$loop" 2>&1)"
+	fi
 	loop=
+	# erofs: its superblock (and so its file of mnt) is gone
+	if [ "$target" = erofs-file ]; then
+		wait_for $WAIT_LIMIT erofs_released ||
+			fail "round $round: an erofs superblock is still there: $(ls /sys/fs/erofs)"
+	fi
 }
 
 for round in $(seq 1 "$rounds"); do
@@ -125,8 +185,8 @@ for round in $(seq 1 "$rounds"); do
 	mount_stack -s -o sync_lending
 	say "round $round: mounted"
 	# The deadlock must be the lending's, not a lookup's, which any
-	# single-threaded server over such a stack has, zero copy or not: ext4
-	# looks the file up first (directly, its I/O served by the idle
+	# single-threaded server over such a stack has, zero copy or not: the
+	# target looks the file up first (directly, its I/O served by the idle
 	# thread), then the mount does from the cache; only the page cache is
 	# dropped after that.
 	stat "$ext/data" > /dev/null || fail "round $round: cannot stat $ext/data"
@@ -160,4 +220,4 @@ for round in $(seq 1 "$rounds"); do
 	say "round $round: readers freed, nothing waiting or lent"
 	unmount_stack
 done
-echo "PASS: $rounds rounds; a server stuck on a target that reads its own mount was freed by an abort"
+echo "PASS: $rounds rounds ($target); a server stuck on a target that reads its own mount was freed by an abort"
