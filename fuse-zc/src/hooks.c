@@ -230,10 +230,16 @@ static void forget_request(struct fusezc_session *zs, uint64_t unique)
  * A handler that may sleep in the kernel where task work cannot run (a
  * stat or fsync of the source on a slow disk).  An asynchronous lending
  * completes in its worker's task work, so a worker answers its lendings
- * before it runs such a handler, rather than hold their readers up.  Read
- * and write handlers only reply through the library; interrupts and
+ * before it runs such a handler, rather than hold their readers up; but
+ * only those that end within SETTLE_MS: a lending's I/O may need this very
+ * request answered (a file system mounted from a file of this mount
+ * revalidates that file's attributes before reading it: a GETATTR the
+ * lending's io-wq worker waits for), and the reaper answers the rest.
+ * Read and write handlers only reply through the library; interrupts and
  * forgets are quick.
  */
+#define SETTLE_MS	100
+
 static bool may_block(uint32_t opcode)
 {
 	switch (opcode) {
@@ -271,7 +277,7 @@ ssize_t fzc_io_read(int fd, void *buf, size_t len, void *userdata)
 	}
 	zs = w->zs;
 	if (w->inflight > 0 && may_block(in->opcode))
-		fzc_lendings_drain(w);
+		fzc_lendings_settle(w, SETTLE_MS);
 	/* A new request on this thread: the INIT/OPEN rewrites key on it. */
 	memcpy(&w->in, in, sizeof(w->in));
 	w->in_valid = true;

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 /*
@@ -215,7 +216,7 @@ static bool piece_in(struct fusezc_worker *w, unsigned int s, int *res, bool *an
  * hands the rest to a helper: a slow backing file stalls that helper,
  * never the reaper.
  */
-static int reap_one_locked(struct fusezc_worker *w, struct fusezc_worker *cw, bool wait,
+static int reap_one_locked(struct fusezc_worker *w, struct fusezc_worker *cw, int wait_ms,
 			   bool hand_off_fallbacks)
 {
 	struct fzc_inflight p;
@@ -224,7 +225,7 @@ static int reap_one_locked(struct fusezc_worker *w, struct fusezc_worker *cw, bo
 	unsigned int lead;
 	int res = 0, got;
 
-	got = fzc_kops->ring_next_cqe(w, wait, &ud, &res, &answered);
+	got = fzc_kops->ring_next_cqe(w, wait_ms, &ud, &res, &answered);
 	if (got <= 0)
 		return got;
 	if (ud == 0 || ud > FZC_INFLIGHT_MAX || !w->lends[ud - 1].busy) {
@@ -254,7 +255,7 @@ static void reap_locked(struct fusezc_worker *w, struct fusezc_worker *cw, bool 
 	if (!w->ring_ready)
 		return;
 	while (w->inflight > 0) {
-		got = reap_one_locked(w, own, wait, cw == NULL);
+		got = reap_one_locked(w, own, wait ? FZC_WAIT_FOREVER : 0, cw == NULL);
 		if (got < 0 && got != -EINTR) {
 			fzc_log(w->zs, FUSE_LOG_ERR, "cannot reap zero-copy lendings (%s)",
 				strerror(-got));
@@ -323,7 +324,8 @@ bool fzc_lend_async(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
 	}
 	cancel_state = lend_lock(w);
 	reap_locked(w, w, false);
-	while (FZC_INFLIGHT_MAX - w->inflight < n && reap_one_locked(w, w, true, false) > 0)
+	while (FZC_INFLIGHT_MAX - w->inflight < n &&
+	       reap_one_locked(w, w, FZC_WAIT_FOREVER, false) > 0)
 		;
 	for (i = k = 0; i < FZC_INFLIGHT_MAX && k < n; i++)
 		if (!w->lends[i].busy)
@@ -478,6 +480,29 @@ void fzc_lendings_before_wait(struct fusezc_worker *w)
 	int cancel_state = lend_lock(w);
 
 	reap_locked(w, w, false);
+	if (w->inflight > 0)
+		reaper_watch(w, w);
+	lend_unlock(w, cancel_state);
+}
+
+/* CLOCK_MONOTONIC in ms */
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void fzc_lendings_settle(struct fusezc_worker *w, unsigned int ms)
+{
+	int64_t deadline = now_ms() + ms, left;
+	int cancel_state = lend_lock(w);
+
+	reap_locked(w, w, false);
+	while (w->inflight > 0 && w->ring_ready && (left = deadline - now_ms()) > 0 &&
+	       reap_one_locked(w, w, (int)left, false) > 0)
+		;
 	if (w->inflight > 0)
 		reaper_watch(w, w);
 	lend_unlock(w, cancel_state);

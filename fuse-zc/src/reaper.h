@@ -23,6 +23,10 @@ bool fzc_lend_async(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
 /* @w is about to wait for a request: answer what finished, and let the
  * reaper watch the rest (without a reaper, wait for it). */
 void fzc_lendings_before_wait(struct fusezc_worker *w);
+/* @w is about to run a handler that may block: answer what ends within
+ * @ms, and let the reaper watch the rest (their I/O may need that very
+ * request answered). */
+void fzc_lendings_settle(struct fusezc_worker *w, unsigned int ms);
 /* Answer everything @w has in flight and stop watching it (its thread
  * ends, its ring goes, or it lends synchronously next). */
 void fzc_lendings_drain(struct fusezc_worker *w);

@@ -158,16 +158,24 @@ static int real_ring_submit_lends(struct fusezc_worker *w, const struct fzc_lend
 	return res;
 }
 
-static int real_ring_next_cqe(struct fusezc_worker *w, bool wait, uint64_t *user_data,
+static int real_ring_next_cqe(struct fusezc_worker *w, int wait_ms, uint64_t *user_data,
 			      int *res, bool *answered)
 {
+	struct __kernel_timespec ts = {
+		.tv_sec = wait_ms / 1000, .tv_nsec = (wait_ms % 1000) * 1000000LL,
+	};
 	struct io_uring_cqe *cqe;
 	int err;
 
-	do
-		err = wait ? io_uring_wait_cqe(&w->ring, &cqe) : io_uring_peek_cqe(&w->ring, &cqe);
-	while (err == -EINTR);
-	if (err == -EAGAIN)
+	do {
+		if (wait_ms == 0)
+			err = io_uring_peek_cqe(&w->ring, &cqe);
+		else if (wait_ms < 0)
+			err = io_uring_wait_cqe(&w->ring, &cqe);
+		else
+			err = io_uring_wait_cqe_timeout(&w->ring, &cqe, &ts);
+	} while (err == -EINTR);
+	if (err == -EAGAIN || err == -ETIME)
 		return 0;
 	if (err < 0)
 		return err;
@@ -545,7 +553,7 @@ static enum fzc_lend_outcome lend_pieces(struct fusezc_worker *w, const struct f
 			bool ans = false;
 			int res = 0;
 
-			got = fzc_kops->ring_next_cqe(w, true, &u, &res, &ans);
+			got = fzc_kops->ring_next_cqe(w, FZC_WAIT_FOREVER, &u, &res, &ans);
 			if (got <= 0) {
 				got = got < 0 ? got : -EIO;
 				break;

@@ -46,8 +46,9 @@ struct fzc_kernel_ops {
 	int (*ring_submit_lends)(struct fusezc_worker *w, const struct fzc_lending *l,
 				 const uint64_t *user_data, unsigned int n);
 	/* ... and take the next CQE: 1 with its user_data, res and whether the
-	 * kernel answered; 0 none (after waiting for one when @wait); -errno. */
-	int (*ring_next_cqe)(struct fusezc_worker *w, bool wait, uint64_t *user_data,
+	 * kernel answered; 0 none (after waiting @wait_ms for one: 0 not at
+	 * all, FZC_WAIT_FOREVER until one comes); -errno. */
+	int (*ring_next_cqe)(struct fusezc_worker *w, int wait_ms, uint64_t *user_data,
 			     int *res, bool *answered);
 	/* A file descriptor readable while CQEs wait, for the reaper's epoll
 	 * (-1: none; the worker then waits for its lendings itself). */
@@ -57,6 +58,7 @@ struct fzc_kernel_ops {
 	 * O_DIRECT. */
 	size_t (*piece_max)(struct fusezc_session *zs, int fd);
 };
+#define FZC_WAIT_FOREVER	(-1)
 extern const struct fzc_kernel_ops *fzc_kops;
 /* The real kernel's (the unit tests check what it sets up). */
 extern const struct fzc_kernel_ops fzc_real_kops;

@@ -527,10 +527,17 @@ static size_t fake_piece_max(struct fusezc_session *zs, int fd)
 #define INJECTED_CQE		(-2)
 #define INJECTED_NO_CQE_YET	(-3)
 
-static int fake_ring_next_cqe(struct fusezc_worker *w, bool wait, uint64_t *user_data,
+/* A bounded wait ends with no CQE: the lendings need more time. */
+static bool lendings_stuck;
+
+static int fake_ring_next_cqe(struct fusezc_worker *w, int wait_ms, uint64_t *user_data,
 			      int *res, bool *answered)
 {
 	int i = cqes_posted;
+	bool wait = wait_ms != 0;
+
+	if (wait_ms > 0 && lendings_stuck)
+		return 0;
 
 	if (w->lends[0].busy && w->lends[0].fd == INJECTED_CQE) {
 		*user_data = 1;		/* a lending a test put in a slot */
@@ -1320,6 +1327,38 @@ static void test_ring_failed_rewatch(void)
 			"(the reaper did not watch its new ring)\n");
 	CHECK(worker.inflight == 1 && worker.watched && ring_setups == 2);
 	fzc_lendings_drain(&worker);
+}
+
+/*
+ * Issue 24 (self-dependent targets): a request that may block (here a
+ * GETATTR) waits for the worker's lendings only for a while, not until
+ * they end: their I/O may need it (erofs mounted from an image file of the
+ * same mount revalidates the image before reading it, and a worker that
+ * waited for its lending never answered that GETATTR:
+ * vm.kernel.self_dependent_erofs hung with two server threads).  The
+ * lending stays in flight, watched by the reaper.
+ */
+static void test_may_block_no_wait(void)
+{
+	static const struct fuse_getattr_in gi;
+	struct reply r;
+
+	async_session();
+	lend_answers[0] = true;
+	process_read(90, 0, 4096);			/* lent asynchronously */
+	CHECK(worker.inflight == 1);
+	lendings_stuck = true;
+	process(FUSE_GETATTR, 92, &gi, sizeof(gi));
+	lendings_stuck = false;
+	if (worker.inflight != 1)
+		fprintf(stderr, "may_block_no_wait: the worker waited for its lending "
+			"before it handed libfuse a GETATTR\n");
+	CHECK(worker.inflight == 1 && worker.watched);
+	next_reply(&r);
+	CHECK(r.hdr.unique == 92);
+	cqes_released = 1;
+	fzc_lendings_drain(&worker);
+	CHECK(worker.inflight == 0);
 }
 
 /*
@@ -2295,6 +2334,7 @@ int main(void)
 		{ "clone_closed_under_lending", test_clone_closed_under_lending },
 		{ "ring_cq_size", test_ring_cq_size },
 		{ "ring_failed_rewatch", test_ring_failed_rewatch },
+		{ "may_block_no_wait", test_may_block_no_wait },
 		{ "refused_file", test_refused_file },
 		{ "reaper_hands_off", test_reaper_hands_off },
 		{ "no_blocking_handler_with_lendings", test_no_blocking_handler_with_lendings },

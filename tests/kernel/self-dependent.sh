@@ -35,7 +35,7 @@ set -u
 bin=${1:?usage: self-dependent.sh PASSTHROUGH_ZC [ROUNDS [ext4-loop|erofs-file]]}
 rounds=${2:-3}
 target=${3:-ext4-loop}
-ABORT_LIMIT=10
+ABORT_LIMIT=20
 WAIT_LIMIT=30
 
 work=$(mktemp -d /tmp/selfdep.XXXXXX)
