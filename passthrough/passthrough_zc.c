@@ -140,6 +140,7 @@ static void pzc_zc_options(const struct pzc_fs *fs,
 	zopts->passthrough = fs->cfg.passthrough;
 	zopts->server_replies = fs->cfg.server_replies;
 	zopts->sync_lending = fs->cfg.sync_lending;
+	zopts->ring_read = fs->cfg.ring_read;
 	zopts->zerocopy_writes = fs->cfg.zerocopy_write != 0;
 	/*
 	 * Node ids are inode pointers, valid only while the kernel holds a

@@ -54,6 +54,7 @@ struct pzc_config {
 	int direct_source;	/* aligned reads with O_DIRECT: 1, 0, -1 auto */
 	int server_replies;	/* no IORING_SPLICE_BUF_COMPLETE: reply ourselves */
 	int sync_lending;	/* one lending in flight a worker, waited for */
+	int ring_read;		/* requests read through the worker's io_uring */
 	int zerocopy_write;	/* zerocopy: writes from the writer's pages: 1, 0, -1 default */
 	int posix_acl;		/* kernel POSIX ACLs, caller's umask on the source: 1, 0, -1 default */
 	unsigned int max_read;

@@ -131,6 +131,18 @@ struct fusezc_options {
 	 * any other answer gets the writer EIO, never wrong bytes.
 	 */
 	bool zerocopy_writes;
+
+	/*
+	 * Zero copy: a worker reads its next request through its own io_uring
+	 * (IORING_OP_READ of /dev/fuse, polled), in the same io_uring_enter()
+	 * that submits the lendings of the requests it has just answered: one
+	 * system call a request instead of a read(2) and an io_uring_enter().
+	 * The worker answers its own lendings' CQEs while it waits (no
+	 * reaper).  Needs a kernel whose /dev/fuse reads honour IOCB_NOWAIT
+	 * (the fuse-zc series' patch 43); on others a read can sleep inside
+	 * io_uring_enter() until the next request.
+	 */
+	bool ring_read;
 };
 
 struct fusezc_stats {

@@ -151,6 +151,21 @@ struct fusezc_worker {
 	unsigned int inflight;
 	unsigned int handed_off;	/* CQEs a helper answers (zs->reaper_lock) */
 	bool watched;				/* its ring fd is in the reaper's epoll */
+
+	/*
+	 * opts.ring_read: lendings are prepared, not submitted, while the
+	 * worker answers a request it read through its ring; the next read
+	 * of /dev/fuse submits them with itself.
+	 */
+	bool ring_reading;		/* this worker reads /dev/fuse through its ring */
+	unsigned int sq_deferred;	/* lendings prepared since the last submission */
+	bool devread_armed;		/* its read of /dev/fuse is in the ring */
+	bool devread_done;		/* ... and its CQE is in: */
+	int devread_res;
+	/* the last read found requests queued while lendings were still out:
+	 * wait for the next request only, not for the new lendings too */
+	bool devread_busy;
+	void *devread_buf;		/* where the read puts the request */
 	struct fusezc_worker *next_retired;	/* zs->retired list */
 
 	char *copybuf;

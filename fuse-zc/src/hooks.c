@@ -254,6 +254,20 @@ static bool may_block(uint32_t opcode)
 	}
 }
 
+/*
+ * Does @w read its next request from @fd through its ring (opts.ring_read)?
+ * Only once zero copy is on (the ring is the lendings'), and only where
+ * its lendings are deferred to that read (ring.c).
+ */
+static bool ring_read_ok(struct fusezc_worker *w, int fd)
+{
+	struct fusezc_session *zs = w->zs;
+
+	w->ring_reading = zs->opts.ring_read && w->devfd == fd && atomic_load(&zs->zc_active) &&
+			  fzc_kops->ring_read_dev != NULL && fzc_ring_get(w) == 0;
+	return w->ring_reading;
+}
+
 ssize_t fzc_io_read(int fd, void *buf, size_t len, void *userdata)
 {
 	const struct fuse_in_header *in = buf;
@@ -263,9 +277,17 @@ ssize_t fzc_io_read(int fd, void *buf, size_t len, void *userdata)
 
 	(void)userdata;
 	w = fzc_tls_worker;
-	if (w != NULL && w->inflight > 0)
-		fzc_lendings_before_wait(w);
-	res = read(fd, buf, len);
+	if (w != NULL && ring_read_ok(w, fd)) {
+		res = fzc_lendings_read_request(w, fd, buf, len);
+		if (res < 0) {
+			errno = (int)-res;
+			return -1;
+		}
+	} else {
+		if (w != NULL && (w->inflight > 0 || w->sq_deferred > 0))
+			fzc_lendings_before_wait(w);
+		res = read(fd, buf, len);
+	}
 	if (res < (ssize_t)sizeof(*in))
 		return res;
 	w = fzc_worker_for_fd(fd);

@@ -228,6 +228,18 @@ static int reap_one_locked(struct fusezc_worker *w, struct fusezc_worker *cw, in
 	got = fzc_kops->ring_next_cqe(w, wait_ms, &ud, &res, &answered);
 	if (got <= 0)
 		return got;
+	if (ud == FZC_UD_DEVREAD && w->devread_armed) {
+		/* the worker's read of /dev/fuse: fzc_lendings_read_request().
+		 * CQEs come in the order things ended: lendings still in
+		 * flight now ended after the request came. */
+		w->devread_armed = false;
+		w->devread_done = true;
+		w->devread_res = res;
+		w->devread_busy = w->inflight > 0;
+		return 1;
+	}
+	if (ud == FZC_UD_DEVREAD_CANCEL)
+		return 1;
 	if (ud == 0 || ud > FZC_INFLIGHT_MAX || !w->lends[ud - 1].busy) {
 		fzc_log(w->zs, FUSE_LOG_ERR, "a CQE for no lending in flight (%llu)",
 			(unsigned long long)ud);
@@ -254,7 +266,7 @@ static void reap_locked(struct fusezc_worker *w, struct fusezc_worker *cw, bool 
 
 	if (!w->ring_ready)
 		return;
-	while (w->inflight > 0) {
+	while (w->inflight > 0 || (w->devread_armed && !wait)) {
 		got = reap_one_locked(w, own, wait ? FZC_WAIT_FOREVER : 0, cw == NULL);
 		if (got < 0 && got != -EINTR) {
 			fzc_log(w->zs, FUSE_LOG_ERR, "cannot reap zero-copy lendings (%s)",
@@ -479,6 +491,7 @@ void fzc_lendings_before_wait(struct fusezc_worker *w)
 {
 	int cancel_state = lend_lock(w);
 
+	fzc_ring_flush(w);
 	reap_locked(w, w, false);
 	if (w->inflight > 0)
 		reaper_watch(w, w);
@@ -499,6 +512,7 @@ void fzc_lendings_settle(struct fusezc_worker *w, unsigned int ms)
 	int64_t deadline = now_ms() + ms, left;
 	int cancel_state = lend_lock(w);
 
+	fzc_ring_flush(w);
 	reap_locked(w, w, false);
 	while (w->inflight > 0 && w->ring_ready && (left = deadline - now_ms()) > 0 &&
 	       reap_one_locked(w, w, (int)left, false) > 0)
@@ -508,23 +522,121 @@ void fzc_lendings_settle(struct fusezc_worker *w, unsigned int ms)
 	lend_unlock(w, cancel_state);
 }
 
-void fzc_lendings_drain(struct fusezc_worker *w)
+/* Under w->lend_lock: the reaper no longer watches @w's ring. */
+static void reaper_unwatch(struct fusezc_worker *w)
 {
 	struct fusezc_session *zs = w->zs;
-	int fd, cancel_state;
+	int fd;
+
+	if (!w->watched)
+		return;
+	fd = fzc_kops->ring_poll_fd(w);
+	pthread_mutex_lock(&zs->reaper_lock);
+	if (zs->reaper_running)
+		epoll_ctl(zs->reaper_epfd, EPOLL_CTL_DEL, fd, NULL);
+	pthread_mutex_unlock(&zs->reaper_lock);
+	w->watched = false;
+}
+
+void fzc_lendings_drain(struct fusezc_worker *w)
+{
+	int cancel_state;
 
 	cancel_state = lend_lock(w);
 	reap_locked(w, w, true);
 	wait_handed_off(w);
-	if (w->watched) {
-		fd = fzc_kops->ring_poll_fd(w);
-		pthread_mutex_lock(&zs->reaper_lock);
-		if (zs->reaper_running)
-			epoll_ctl(zs->reaper_epfd, EPOLL_CTL_DEL, fd, NULL);
-		pthread_mutex_unlock(&zs->reaper_lock);
-		w->watched = false;
-	}
+	reaper_unwatch(w);
 	lend_unlock(w, cancel_state);
+}
+
+/* ------------------------------------------------------------------ */
+/* Reading requests through the worker's ring (opts.ring_read)         */
+
+/*
+ * libfuse ends its loop by cancelling its workers, but io_uring_enter() is
+ * no cancellation point, and the signal that pthread_cancel() sends only
+ * restarts the wait: a waiting worker looks every so often.
+ */
+#define DEVREAD_CANCEL_CHECK_US	(1000 * 1000)
+
+/*
+ * The thread is cancelled (libfuse ends its loop) while its read of
+ * /dev/fuse is in the ring: cancel that read, so that no request is taken
+ * that nobody answers; one it took all the same gets an error.
+ */
+static void devread_cancel(void *arg)
+{
+	struct fusezc_worker *w = arg;
+	struct io_uring_sqe *sqe;
+	int cancel_state = lend_lock(w);
+
+	if (w->devread_armed && (sqe = io_uring_get_sqe(&w->ring)) != NULL) {
+		io_uring_prep_cancel64(sqe, FZC_UD_DEVREAD, 0);
+		sqe->user_data = FZC_UD_DEVREAD_CANCEL;
+		io_uring_submit(&w->ring);
+		/* the read ends (cancelled, or with a request) */
+		while (w->devread_armed && reap_one_locked(w, w, FZC_WAIT_FOREVER, false) > 0)
+			;
+	}
+	if (w->devread_done && w->devread_res >= (int)sizeof(struct fuse_in_header)) {
+		const struct fuse_in_header *in = (const void *)w->devread_buf;
+
+		fzc_reply_error(w->devfd, in->unique, -EIO);
+	}
+	w->devread_done = false;
+	lend_unlock(w, cancel_state);
+}
+
+ssize_t fzc_lendings_read_request(struct fusezc_worker *w, int fd, void *buf, size_t len)
+{
+	unsigned int wait_nr;
+	int cancel_state, err = 0;
+
+	cancel_state = lend_lock(w);
+	reaper_unwatch(w);	/* this thread answers its CQEs while it waits */
+	reap_locked(w, w, false);
+	lend_unlock(w, cancel_state);
+
+	/*
+	 * Wait for the read's CQE and for those of the lendings submitted
+	 * with it: a lending of cached data ends inside the submission, and
+	 * its CQE alone would end the wait a system call too early.  Unless
+	 * the last request came while lendings were still out (requests are
+	 * queued, lendings wait for a device): then for the request only.
+	 */
+	wait_nr = 1 + (w->devread_busy ? 0 : w->sq_deferred);
+	w->devread_buf = buf;
+	w->devread_done = false;
+	pthread_cleanup_push(devread_cancel, w);
+	for (;;) {
+		err = fzc_kops->ring_read_dev(w, fd, buf, len, wait_nr,
+					      DEVREAD_CANCEL_CHECK_US);
+		cancel_state = lend_lock(w);
+		reap_locked(w, w, false);
+		lend_unlock(w, cancel_state);
+		if (w->devread_done)
+			break;
+		if (!w->ring_ready) {
+			/* dropped (fzc_ring_failed()): libfuse reads again (only
+			 * EINTR keeps its loop going), with read(2) */
+			err = -EINTR;
+			break;
+		}
+		if (err < 0 && err != -EINTR && err != -ETIME && err != -EAGAIN &&
+		    err != -EBUSY)
+			break;
+		pthread_testcancel();
+		wait_nr = 1;
+	}
+	pthread_cleanup_pop(0);
+	if (!w->devread_done) {
+		if (err != -EINTR && fzc_note_once(w->zs, FZC_NOTE_RING, err))
+			fzc_log(w->zs, FUSE_LOG_ERR,
+				"cannot read /dev/fuse through io_uring (%s)", strerror(-err));
+		return err;
+	}
+	w->devread_done = false;
+	return w->devread_res;
 }
 
 void fzc_reaper_stop(struct fusezc_session *zs)

@@ -30,6 +30,13 @@ void fzc_lendings_settle(struct fusezc_worker *w, unsigned int ms);
 /* Answer everything @w has in flight and stop watching it (its thread
  * ends, its ring goes, or it lends synchronously next). */
 void fzc_lendings_drain(struct fusezc_worker *w);
+/*
+ * opts.ring_read: read the next request from /dev/fuse @fd into @buf
+ * through @w's ring, submitting the lendings prepared since the last
+ * submission with it, and answer @w's CQEs while waiting.  Bytes read or
+ * -errno (the read's, or the ring's).
+ */
+ssize_t fzc_lendings_read_request(struct fusezc_worker *w, int fd, void *buf, size_t len);
 /* End the reaper thread (the loop has ended; nothing is in flight). */
 void fzc_reaper_stop(struct fusezc_session *zs);
 

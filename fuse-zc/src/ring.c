@@ -152,6 +152,11 @@ static int real_ring_submit_lends(struct fusezc_worker *w, const struct fzc_lend
 		prep_lending(w, sqe, &l[i]);
 		sqe->user_data = user_data[i];
 	}
+	if (w->ring_reading) {
+		/* the worker's next read of /dev/fuse submits them */
+		w->sq_deferred += n;
+		return (int)n;
+	}
 	do
 		res = io_uring_submit(&w->ring);
 	while ((res == -EINTR || res == -EAGAIN) && ++tries < 1000);
@@ -167,6 +172,13 @@ static int real_ring_next_cqe(struct fusezc_worker *w, int wait_ms, uint64_t *us
 	struct io_uring_cqe *cqe;
 	int err;
 
+	if (wait_ms != 0 && io_uring_sq_ready(&w->ring) > 0) {
+		/* a CQE waited for may be one of a lending not submitted yet */
+		err = io_uring_submit(&w->ring);
+		if (err < 0)
+			return err;
+		w->sq_deferred = 0;
+	}
 	do {
 		if (wait_ms == 0)
 			err = io_uring_peek_cqe(&w->ring, &cqe);
@@ -184,6 +196,46 @@ static int real_ring_next_cqe(struct fusezc_worker *w, int wait_ms, uint64_t *us
 	*answered = cqe->flags & FUSEZC_CQE_F_LENDER_COMPLETED;
 	io_uring_cqe_seen(&w->ring, cqe);
 	return 1;
+}
+
+static int real_ring_read_dev(struct fusezc_worker *w, int fd, void *buf, size_t len,
+			      unsigned int wait_nr, unsigned int timeout_us)
+{
+	struct __kernel_timespec ts = {
+		.tv_sec = timeout_us / 1000000, .tv_nsec = (timeout_us % 1000000) * 1000LL,
+	};
+	struct io_uring_cqe *cqe;
+	int res;
+
+	if (!w->devread_armed) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+		bool fixed = w->ring_fixed && fd == w->ring_fd;
+
+		if (sqe == NULL) {
+			/* the SQ is full of prepared lendings: submit them first */
+			res = io_uring_submit(&w->ring);
+			if (res < 0)
+				return res;
+			w->sq_deferred = 0;
+			sqe = io_uring_get_sqe(&w->ring);
+			if (sqe == NULL)
+				return -EBUSY;
+		}
+		/* /dev/fuse has no file position: 0, not the shared f_pos (-1) */
+		io_uring_prep_read(sqe, fixed ? 0 : fd, buf, (unsigned int)len, 0);
+		if (fixed)
+			sqe->flags |= IOSQE_FIXED_FILE;
+		sqe->user_data = FZC_UD_DEVREAD;
+		w->devread_armed = true;
+		w->devread_done = false;
+	}
+	if (timeout_us > 0)
+		res = io_uring_submit_and_wait_timeout(&w->ring, &cqe, wait_nr, &ts, NULL);
+	else
+		res = io_uring_submit_and_wait(&w->ring, wait_nr);
+	/* what a failed call left in the SQ goes with the next */
+	w->sq_deferred = io_uring_sq_ready(&w->ring);
+	return res < 0 ? res : 0;
 }
 
 static int real_ring_poll_fd(struct fusezc_worker *w)
@@ -261,6 +313,7 @@ const struct fzc_kernel_ops fzc_real_kops = {
 	.ring_next_cqe = real_ring_next_cqe,
 	.ring_poll_fd = real_ring_poll_fd,
 	.piece_max = real_piece_max,
+	.ring_read_dev = real_ring_read_dev,
 };
 const struct fzc_kernel_ops *fzc_kops = &fzc_real_kops;
 
@@ -284,6 +337,9 @@ void fzc_ring_failed(struct fusezc_worker *w, int err)
 	w->ring_fixed = false;
 	/* epoll forgets a closed ring: the next ring is added anew */
 	w->watched = false;
+	/* what was in it is gone with it (its lendings: abandon_locked()) */
+	w->devread_armed = false;
+	w->sq_deferred = 0;
 	w->ring_err = err;
 	w->ring_backoff = w->ring_backoff ? w->ring_backoff * 2 : RING_BACKOFF_MIN;
 	if (w->ring_backoff > RING_BACKOFF_MAX)
@@ -313,6 +369,18 @@ int fzc_ring_get(struct fusezc_worker *w)
 	w->ring_backoff = 0;
 	w->ring_retry_at = 0;
 	return 0;
+}
+
+void fzc_ring_flush(struct fusezc_worker *w)
+{
+	int res, tries = 0;
+
+	if (w->sq_deferred == 0)	/* (only the real kernel's ring defers) */
+		return;
+	do
+		res = io_uring_submit(&w->ring);
+	while ((res == -EINTR || res == -EAGAIN) && ++tries < 1000);
+	w->sq_deferred = io_uring_sq_ready(&w->ring);
 }
 
 int fzc_ring_probe(void)

@@ -57,8 +57,22 @@ struct fzc_kernel_ops {
 	 * what the device takes in one bio when @fd is a block device opened
 	 * O_DIRECT. */
 	size_t (*piece_max)(struct fusezc_session *zs, int fd);
+	/*
+	 * opts.ring_read (NULL: not supported, read(2) is used): submit the
+	 * lendings prepared since the last submission and, unless it is in
+	 * the ring already, a read of @len bytes of /dev/fuse @fd into @buf
+	 * (its CQE's user_data FZC_UD_DEVREAD); wait until @wait_nr CQEs are
+	 * in the ring, for at most @timeout_us (0: no limit).  0, or -errno
+	 * (-EINTR: a signal, -ETIME: the time ran out).
+	 */
+	int (*ring_read_dev)(struct fusezc_worker *w, int fd, void *buf, size_t len,
+			     unsigned int wait_nr, unsigned int timeout_us);
 };
 #define FZC_WAIT_FOREVER	(-1)
+/* The user_data of a worker's read of /dev/fuse (lendings use 1..FZC_INFLIGHT_MAX). */
+#define FZC_UD_DEVREAD	UINT64_MAX
+/* ... and of the cancellation of that read (its CQE is ignored) */
+#define FZC_UD_DEVREAD_CANCEL	(UINT64_MAX - 1)
 extern const struct fzc_kernel_ops *fzc_kops;
 /* The real kernel's (the unit tests check what it sets up). */
 extern const struct fzc_kernel_ops fzc_real_kops;
@@ -129,6 +143,9 @@ unsigned int fzc_pieces(size_t len, size_t max, size_t page, size_t *piece);
  * with the file's limit, no more than the ring's SQ takes at once). */
 unsigned int fzc_lend_split(struct fusezc_worker *w, int fd, size_t len, size_t *piece);
 
+/* Submit the lendings prepared for a read through the ring (opts.ring_read)
+ * that has not come: the worker reads with read(2) this time. */
+void fzc_ring_flush(struct fusezc_worker *w);
 /* Can this process set up an io_uring?  0 or -errno (asked at INIT). */
 int fzc_ring_probe(void);
 /* The worker's ring: 0 when it has one, else -errno (failed, backing off). */

@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import sys
 
-MODES = ["native", "copy", "splice", "zerocopy", "zerocopy-default", "zerocopy-sr",
+MODES = ["native", "copy", "splice", "zerocopy", "zerocopy-default", "zerocopy-sr", "zerocopy-rr",
          "passthrough", "zerocopy-dio"]
 READ_WORKLOADS = ["seq-128k", "seq-1m", "dio-1m", "rand-64k", "rand-1m", "qd1-4k",
                   "qd1-64k", "qd16-128k", "qd16-dio-1m", "up-1m", "up-dio-1m"]
@@ -308,7 +308,8 @@ def main():
         " the server's threads (getrusage at unmount, mount to unmount) per FUSE_READ it"
         " answered. zerocopy-dio: -o direct_io, no page cache on the FUSE file (another"
         " caching policy). zerocopy-sr: -o server_replies, the server writes each reply"
-        " (zerocopy lets the kernel answer). zerocopy-default: -o zerocopy=required alone"
+        " (zerocopy lets the kernel answer). zerocopy-rr: -o ring_read, requests read"
+        " through the worker's io_uring with its lendings. zerocopy-default: -o zerocopy=required alone"
         " (passthrough_zc's default read-ahead and source I/O, none of the bench's options)."
         " Write rows (wseq-1m, wdio-1m, wrand-128k, and the small writes wapp-4, wapp-4k,"
         " wrand-4k): the same columns count written bytes (zc_write_bytes /"
