@@ -115,8 +115,9 @@ struct fusezc_options {
 	 * where the kernel answers reads, a worker submits the lending and
 	 * goes back to /dev/fuse at once; a CQE the kernel did not answer is
 	 * answered later, by that worker or by the library's reaper thread.
-	 * The file descriptor given to fusezc_reply_read() must then stay open
-	 * until the read is answered (an open file's descriptor, closed at
+	 * Zero-copy writes are lent the same way.  The file descriptor given
+	 * to fusezc_reply_read() or fusezc_reply_write() must then stay open
+	 * until the request is answered (an open file's descriptor, closed at
 	 * RELEASE, does).
 	 */
 	bool sync_lending;
@@ -244,7 +245,11 @@ bool fusezc_zerocopy_writes_active(const struct fusezc_session *zs);
  * from there.  Any other write is a pwrite() of @buf.  Replies exactly once,
  * with the bytes written (short only if @fd wrote short) or the error.
  * Call it from the write handler, on the thread libfuse called it on.
- * Returns 0, or -errno when the reply could not be sent (as fuse_reply_*()).
+ * Zero copy may answer after this returns, once the data is in @fd (see
+ * sync_lending): @fd must stay open until then, as an open file's
+ * descriptor closed at RELEASE does.
+ * Returns 0, or -errno when the reply could not be sent (as fuse_reply_*());
+ * 0 also when zero copy answers later.
  */
 int fusezc_reply_write(fuse_req_t req, int fd, off_t off, const void *buf, size_t size);
 

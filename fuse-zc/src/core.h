@@ -72,7 +72,7 @@ typedef void fzc_lend_done_fn(struct fusezc_worker *w, struct fusezc_worker *cw,
  * A lending submitted without waiting: what its CQE needs to answer the
  * request when the kernel did not.  @fd must stay open until then, which it
  * does when it is the open file's descriptor: the kernel sends no RELEASE
- * while a read of the file is unanswered.
+ * while a read or a write of the file is unanswered.
  */
 #define FZC_PIECES_MAX		8	/* pieces of one lending, at most */
 struct fzc_inflight {
@@ -83,6 +83,7 @@ struct fzc_inflight {
 	off_t off;
 	size_t size;
 	bool busy;
+	bool write;		/* IORING_OP_WRITE_SPLICE_BUF: a FUSE_WRITE's pages */
 	/*
 	 * A request lent in pieces (an O_DIRECT file on a device that takes
 	 * less in one bio): a slot a piece, each with its own CQE.  The
@@ -97,6 +98,10 @@ struct fzc_inflight {
 	size_t piece_len;		/* this piece's bytes */
 	int res;			/* this piece's CQE res, once in */
 	bool answered;			/* ... and whether the kernel answered */
+	/* leader, once its last CQE is in: the bytes its pieces placed
+	 * without a hole from the start, even where a later piece failed
+	 * (a write that failed after some bytes reports those) */
+	size_t placed;
 };
 #define FZC_INFLIGHT_MAX	32	/* lendings in flight per worker */
 #define FZC_DEV_LIMITS		8	/* block devices whose limits are kept */

@@ -180,7 +180,7 @@ int fzc_answer_read(struct fusezc_worker *w, int devfd, uint64_t unique,
 	if (size > ri.size)
 		size = ri.size;
 
-	if (fzc_lend_async(w, devfd, unique, rr->fd, rr->off, size, read_lend_done))
+	if (fzc_lend_async(w, devfd, unique, rr->fd, rr->off, size, false, read_lend_done))
 		return 0;
 	if (w->inflight > 0)
 		fzc_lendings_drain(w);	/* the synchronous lending waits for its own CQE */

@@ -182,8 +182,10 @@ static bool piece_in(struct fusezc_worker *w, unsigned int s, int *res, bool *an
 	struct fzc_inflight *g = &w->lends[w->lends[s].leader];
 	int64_t placed = 0;
 
-	if (g->npieces <= 1)
+	if (g->npieces <= 1) {
+		g->placed = *res > 0 ? (size_t)*res : 0;
 		return true;
+	}
 	w->lends[s].res = *res;
 	w->lends[s].answered = *answered;
 	if (--g->pending > 0)
@@ -200,6 +202,7 @@ static bool piece_in(struct fusezc_worker *w, unsigned int s, int *res, bool *an
 		}
 		if (q->res < 0) {
 			*res = q->res;
+			g->placed = (size_t)placed;
 			return true;
 		}
 		placed += q->res;
@@ -207,6 +210,7 @@ static bool piece_in(struct fusezc_worker *w, unsigned int s, int *res, bool *an
 			break;	/* short: a hole after it, or the file's end */
 	}
 	*res = (int)placed;
+	g->placed = (size_t)placed;
 	return true;
 }
 
@@ -214,7 +218,9 @@ static bool piece_in(struct fusezc_worker *w, unsigned int s, int *res, bool *an
  * Under w->lend_lock: answer one CQE; 1, 0 none, -errno of the ring.  The
  * reaper (@hand_off_fallbacks) only counts what the kernel answered and
  * hands the rest to a helper: a slow backing file stalls that helper,
- * never the reaper.
+ * never the reaper.  A write's other answers (the bytes written, an error,
+ * "send it again with its data") are a write to /dev/fuse that touches no
+ * backing file: the reaper gives them itself.
  */
 static int reap_one_locked(struct fusezc_worker *w, struct fusezc_worker *cw, int wait_ms,
 			   bool hand_off_fallbacks)
@@ -250,7 +256,7 @@ static int reap_one_locked(struct fusezc_worker *w, struct fusezc_worker *cw, in
 	lead = w->lends[ud - 1].leader;
 	p = w->lends[lead];
 	group_free(w, lead);
-	if (!answered && hand_off_fallbacks && hand_off(w, &p, res))
+	if (!answered && hand_off_fallbacks && !p.write && hand_off(w, &p, res))
 		return 1;
 	p.done(w, cw, &p, res, answered);
 	return 1;
@@ -279,7 +285,8 @@ static void reap_locked(struct fusezc_worker *w, struct fusezc_worker *cw, bool 
 }
 
 /* Under w->lend_lock, after its ring is gone: lendings whose CQE was lost
- * with it are answered as cancelled (by copy). */
+ * with it are answered as cancelled (reads by copy, writes sent again with
+ * their data). */
 static void abandon_locked(struct fusezc_worker *w, struct fusezc_worker *cw)
 {
 	for (unsigned int i = 0; i < FZC_INFLIGHT_MAX && w->inflight > 0; i++) {
@@ -293,7 +300,7 @@ static void abandon_locked(struct fusezc_worker *w, struct fusezc_worker *cw)
 }
 
 bool fzc_lend_async(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
-		    off_t off, size_t size, fzc_lend_done_fn *done)
+		    off_t off, size_t size, bool write, fzc_lend_done_fn *done)
 {
 	struct fusezc_session *zs = w->zs;
 	struct fzc_lending l[FZC_PIECES_MAX];
@@ -331,7 +338,7 @@ bool fzc_lend_async(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
 			.fd = fd, .off = (uint64_t)off + k * piece,
 			.len = (unsigned int)(k + 1 < n ? piece : size - k * piece),
 			.unique = unique, .req_off = (uint32_t)(k * piece),
-			.kernel_answers = true,
+			.kernel_answers = true, .write = write,
 		};
 	}
 	cancel_state = lend_lock(w);
@@ -355,7 +362,8 @@ bool fzc_lend_async(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
 
 			*q = (struct fzc_inflight){
 				.done = done, .unique = unique, .devfd = answer_fd, .fd = fd,
-				.off = off, .size = size, .busy = true, .leader = lead,
+				.off = off, .size = size, .busy = true, .write = write,
+				.leader = lead,
 				.piece_len = l[k].len,
 				/* not submitted (the ring failed): cancelled */
 				.res = k < (unsigned int)got ? 0 : -ECANCELED,

@@ -16,10 +16,11 @@
 #include "core.h"
 
 /* Submit the lending of @size bytes of @fd at @off to request @unique of
- * /dev/fuse @devfd, with IORING_SPLICE_BUF_COMPLETE; @done answers its CQE.
- * false: not submitted, the caller answers the request itself. */
+ * /dev/fuse @devfd (a FUSE_WRITE's pages to @fd when @write), with
+ * IORING_SPLICE_BUF_COMPLETE; @done answers its CQE.  false: not
+ * submitted, the caller answers the request itself. */
 bool fzc_lend_async(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
-		    off_t off, size_t size, fzc_lend_done_fn *done);
+		    off_t off, size_t size, bool write, fzc_lend_done_fn *done);
 /* @w is about to wait for a request: answer what finished, and let the
  * reaper watch the rest (without a reaper, wait for it). */
 void fzc_lendings_before_wait(struct fusezc_worker *w);

@@ -13,7 +13,11 @@
  *
  *  - recorded as a zero-copy write: IORING_OP_WRITE_SPLICE_BUF of its data
  *    to the file, then a fuse_write_out with the bytes written (or none:
- *    the kernel answers a write whose lending wrote everything);
+ *    the kernel answers a write whose lending wrote everything).  Where
+ *    the kernel answers, the lending is asynchronous, as a read's is: the
+ *    worker submits it and goes back to /dev/fuse, and write_lend_done()
+ *    answers what the kernel did not once the CQE is in (see "Ordering"
+ *    below for why nothing has to wait for it);
  *  - the kernel refused that for the file (EXDEV, EOPNOTSUPP, an O_DIRECT
  *    misalignment: EINVAL): the data is borrowed into a memfd with the same
  *    opcode, read back and written with pwrite();
@@ -22,6 +26,34 @@
  * Every path ends in exactly one reply.  The kernel holds a zero-copy
  * write's reply to what the lendings wrote out, so a lie cannot reach the
  * writer; a short write is reported as short.
+ *
+ * Ordering.  An asynchronous write is answered only once its lending's CQE
+ * is in (by write_lend_done()), or by the kernel when the lending's I/O
+ * completed, so a write is never answered before its bytes are in the
+ * file.  Whatever must come after a write the kernel holds back until
+ * that answer (fs/fuse/file.c, 6.12): a write(2) through the page cache
+ * (write-through) or O_DIRECT holds the inode lock until its last
+ * FUSE_WRITE is answered and sends them one after the other, or, with
+ * async_dio, all at once for disjoint ranges; write-back sends a range
+ * that overlaps one in flight only once that one is answered
+ * (fuse_writepage_add()); a buffered write, read_folio, readahead,
+ * page_mkwrite and O_DIRECT I/O wait for write-back in flight on their
+ * range (fuse_wait_on_page_writeback(), fuse_sync_writes()); FSYNC, FLUSH
+ * and a truncating SETATTR take the inode lock and wait for the write-back
+ * in flight first (fuse_sync_writes(), fuse_set_nowrite()); RELEASE comes
+ * when the file's last reference goes, which an unanswered write holds
+ * (its syscall or aio, or write-back's fuse_file reference).  So no
+ * request the kernel orders after a write reaches the server before the
+ * write's bytes are in, and nothing here waits for a lending to keep
+ * order.  A request that does reach the server meanwhile (another file's,
+ * an aio O_DIRECT write of the same file, whose lock is dropped while it
+ * is in flight, a write with its data of a disjoint range) is one the
+ * kernel lets run in any order, as on any thread of a multi-threaded
+ * server.  A lending's @fd stays open while its write is unanswered, which
+ * is as long as write_lend_done() uses it (fzc_file_refusal() before the
+ * reply).  A worker still answers its lendings before a handler that may
+ * block (hooks.c, may_block(): FSYNC, FLUSH, SETATTR, RELEASE among them),
+ * for their task work, not for order.
  */
 #include "write.h"
 
@@ -159,6 +191,44 @@ static ssize_t write_via_memfd(struct fusezc_worker *w, const struct fzc_lending
 	return fzc_pwrite_full(to_fd->fd, buf, l.len, (off_t)to_fd->off);
 }
 
+/*
+ * The CQE of an asynchronous write lending (the reaper's or the worker's,
+ * under its lend_lock).  The kernel answered the write, or the write is
+ * still ours, answered here exactly once, as fzc_answer_write() answers the
+ * same outcome of a synchronous lending: the bytes written when the file
+ * took fewer (EIO for none), the file's error (or the bytes written before
+ * it), and a refusal, a transient error or a lost ring by having the kernel
+ * send the write again with its data (nothing is lost; the rest is not
+ * lent again from here: the reaper may not submit on the worker's ring).
+ */
+static void write_lend_done(struct fusezc_worker *w, struct fusezc_worker *cw,
+			    const struct fzc_inflight *p, int res, bool answered)
+{
+	struct fusezc_session *zs = w->zs;
+
+	(void)cw;
+	if (answered) {
+		fzc_add(&zs->zcw_kernel_answered, 1);
+		fzc_add(&zs->zcw_bytes, res > 0 ? (uint64_t)res : 0);
+		fzc_add(&zs->zcw_requests, 1);
+		return;
+	}
+	if (res >= 0) {
+		fzc_add(&zs->zcw_bytes, (uint64_t)res);
+		fzc_add(&zs->zcw_requests, 1);
+		reply_result(p->devfd, p->unique, res ? (ssize_t)res : -EIO);
+		return;
+	}
+	if (fzc_lend_class(res) == FZC_LEND_CLASS_IO) {
+		fzc_add(&zs->zcw_bytes, p->placed);
+		reply_result(p->devfd, p->unique, p->placed ? (ssize_t)p->placed : res);
+		return;
+	}
+	/* before the reply: a RELEASE may follow it and close p->fd */
+	fzc_file_refusal(zs, p->fd, res);
+	reply_send_data(zs, p->devfd, p->unique, res);
+}
+
 int fzc_answer_write(struct fusezc_worker *w, int devfd, uint64_t unique,
 		     const struct fzc_write_reply *wr)
 {
@@ -185,9 +255,13 @@ int fzc_answer_write(struct fusezc_worker *w, int devfd, uint64_t unique,
 
 	if (ri.size == 0)
 		return reply_written(devfd, unique, 0);
+	if (fzc_lend_async(w, devfd, unique, wr->fd, wr->off, ri.size, true, write_lend_done))
+		return 0;
 	/*
-	 * The lending waits for its own CQE: none of the worker's
-	 * asynchronous read lendings may be in flight on the ring (their CQEs
+	 * Synchronously (sync_lending, no kernel answers, a clone without the
+	 * library's reference, a file refused for good: its memfd fallback,
+	 * no ring).  The lending waits for its own CQE: none of the worker's
+	 * asynchronous lendings may be in flight on the ring (their CQEs
 	 * would come first, and the reaper may be watching it).
 	 */
 	if (w->inflight > 0)

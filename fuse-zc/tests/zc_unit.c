@@ -446,6 +446,9 @@ static void scripted_cqe(int i, int *res, bool *answered)
  * the lending says.
  */
 static uint64_t write_data_pos;
+/* ... and that of each lending, as it was when the lending was made (an
+ * asynchronous one is written out when its CQE is posted) */
+static uint64_t lend_data_pos[MAX_LENDINGS];
 /*
  * Synchronous lendings submitted while asynchronous ones were in flight on
  * the same ring: the real kernel would hand the waiting worker another
@@ -453,14 +456,15 @@ static uint64_t write_data_pos;
  */
 static int sync_lend_while_inflight;
 
-/* A write lending that wrote @res bytes put the writer's data there. */
-static bool fake_write_data(const struct fzc_lending *l, int res)
+/* A write lending that wrote @res bytes put the writer's data there (the
+ * data of the write at @pos). */
+static bool fake_write_data(const struct fzc_lending *l, int res, uint64_t pos)
 {
 	static unsigned char data[1 << 16];
 
 	if (!l->write || res <= 0)
 		return true;
-	zc_pattern_fill(data, write_data_pos + l->req_off, (size_t)res);
+	zc_pattern_fill(data, pos + l->req_off, (size_t)res);
 	return pwrite(l->fd, data, (size_t)res, (off_t)l->off) == res;
 }
 
@@ -477,7 +481,7 @@ static int fake_ring_lend(struct fusezc_worker *w, const struct fzc_lending *l, 
 		return -EIO;
 	lendings[nlendings] = *l;
 	scripted_cqe(nlendings++, res, answered);
-	return fake_write_data(l, *res) ? 0 : -EIO;
+	return fake_write_data(l, *res, write_data_pos) ? 0 : -EIO;
 }
 
 static ssize_t fake_dev_writev(int fd, const struct iovec *iov, int count)
@@ -499,15 +503,20 @@ static ssize_t fake_dev_writev(int fd, const struct iovec *iov, int count)
  */
 static uint64_t lend_user_data[MAX_LENDINGS];
 static int cqes_posted, cqes_released;
+/* The ring fails: submissions and CQE waits get this error (0: works). */
+static int ring_broken;
 
 static int fake_ring_submit_lends(struct fusezc_worker *w, const struct fzc_lending *l,
 				  const uint64_t *user_data, unsigned int n)
 {
 	(void)w;
+	if (ring_broken)
+		return ring_broken;
 	for (unsigned int i = 0; i < n; i++) {
 		if (nlendings >= MAX_LENDINGS)
 			return i ? (int)i : -EIO;
 		lend_user_data[nlendings] = user_data[i];
+		lend_data_pos[nlendings] = write_data_pos;
 		lendings[nlendings++] = l[i];
 	}
 	return (int)n;
@@ -547,12 +556,14 @@ static int fake_ring_next_cqe(struct fusezc_worker *w, int wait_ms, uint64_t *us
 	}
 	if (w->lends[0].busy && w->lends[0].fd == INJECTED_NO_CQE_YET)
 		return 0;
+	if (ring_broken)
+		return ring_broken;
 	if (i >= nlendings || (!wait && i >= cqes_released))
 		return 0;
 	scripted_cqe(i, res, answered);
 	*user_data = lend_user_data[i];
 	cqes_posted++;
-	return fake_write_data(&lendings[i], *res) ? 1 : -EIO;
+	return fake_write_data(&lendings[i], *res, lend_data_pos[i]) ? 1 : -EIO;
 }
 
 /* Watched by the library's reaper, readable when a test writes to it. */
@@ -711,7 +722,7 @@ static struct fusezc_session *zc_session(void)
 	memset(lend_answers, 0, sizeof(lend_answers));
 	cqes_posted = cqes_released = 0;
 	ring_setup_errors = ring_setups = ring_exits = 0;
-	ring_probe_error = ring_lend_errors = 0;
+	ring_probe_error = ring_lend_errors = ring_broken = 0;
 	zc_write_errno = 0;
 	plan = PLAN_NOW;
 	read_clip = 0;
@@ -865,6 +876,7 @@ static void test_zc_writes(void)
 
 	zs = zcw_session(false);
 	atomic_store(&zs->kernel_answers, false);
+	zs->opts.sync_lending = true;	/* asynchronous: test_async_writes */
 
 	/* the handler sees size 0 from libfuse (never bytes the kernel did not
 	 * send), the real size from the library */
@@ -951,10 +963,12 @@ static void test_zc_writes(void)
 }
 
 /*
- * A zero-copy write on a worker with asynchronous read lendings in flight:
- * the write's synchronous lending must not share the ring with them (their
- * CQEs are answered first).  Before the fix the worker waited for a CQE
- * the reaper took, and fsstress hung in the VM.
+ * A zero-copy write lent synchronously on a worker with asynchronous read
+ * lendings in flight: the write's lending must not share the ring with
+ * them (their CQEs are answered first).  Before the fix the worker waited
+ * for a CQE the reaper took, and fsstress hung in the VM.  Writes are
+ * asynchronous too now; a file refused for good (EXDEV) still takes the
+ * synchronous path, through the memfd.
  */
 static void test_zc_write_after_async_reads(void)
 {
@@ -962,6 +976,7 @@ static void test_zc_write_after_async_reads(void)
 	struct reply r;
 
 	zs = zcw_session(true);
+	fzc_file_refusal(zs, write_target_fd, -EXDEV);
 	sync_lend_while_inflight = 0;
 	lend_answers[0] = lend_answers[1] = true;
 	process_read(40, 0, 8192);
@@ -969,6 +984,7 @@ static void test_zc_write_after_async_reads(void)
 	CHECK(worker.inflight == 2 && pipe_empty());
 	/* their CQEs not there yet: still in flight when the write comes */
 	process_write(42, 4096, 4096, true);
+	CHECK(nlendings == 3 && lendings[2].write && lendings[2].fd != write_target_fd);
 	CHECK(sync_lend_while_inflight == 0);
 	if (sync_lend_while_inflight)
 		fprintf(stderr, "zc_write_after_async_reads: the write lent with %d asynchronous "
@@ -1985,6 +2001,7 @@ static void test_pieces_sync(void)
 
 	zs = zcw_session(false);
 	atomic_store(&zs->kernel_answers, true);
+	zs->opts.sync_lending = true;
 	fake_piece = 8192;
 	/* the kernel answers the write when its last piece is back */
 	lend_answers[1] = true;
@@ -2039,6 +2056,200 @@ static void test_pieces_sync(void)
 	CHECK(nlendings == 3 && r.hdr.unique == (408 | FUSEZC_UNIQUE_ZC_REPLY) &&
 	      r.zc_size == 3000);
 	CHECK(pipe_empty() && zs->requests.used == 0);
+}
+
+/*
+ * Issue 26 step 3: zero-copy writes are lent asynchronously, as reads are.
+ * The worker submits each write's lending and reads its next request; the
+ * kernel answers a write whose lending wrote it all, and every other CQE
+ * is answered exactly once when it is reaped: the bytes written when the
+ * file took fewer (EIO for none), the file's error, and a refusal or a
+ * transient error by asking the kernel for the write again with its data.
+ * A handler that may block (FSYNC) runs only after the answers.  Before:
+ * each write waited for its lending in the worker (nothing in flight).
+ */
+static void test_async_writes(void)
+{
+	static const struct fuse_fsync_in fsync_in = { .fh = 1 };
+	struct fusezc_write_stats ws;
+	struct fusezc_session *zs;
+	struct reply r;
+
+	zs = zcw_session(true);
+	lend_answers[0] = true;		/* 600: written, the kernel answers */
+	lend_results[1] = 3000;		/* 602: the file took 3000 bytes */
+	lend_results[2] = CQE_ZERO;	/* 604: none */
+	lend_results[3] = -ENOSPC;	/* 606: the file failed */
+	lend_results[4] = -EPERM;	/* 608: refused */
+	lend_results[5] = -EAGAIN;	/* 610: transient */
+	for (int i = 0; i < 6; i++)
+		process_write(600 + 2 * (uint64_t)i, 16384 * (off_t)i, 8192, true);
+	if (worker.inflight != 6)
+		fprintf(stderr, "async_writes: %u of 6 writes in flight (lent synchronously?)\n",
+			worker.inflight + 0);
+	CHECK(nlendings == 6 && worker.inflight == 6 && cqes_posted == 0);
+	CHECK(pipe_empty());		/* nothing answered before its CQE */
+	for (int i = 0; i < 6; i++)
+		CHECK(lendings[i].write && lendings[i].kernel_answers &&
+		      lendings[i].unique == 600 + 2 * (uint64_t)i &&
+		      lendings[i].fd == write_target_fd &&
+		      lendings[i].off == 16384 * (uint64_t)i && lendings[i].len == 8192);
+
+	cqes_released = 6;
+	process(FUSE_FSYNC, 612, &fsync_in, sizeof(fsync_in));
+	CHECK(worker.inflight == 0 && cqes_posted == 6);
+	next_reply(&r);
+	CHECK(wrote(&r, 602, 3000));
+	next_reply(&r);
+	CHECK(r.hdr.unique == 604 && r.hdr.error == -EIO);
+	next_reply(&r);
+	CHECK(r.hdr.unique == 606 && r.hdr.error == -ENOSPC);
+	next_reply(&r);
+	CHECK(asks_resend(&r, 608));
+	next_reply(&r);
+	CHECK(asks_resend(&r, 610));
+	next_reply(&r);
+	CHECK(r.hdr.unique == 612);	/* FSYNC's, after every write's */
+	CHECK(pipe_empty());
+	CHECK(holds_pattern(write_target_fd, 0, 8192) &&
+	      holds_pattern(write_target_fd, 16384, 3000));
+	/* the kernel sends 608 and 610 again, with their data */
+	process_write(608, 4 * 16384, 200, false);
+	next_reply(&r);
+	CHECK(wrote(&r, 608, 200));
+	process_write(610, 5 * 16384, 200, false);
+	next_reply(&r);
+	CHECK(wrote(&r, 610, 200) && holds_pattern(write_target_fd, 5 * 16384, 200));
+	CHECK(nlendings == 6 && pipe_empty() && zs->requests.used == 0);
+	fusezc_get_write_stats(zs, &ws);
+	CHECK(ws.zc_requests == 3 && ws.zc_kernel_answered == 1 && ws.zc_bytes == 8192 + 3000);
+	CHECK(ws.copy_requests == 2 && ws.memfd_requests == 0);
+	CHECK(atomic_load(&zs->resent_writes) == 2);
+
+	/* in pieces: one CQE a piece, the write answered after the last; a
+	 * file that failed after the first piece: the bytes before */
+	fake_piece = 8192;
+	nlendings = cqes_posted = cqes_released = 0;
+	memset(lend_results, 0, sizeof(lend_results));
+	memset(lend_answers, 0, sizeof(lend_answers));
+	lend_answers[1] = true;		/* 620 */
+	lend_results[3] = -ENOSPC;	/* 622: its second piece */
+	lend_results[4] = -ENOSPC;	/* 624: its first */
+	process_write(620, 0, 16384, true);
+	process_write(622, 32768, 16384, true);
+	process_write(624, 65536, 16384, true);
+	CHECK(nlendings == 6 && worker.inflight == 6 && pipe_empty());
+	CHECK(lent_in_pieces(0, 2, 620, 0, 16384, 8192, true));
+	CHECK(lent_in_pieces(2, 2, 622, 32768, 16384, 8192, true));
+	CHECK(lent_in_pieces(4, 2, 624, 65536, 16384, 8192, true));
+	fzc_lendings_drain(&worker);
+	next_reply(&r);
+	CHECK(wrote(&r, 622, 8192));
+	next_reply(&r);
+	CHECK(r.hdr.unique == 624 && r.hdr.error == -ENOSPC);
+	CHECK(pipe_empty() && holds_pattern(write_target_fd, 0, 16384) &&
+	      holds_pattern(write_target_fd, 32768, 8192));
+	fake_piece = 0;
+
+	/* refused for good (EXDEV): sent again, and the file's next writes
+	 * take the synchronous path with its memfd */
+	nlendings = cqes_posted = cqes_released = 0;
+	memset(lend_results, 0, sizeof(lend_results));
+	lend_results[0] = -EXDEV;
+	process_write(630, 0, 8192, true);
+	CHECK(worker.inflight == 1);
+	fzc_lendings_drain(&worker);
+	next_reply(&r);
+	CHECK(asks_resend(&r, 630));
+	process_write(632, 8192, 8192, true);
+	CHECK(worker.inflight == 0 && nlendings == 2 && lendings[1].fd != write_target_fd &&
+	      !lendings[1].kernel_answers);
+	next_reply(&r);
+	CHECK(wrote(&r, 632, 8192) && holds_pattern(write_target_fd, 8192, 8192));
+	fusezc_get_write_stats(zs, &ws);
+	CHECK(ws.memfd_requests == 1 && pipe_empty());
+	process_write(630, 0, 200, false);	/* 630 again, with its data */
+	next_reply(&r);
+	CHECK(wrote(&r, 630, 200) && zs->requests.used == 0);
+	zcw_session_end();
+
+	/* the ring lost with a write in flight: cancelled, sent again; the
+	 * next write, without a ring, too */
+	zs = zcw_session(true);
+	process_write(640, 0, 8192, true);
+	CHECK(worker.inflight == 1);
+	ring_broken = -EBADF;
+	process_write(642, 8192, 8192, true);
+	ring_broken = 0;
+	CHECK(worker.inflight == 0 && !worker.ring_ready);
+	next_reply(&r);
+	if (!asks_resend(&r, 640))
+		fprintf(stderr, "async_writes: ring lost: reply unique %#llx error %d\n",
+			(unsigned long long)r.hdr.unique, r.hdr.error);
+	CHECK(asks_resend(&r, 640));
+	next_reply(&r);
+	CHECK(asks_resend(&r, 642));
+	CHECK(pipe_empty());
+	process_write(640, 0, 200, false);
+	next_reply(&r);
+	CHECK(wrote(&r, 640, 200));
+	process_write(642, 8192, 200, false);
+	next_reply(&r);
+	CHECK(wrote(&r, 642, 200) && pipe_empty() && zs->requests.used == 0);
+	worker.ring_retry_at = 0;
+	zcw_session_end();
+
+	/* no kernel answers (server_replies) or sync_lending: synchronous */
+	for (int how = 0; how < 2; how++) {
+		zs = zcw_session(true);
+		if (how)
+			zs->opts.sync_lending = true;
+		else
+			atomic_store(&zs->kernel_answers, false);
+		process_write(650, 0, 8192, true);
+		CHECK(worker.inflight == 0 && nlendings == 1 && cqes_posted == 0);
+		next_reply(&r);
+		CHECK(wrote(&r, 650, 8192) && pipe_empty());
+		zcw_session_end();
+	}
+}
+
+/*
+ * The reaper answers a write's CQE itself while the worker waits for a
+ * request: the answer is a write to /dev/fuse, which no slow backing file
+ * can hold up, so no helper thread is started for it.
+ */
+static void test_reaper_answers_writes(void)
+{
+	struct fusezc_session *zs;
+	uint64_t one = 1;
+	unsigned int helpers;
+	struct reply r;
+
+	zs = zcw_session(true);
+	lend_results[0] = -EPERM;
+	process_write(660, 0, 8192, true);
+	CHECK(worker.inflight == 1);
+	fzc_lendings_before_wait(&worker);	/* waits for a request */
+	CHECK(worker.watched && worker.inflight == 1);
+	cqes_released = 1;
+	CHECK(write(worker.ring.ring_fd, &one, sizeof(one)) == sizeof(one));
+	next_reply(&r);			/* the reaper's answer (10 s at most) */
+	CHECK(asks_resend(&r, 660));
+	pthread_mutex_lock(&zs->reaper_lock);
+	helpers = zs->helpers;
+	pthread_mutex_unlock(&zs->reaper_lock);
+	if (helpers != 0)
+		fprintf(stderr, "reaper_answers_writes: %u helper thread(s) for a write's answer\n",
+			helpers);
+	CHECK(helpers == 0);
+	fzc_lendings_drain(&worker);
+	CHECK(worker.inflight == 0 && pipe_empty());
+	fzc_reaper_stop(zs);
+	process_write(660, 0, 200, false);
+	next_reply(&r);
+	CHECK(wrote(&r, 660, 200) && pipe_empty() && zs->requests.used == 0);
+	zcw_session_end();
 }
 
 /* Item 7: errors of the backing file reach the reader, once, unretried. */
@@ -2341,6 +2552,8 @@ int main(void)
 		{ "piece_sizes", test_piece_sizes },
 		{ "pieces_async", test_pieces_async },
 		{ "pieces_sync", test_pieces_sync },
+		{ "async_writes", test_async_writes },
+		{ "reaper_answers_writes", test_reaper_answers_writes },
 	};
 	static const struct fuse_lowlevel_ops no_ops;
 	char *argv[] = { "zc_unit", NULL };
