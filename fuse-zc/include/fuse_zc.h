@@ -142,8 +142,8 @@ struct fusezc_options {
 	 * reaper).  Needs a kernel whose /dev/fuse reads honour IOCB_NOWAIT
 	 * (the fuse-zc series' patch 43); on others a read can sleep inside
 	 * io_uring_enter() until the next request.  Off by default: measured
-	 * faster at queue depth 16, slower at queue depth 1 (every idle
-	 * worker's armed read wakes for each request).
+	 * faster at queue depth 16 and on a disk, slower at queue depth 1 on
+	 * tmpfs (every idle worker's armed read wakes for each request).
 	 */
 	bool ring_read;
 };
