@@ -60,21 +60,11 @@ fail() {
 cleanup() {
 	[ -n "$inner_pid" ] && kill -CONT "$inner_pid" 2>/dev/null
 	for pid in $writer $reader; do kill -9 "$pid" 2>/dev/null; done
-	umount -l "$outer" 2>/dev/null
-	umount "$ext4" 2>/dev/null || umount -l "$ext4" 2>/dev/null
-	[ -n "$loop" ] && losetup -d "$loop" 2>/dev/null
-	umount "$inner" 2>/dev/null || umount -l "$inner" 2>/dev/null
-	rm -rf "$work"
+	stallable_store_down
 }
 trap cleanup EXIT
 
-"$bin" -f -o copy "$inner_src" "$inner" &
-inner_pid=$!
-wait_for $WAIT_LIMIT mountpoint -q "$inner" || fail "inner mount did not come up"
-truncate -s 128M "$inner/disk.img" || fail "cannot create the disk image"
-mkfs.ext4 -q -F "$inner/disk.img" || fail "mkfs.ext4 failed"
-loop=$(losetup -f --show "$inner/disk.img") || fail "losetup failed"
-mount -t ext4 -o noatime "$loop" "$ext4" || fail "cannot mount ext4 on $loop"
+stallable_store_up 128M noatime
 dd if=/dev/urandom of="$work/wdata" bs=1M count=1 status=none || fail "cannot make the write's data"
 
 lent() { [ "$(stat_of "$conn" zc_lent_pages)" -gt 0 ]; }

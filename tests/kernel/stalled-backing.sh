@@ -54,22 +54,12 @@ cleanup() {
 	[ -n "$inner_pid" ] && kill -CONT "$inner_pid" 2>/dev/null
 	[ -n "$outer_pid" ] && kill -CONT "$outer_pid" 2>/dev/null
 	for pid in "${readers[@]}"; do kill -9 "$pid" 2>/dev/null; done
-	umount -l "$outer" 2>/dev/null
-	umount "$ext4" 2>/dev/null || umount -l "$ext4" 2>/dev/null
-	[ -n "$loop" ] && losetup -d "$loop" 2>/dev/null
-	umount "$inner" 2>/dev/null || umount -l "$inner" 2>/dev/null
-	rm -rf "$work"
+	stallable_store_down
 }
 trap cleanup EXIT
 
-"$bin" -f -o copy "$inner_src" "$inner" &
-inner_pid=$!
-wait_for $WAIT_LIMIT mountpoint -q "$inner" || fail "inner mount did not come up"
+stallable_store_up 256M
 inner_conn=$(conn_of "$inner")
-truncate -s 256M "$inner/disk.img" || fail "cannot create the disk image"
-mkfs.ext4 -q -F "$inner/disk.img" || fail "mkfs.ext4 failed"
-loop=$(losetup -f --show "$inner/disk.img") || fail "losetup failed"
-mount -t ext4 "$loop" "$ext4" || fail "cannot mount ext4 on $loop"
 dd if=/dev/urandom of="$ext4/data" bs=1M count=64 status=none || fail "cannot write test data"
 sync
 
