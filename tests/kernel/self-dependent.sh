@@ -54,7 +54,18 @@ fail() {
 	exit 1
 }
 
-stuck() { [ "$(stat_of "$1" zc_lent_pages)" -gt 0 ] && [ "$(waiting_of "$1")" -ge 3 ]; }
+# Deadlocked: pages lent, and besides the lent request the one the target's
+# I/O sent back to this connection waiting (the other reader's may be there
+# too, or may have been served before the deadlock), with no lending ending
+# for 2 s.
+stuck() { [ "$(stat_of "$1" zc_lent_pages)" -gt 0 ] && [ "$(waiting_of "$1")" -ge 2 ]; }
+deadlocked() {
+	local before
+	stuck "$1" || return 1
+	before="$(stat_of "$1" zc_completed) $(waiting_of "$1")"
+	sleep 2
+	stuck "$1" && [ "$(stat_of "$1" zc_completed) $(waiting_of "$1")" = "$before" ]
+}
 server_gone() { ! kill -0 "$srv_pid" 2>/dev/null; }
 
 # The server's own fds pin the target (its inodes under src/e), the target
@@ -199,7 +210,7 @@ for round in $(seq 1 "$rounds"); do
 		iflag=direct status=none 2>/dev/null &
 	direct=$!
 	readers+=($direct)
-	wait_for $WAIT_LIMIT stuck "$conn" ||
+	wait_for $WAIT_LIMIT deadlocked "$conn" ||
 		fail "round $round: no deadlock: zc_lent_pages $(stat_of "$conn" zc_lent_pages), waiting $(waiting_of "$conn")"
 	say "round $round: $(stat_of "$conn" zc_lent_pages) pages lent, $(waiting_of "$conn") waiting, the server stuck on itself; aborting"
 	echo 1 > "/sys/fs/fuse/connections/$conn/abort"
