@@ -495,17 +495,6 @@ static void reaper_watch(struct fusezc_worker *w, struct fusezc_worker *cw)
 	reap_locked(w, cw, true);
 }
 
-void fzc_lendings_before_wait(struct fusezc_worker *w)
-{
-	int cancel_state = lend_lock(w);
-
-	fzc_ring_flush(w);
-	reap_locked(w, w, false);
-	if (w->inflight > 0)
-		reaper_watch(w, w);
-	lend_unlock(w, cancel_state);
-}
-
 /* CLOCK_MONOTONIC in ms */
 static int64_t now_ms(void)
 {
@@ -517,17 +506,22 @@ static int64_t now_ms(void)
 
 void fzc_lendings_settle(struct fusezc_worker *w, unsigned int ms)
 {
-	int64_t deadline = now_ms() + ms, left;
+	int64_t deadline = ms ? now_ms() + ms : 0, left;
 	int cancel_state = lend_lock(w);
 
 	fzc_ring_flush(w);
 	reap_locked(w, w, false);
-	while (w->inflight > 0 && w->ring_ready && (left = deadline - now_ms()) > 0 &&
+	while (ms > 0 && w->inflight > 0 && w->ring_ready && (left = deadline - now_ms()) > 0 &&
 	       reap_one_locked(w, w, (int)left, false) > 0)
 		;
 	if (w->inflight > 0)
 		reaper_watch(w, w);
 	lend_unlock(w, cancel_state);
+}
+
+void fzc_lendings_before_wait(struct fusezc_worker *w)
+{
+	fzc_lendings_settle(w, 0);
 }
 
 /* Under w->lend_lock: the reaper no longer watches @w's ring. */
