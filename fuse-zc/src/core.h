@@ -256,6 +256,24 @@ struct fusezc_session {
 	bool helpers_stop;
 	pthread_t helper_threads[FZC_HELPERS_MAX];
 
+	/*
+	 * opts.ring_read: one worker at a time, the leader, reads /dev/fuse
+	 * through its ring; the others wait here.  A read in a ring waits as
+	 * a poll of the device, which every request wakes: with one armed in
+	 * each idle worker's ring, every request would wake them all.  The
+	 * leader keeps the role while it answers a request that cannot block
+	 * (the lendings it prepares go with its next read), and hands it on
+	 * before anything that may (fzc_ring_read_yield()); a leader away
+	 * from /dev/fuse longer than the library allows loses it.
+	 */
+	pthread_mutex_t rr_lock;
+	pthread_cond_t rr_cond;			/* on CLOCK_MONOTONIC */
+	struct fusezc_worker *_Atomic rr_leader;
+	int64_t rr_away_since;			/* ms: the leader left with a
+						 * request; 0 while it reads */
+	unsigned int rr_waiting;
+	_Atomic uint64_t rr_handoffs, rr_takeovers;
+
 	/* Loop. */
 	atomic_bool looping;
 	atomic_bool init_reported;	/* opts.init_done called */

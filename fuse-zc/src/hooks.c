@@ -279,13 +279,22 @@ ssize_t fzc_io_read(int fd, void *buf, size_t len, void *userdata)
 	w = fzc_tls_worker;
 	if (w != NULL && ring_read_ok(w, fd)) {
 		res = fzc_lendings_read_request(w, fd, buf, len);
+		/* the one reader keeps the role while it answers what cannot
+		 * block: its lendings go with its next read */
+		if (res < (ssize_t)sizeof(*in) || may_block(in->opcode))
+			fzc_ring_read_yield(w);
+		else
+			fzc_ring_read_away(w);
 		if (res < 0) {
 			errno = (int)-res;
 			return -1;
 		}
 	} else {
-		if (w != NULL && (w->inflight > 0 || w->sq_deferred > 0))
-			fzc_lendings_before_wait(w);
+		if (w != NULL) {
+			fzc_ring_read_yield(w);
+			if (w->inflight > 0 || w->sq_deferred > 0)
+				fzc_lendings_before_wait(w);
+		}
 		res = read(fd, buf, len);
 	}
 	if (res < (ssize_t)sizeof(*in))

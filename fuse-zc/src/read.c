@@ -56,6 +56,7 @@ static int reply_copy_raw(struct fusezc_worker *w, int devfd, uint64_t unique,
 	ssize_t n;
 	int res;
 
+	fzc_ring_read_yield(w);	/* a backing file may be slow */
 	n = buf ? fzc_pread_full(fd, buf, size, off) : -ENOMEM;
 	if (n < 0)
 		return fzc_reply_error(devfd, unique, (int)n);
@@ -182,6 +183,7 @@ int fzc_answer_read(struct fusezc_worker *w, int devfd, uint64_t unique,
 
 	if (fzc_lend_async(w, devfd, unique, rr->fd, rr->off, size, false, read_lend_done))
 		return 0;
+	fzc_ring_read_yield(w);	/* a synchronous lending waits for a device */
 	if (w->inflight > 0)
 		fzc_lendings_drain(w);	/* the synchronous lending waits for its own CQE */
 	l.len = (unsigned int)size;

@@ -343,6 +343,8 @@ bool fzc_lend_async(struct fusezc_worker *w, int devfd, uint64_t unique, int fd,
 	}
 	cancel_state = lend_lock(w);
 	reap_locked(w, w, false);
+	if (FZC_INFLIGHT_MAX - w->inflight < n)
+		fzc_ring_read_yield(w);	/* it waits for a device */
 	while (FZC_INFLIGHT_MAX - w->inflight < n &&
 	       reap_one_locked(w, w, FZC_WAIT_FOREVER, false) > 0)
 		;
@@ -544,6 +546,7 @@ void fzc_lendings_drain(struct fusezc_worker *w)
 {
 	int cancel_state;
 
+	fzc_ring_read_yield(w);
 	cancel_state = lend_lock(w);
 	reap_locked(w, w, true);
 	wait_handed_off(w);
@@ -589,11 +592,102 @@ static void devread_cancel(void *arg)
 	lend_unlock(w, cancel_state);
 }
 
+/*
+ * A leader that left /dev/fuse with a request this long ago is taken to
+ * be blocked in a handler (one that does not answer through the library,
+ * or a write that came with its data to a slow file): a waiting worker
+ * takes its place.  What the library knows may block hands the role on
+ * at once.
+ */
+#define RR_TAKEOVER_MS	100
+
+void fzc_ring_read_yield(struct fusezc_worker *w)
+{
+	struct fusezc_session *zs = w->zs;
+
+	if (zs == NULL || atomic_load_explicit(&zs->rr_leader, memory_order_relaxed) != w)
+		return;
+	pthread_mutex_lock(&zs->rr_lock);
+	if (atomic_load(&zs->rr_leader) == w) {
+		atomic_store(&zs->rr_leader, NULL);
+		zs->rr_away_since = 0;
+		if (zs->rr_waiting > 0) {
+			pthread_cond_signal(&zs->rr_cond);
+			fzc_add(&zs->rr_handoffs, 1);
+		}
+	}
+	pthread_mutex_unlock(&zs->rr_lock);
+}
+
+void fzc_ring_read_away(struct fusezc_worker *w)
+{
+	struct fusezc_session *zs = w->zs;
+
+	pthread_mutex_lock(&zs->rr_lock);
+	if (atomic_load(&zs->rr_leader) == w)
+		zs->rr_away_since = now_ms() | 1;	/* never 0 */
+	pthread_mutex_unlock(&zs->rr_lock);
+}
+
+static void rr_wait_cancelled(void *arg)
+{
+	struct fusezc_session *zs = arg;
+
+	zs->rr_waiting--;
+	pthread_mutex_unlock(&zs->rr_lock);
+}
+
+/*
+ * Wait to be the leader.  A follower's lendings go on meanwhile: submitted
+ * now, and answered by the reaper.  Cancellable while it waits.
+ */
+static void rr_lead(struct fusezc_worker *w)
+{
+	struct fusezc_session *zs = w->zs;
+	struct fusezc_worker *leader;
+	bool handed_over = false;
+	struct timespec until;
+	int64_t t;
+
+	pthread_mutex_lock(&zs->rr_lock);
+	for (;;) {
+		leader = atomic_load(&zs->rr_leader);
+		if (leader == NULL || leader == w)
+			break;
+		t = now_ms();
+		if (zs->rr_away_since != 0 && t - zs->rr_away_since >= RR_TAKEOVER_MS) {
+			fzc_add(&zs->rr_takeovers, 1);
+			break;
+		}
+		if (!handed_over) {
+			pthread_mutex_unlock(&zs->rr_lock);
+			if (w->inflight > 0 || w->sq_deferred > 0)
+				fzc_lendings_before_wait(w);
+			handed_over = true;
+			pthread_mutex_lock(&zs->rr_lock);
+			continue;
+		}
+		t += zs->rr_away_since != 0 ? RR_TAKEOVER_MS - (t - zs->rr_away_since) :
+		     RR_TAKEOVER_MS;
+		until.tv_sec = t / 1000;
+		until.tv_nsec = (t % 1000) * 1000000;
+		zs->rr_waiting++;
+		pthread_cleanup_push(rr_wait_cancelled, zs);
+		pthread_cond_timedwait(&zs->rr_cond, &zs->rr_lock, &until);
+		pthread_cleanup_pop(0);
+		zs->rr_waiting--;
+	}
+	atomic_store(&zs->rr_leader, w);
+	zs->rr_away_since = 0;
+	pthread_mutex_unlock(&zs->rr_lock);
+}
+
 ssize_t fzc_lendings_read_request(struct fusezc_worker *w, int fd, void *buf, size_t len)
 {
 	unsigned int wait_nr;
 	int cancel_state, err = 0;
 
+	rr_lead(w);
 	cancel_state = lend_lock(w);
 	reaper_unwatch(w);	/* this thread answers its CQEs while it waits */
 	reap_locked(w, w, false);

@@ -34,10 +34,18 @@ void fzc_lendings_drain(struct fusezc_worker *w);
 /*
  * opts.ring_read: read the next request from /dev/fuse @fd into @buf
  * through @w's ring, submitting the lendings prepared since the last
- * submission with it, and answer @w's CQEs while waiting.  Bytes read or
- * -errno (the read's, or the ring's).
+ * submission with it, and answer @w's CQEs while waiting; first wait to
+ * be the session's one reader (see zs->rr_leader).  Bytes read or -errno
+ * (the read's, or the ring's).
  */
 ssize_t fzc_lendings_read_request(struct fusezc_worker *w, int fd, void *buf, size_t len);
+/*
+ * opts.ring_read: @w, which read its request as the leader, hands the role
+ * on (it is about to do what may block; a no-op for any other worker) ...
+ */
+void fzc_ring_read_yield(struct fusezc_worker *w);
+/* ... or keeps it while it answers a request that cannot block. */
+void fzc_ring_read_away(struct fusezc_worker *w);
 /* End the reaper thread (the loop has ended; nothing is in flight). */
 void fzc_reaper_stop(struct fusezc_session *zs);
 

@@ -15,6 +15,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* libfuse's FUSE_LOOP_MT_MAX_THREADS: its setters ignore larger values. */
 #define FZC_LOOP_MAX_THREADS	(100U * 1000)
@@ -82,10 +83,23 @@ int fusezc_session_new_versioned(struct fuse_session *se,
 	pthread_mutex_init(&zs->limits_lock, NULL);
 	pthread_cond_init(&zs->handoff_cond, NULL);
 	pthread_cond_init(&zs->handoff_done, NULL);
+	pthread_mutex_init(&zs->rr_lock, NULL);
+	{
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&zs->rr_cond, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	zs->reaper_epfd = zs->reaper_stopfd = -1;
 
 	res = fzc_hooks_install(se, fd);
 	if (res != 0) {
+		pthread_cond_destroy(&zs->rr_cond);
+		pthread_mutex_destroy(&zs->rr_lock);
+		pthread_cond_destroy(&zs->handoff_done);
+		pthread_cond_destroy(&zs->handoff_cond);
 		pthread_mutex_destroy(&zs->limits_lock);
 		pthread_mutex_destroy(&zs->refused_lock);
 		pthread_mutex_destroy(&zs->reaper_lock);
@@ -106,6 +120,8 @@ void fusezc_session_destroy(struct fusezc_session *zs)
 	fzc_reaper_stop(zs);
 	fzc_workers_free_retired(zs);
 	fzc_requests_destroy(&zs->requests);
+	pthread_cond_destroy(&zs->rr_cond);
+	pthread_mutex_destroy(&zs->rr_lock);
 	pthread_cond_destroy(&zs->handoff_done);
 	pthread_cond_destroy(&zs->handoff_cond);
 	pthread_mutex_destroy(&zs->limits_lock);

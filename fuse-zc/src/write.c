@@ -257,6 +257,7 @@ int fzc_answer_write(struct fusezc_worker *w, int devfd, uint64_t unique,
 		return reply_written(devfd, unique, 0);
 	if (fzc_lend_async(w, devfd, unique, wr->fd, wr->off, ri.size, true, write_lend_done))
 		return 0;
+	fzc_ring_read_yield(w);	/* a synchronous lending waits for a device */
 	/*
 	 * Synchronously (sync_lending, no kernel answers, a clone without the
 	 * library's reference, a file refused for good: its memfd fallback,

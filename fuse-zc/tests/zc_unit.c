@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stddef.h>
@@ -1378,6 +1379,184 @@ static void test_may_block_no_wait(void)
 }
 
 /*
+ * opts.ring_read, one reader at a time: a read armed in a ring is a poll of
+ * /dev/fuse that every request wakes, so with one in each idle worker's
+ * ring every request woke them all (server context switches per FUSE_READ
+ * 1.17 -> 1.97 at queue depth 1).  Workers that read through their ring
+ * take turns: never two in the read at once; a leader that goes to a
+ * handler that may block hands the role on at once, one that stays away
+ * with a request loses it after a while; a waiting worker can be
+ * cancelled.  The fake ring read takes a byte from a pipe for a request.
+ */
+static struct {
+	int req[2];			/* a byte: a request for the reader */
+	atomic_int readers, max_readers;
+	atomic_int got[2];
+	sem_t blocked;			/* a "handler" that does not return */
+} rr;
+
+static int rr_fake_read_dev(struct fusezc_worker *w, int fd, void *buf, size_t len,
+			    unsigned int wait_nr, unsigned int timeout_us)
+{
+	struct pollfd pfd = { .fd = rr.req[0], .events = POLLIN };
+	int n, in = atomic_fetch_add(&rr.readers, 1) + 1, max, cs;
+	char c;
+
+	(void)fd;
+	(void)wait_nr;
+	max = atomic_load(&rr.max_readers);
+	while (in > max && !atomic_compare_exchange_weak(&rr.max_readers, &max, in))
+		;
+	/* like io_uring_enter(), no cancellation point */
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cs);
+	n = poll(&pfd, 1, (int)(timeout_us / 1000));
+	if (n == 1 && read(rr.req[0], &c, 1) == 1) {
+		memset(buf, 0, len);
+		pthread_mutex_lock(&w->lend_lock);
+		w->devread_done = true;
+		w->devread_res = (int)sizeof(struct fuse_in_header);
+		pthread_mutex_unlock(&w->lend_lock);
+	}
+	atomic_fetch_sub(&rr.readers, 1);
+	pthread_setcancelstate(cs, NULL);
+	return n == 1 ? 0 : -ETIME;
+}
+
+enum rr_handler { RR_QUICK, RR_YIELD_AND_BLOCK, RR_AWAY_AND_BLOCK };
+struct rr_worker {
+	struct fusezc_worker w;
+	int idx;
+	enum rr_handler handler;
+	pthread_t t;
+};
+
+static void *rr_worker_main(void *arg)
+{
+	struct rr_worker *rw = arg;
+	char buf[256];
+
+	for (;;) {
+		if (fzc_lendings_read_request(&rw->w, 0, buf, sizeof(buf)) <= 0)
+			continue;
+		atomic_fetch_add(&rr.got[rw->idx], 1);
+		switch (rw->handler) {
+		case RR_QUICK:
+			fzc_ring_read_away(&rw->w);
+			break;
+		case RR_YIELD_AND_BLOCK:
+			fzc_ring_read_yield(&rw->w);
+			sem_wait(&rr.blocked);
+			break;
+		case RR_AWAY_AND_BLOCK:
+			fzc_ring_read_away(&rw->w);
+			sem_wait(&rr.blocked);
+			break;
+		}
+	}
+	return NULL;
+}
+
+/* wait up to 10 s for @cond */
+#define RR_EVENTUALLY(cond) do {					\
+	for (int i_ = 0; i_ < 1000 && !(cond); i_++)			\
+		usleep(10 * 1000);					\
+	CHECK(cond);							\
+} while (0)
+
+static void rr_request(void)
+{
+	CHECK(write(rr.req[1], "r", 1) == 1);
+}
+
+static void test_ring_read_one_reader(void)
+{
+	static struct fzc_kernel_ops kops;
+	const struct fzc_kernel_ops *saved = fzc_kops;
+	static struct fusezc_session zs;
+	static struct rr_worker rw[2];
+	pthread_condattr_t ca;
+	int before;
+
+	kops = *fzc_kops;
+	kops.ring_read_dev = rr_fake_read_dev;
+	fzc_kops = &kops;
+	memset(&zs, 0, sizeof(zs));
+	memset(&rr, 0, sizeof(rr));
+	CHECK(pipe2(rr.req, O_CLOEXEC) == 0);
+	sem_init(&rr.blocked, 0, 0);
+	pthread_mutex_init(&zs.rr_lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&zs.rr_cond, &ca);
+	pthread_mutex_init(&zs.reaper_lock, NULL);
+	zs.reaper_epfd = zs.reaper_stopfd = -1;
+	for (int i = 0; i < 2; i++) {
+		memset(&rw[i], 0, sizeof(rw[i]));
+		rw[i].idx = i;
+		rw[i].w.zs = &zs;
+		rw[i].w.ring_ready = true;
+		rw[i].w.ring.ring_fd = -1;
+		rw[i].w.memfd = -1;
+		rw[i].w.devref = -1;
+		pthread_mutex_init(&rw[i].w.lend_lock, NULL);
+		rw[i].handler = RR_QUICK;
+		CHECK(pthread_create(&rw[i].t, NULL, rr_worker_main, &rw[i]) == 0);
+	}
+
+	/* taking turns: one reads, the other waits for the role */
+	RR_EVENTUALLY(atomic_load(&rr.readers) == 1 && zs.rr_waiting == 1);
+	for (int i = 0; i < 200; i++)
+		rr_request();
+	RR_EVENTUALLY(atomic_load(&rr.got[0]) + atomic_load(&rr.got[1]) == 200);
+	if (atomic_load(&rr.max_readers) != 1)
+		fprintf(stderr, "ring_read_one_reader: %d workers read /dev/fuse at once\n",
+			atomic_load(&rr.max_readers));
+	CHECK(atomic_load(&rr.max_readers) == 1);
+
+	/* a leader off to a handler that may block hands the role on at once */
+	before = atomic_load(&rr.got[0]) + atomic_load(&rr.got[1]);
+	rw[0].handler = rw[1].handler = RR_YIELD_AND_BLOCK;
+	rr_request();
+	RR_EVENTUALLY(atomic_load(&rr.got[0]) + atomic_load(&rr.got[1]) == before + 1);
+	RR_EVENTUALLY(atomic_load(&rr.readers) == 1);
+	CHECK(atomic_load(&zs.rr_handoffs) >= 1 && atomic_load(&zs.rr_takeovers) == 0);
+	rw[0].handler = rw[1].handler = RR_AWAY_AND_BLOCK;
+	rr_request();
+	RR_EVENTUALLY(atomic_load(&rr.got[0]) + atomic_load(&rr.got[1]) == before + 2);
+	/* both in a "handler" now: nobody reads */
+	usleep(300 * 1000);
+	CHECK(atomic_load(&rr.readers) == 0);
+	/* the first comes back; the one that stays away loses the role */
+	rw[0].handler = rw[1].handler = RR_QUICK;
+	sem_post(&rr.blocked);
+	RR_EVENTUALLY(atomic_load(&rr.readers) == 1);
+	if (atomic_load(&zs.rr_takeovers) != 1)
+		fprintf(stderr, "ring_read_one_reader: a leader away with a request kept the role\n");
+	CHECK(atomic_load(&zs.rr_takeovers) == 1);
+	rr_request();
+	RR_EVENTUALLY(atomic_load(&rr.got[0]) + atomic_load(&rr.got[1]) == before + 3);
+
+	/* the blocked one returns and waits for the role; cancel both */
+	sem_post(&rr.blocked);
+	RR_EVENTUALLY(atomic_load(&rr.readers) == 1 && zs.rr_waiting == 1);
+	for (int i = 0; i < 2; i++) {
+		struct timespec deadline;
+
+		pthread_cancel(rw[i].t);
+		clock_gettime(CLOCK_REALTIME, &deadline);
+		deadline.tv_sec += 10;
+		CHECK(pthread_timedjoin_np(rw[i].t, NULL, &deadline) == 0);
+	}
+	CHECK(zs.rr_waiting == 0);
+	CHECK(atomic_load(&rr.readers) == 0);
+	CHECK(pthread_mutex_trylock(&zs.rr_lock) == 0);
+	pthread_mutex_unlock(&zs.rr_lock);
+	close(rr.req[0]);
+	close(rr.req[1]);
+	fzc_kops = saved;
+}
+
+/*
  * Item 11: a refusal that is the file's for good (EXDEV: a backing file on
  * FUSE or a stacked file system) is remembered for that file, so its next
  * reads are copied without a lending; another file, or another file that
@@ -2546,6 +2725,7 @@ int main(void)
 		{ "ring_cq_size", test_ring_cq_size },
 		{ "ring_failed_rewatch", test_ring_failed_rewatch },
 		{ "may_block_no_wait", test_may_block_no_wait },
+		{ "ring_read_one_reader", test_ring_read_one_reader },
 		{ "refused_file", test_refused_file },
 		{ "reaper_hands_off", test_reaper_hands_off },
 		{ "no_blocking_handler_with_lendings", test_no_blocking_handler_with_lendings },
