@@ -139,11 +139,16 @@ struct fusezc_options {
 	 * that submits the lendings of the requests it has just answered: one
 	 * system call a request instead of a read(2) and an io_uring_enter().
 	 * The worker answers its own lendings' CQEs while it waits (no
-	 * reaper).  Needs a kernel whose /dev/fuse reads honour IOCB_NOWAIT
-	 * (the fuse-zc series' patch 43); on others a read can sleep inside
-	 * io_uring_enter() until the next request.  Off by default: measured
-	 * faster at queue depth 16 and on a disk, slower at queue depth 1 on
-	 * tmpfs (every idle worker's armed read wakes for each request).
+	 * reaper).  One worker of the session reads at a time (a read armed
+	 * in a ring is a poll that every request wakes); it keeps the role
+	 * while it answers READ, WRITE, INTERRUPT and FORGET, and hands it on
+	 * before anything else, or before the library blocks for it; a READ
+	 * or WRITE handler that blocks on its own holds other requests up
+	 * until another worker takes over, after 100 ms.  Needs a kernel
+	 * whose /dev/fuse reads honour IOCB_NOWAIT (the fuse-zc series'
+	 * patch 43); on others a read can sleep inside io_uring_enter() until
+	 * the next request.  Off by default (docs/performance.md, "One system
+	 * call per request").
 	 */
 	bool ring_read;
 };
