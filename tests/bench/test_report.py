@@ -134,3 +134,28 @@ def test_every_workload_is_known_everywhere():
         jobs = subprocess.run(["bash", "-c", f'. "{HERE}/rows.sh"; bench_wl_jobs {wl} 1 4'],
                               capture_output=True, text=True, check=True).stdout.split()
         assert jobs == ["1"], (wl, jobs)
+
+
+def test_issue_26_goals(tmp_path):
+    """Issue 26's goals: context switches per FUSE_READ against splice's on
+    tmpfs, 4 KiB QD1 latency against the lower of copy's and splice's,
+    upstream's shape at 1.5x copy, 1 MiB O_DIRECT disk writes at 0.95x
+    passthrough, and the read goals again for -o ring_read."""
+    rows = [row("tmpfs", "qd1-4k", "copy", 10.0, cpu=4.0, p50=60, ctx=1024),
+            row("tmpfs", "qd1-4k", "splice", 12.0, cpu=4.0, p50=80, ctx=1200),
+            row("tmpfs", "qd1-4k", "zerocopy", 11.0, cpu=4.0, p50=75, ctx=2048),
+            row("tmpfs", "qd1-4k", "zerocopy-rr", 13.0, cpu=4.0, p50=50, ctx=1024),
+            row("disk", "up-1m", "copy", 100.0, cpu=4.0),
+            row("disk", "up-1m", "zerocopy", 160.0, cpu=4.0),
+            row("disk", "wdio-1m", "passthrough", 100.0),
+            row("disk", "wdio-1m", "zerocopy", 93.0, cpu=1.0)]
+    out, _ = run_report(tmp_path, rows)
+    # p50: the lower of copy's 60 and splice's 80 µs, over zerocopy's 75
+    assert "tmpfs qd1-4k j1: 0.80 ✗" in goal_line(out, "4 KiB QD1: zerocopy p50")
+    # 1200 / 2048 switches per 1024 FUSE_READs
+    assert "tmpfs qd1-4k j1: 0.59 ✗" in goal_line(out, "tmpfs: zerocopy server ctxsw")
+    assert goal_line(out, "upstream's shape").endswith("disk up-1m j1: 1.60 | yes |")
+    assert "disk wdio-1m j1: 0.93 ✗" in goal_line(out, "disk: zerocopy ≥ 0.95× kernel passthrough, 1 MiB O_DIRECT")
+    assert goal_line(out, "-o ring_read: zerocopy-rr").endswith("tmpfs qd1-4k j1: 1.08 | yes |")
+    assert "tmpfs qd1-4k j1: 1.20" in goal_line(out, "-o ring_read, 4 KiB QD1")
+    assert "tmpfs qd1-4k j1: 1.17" in goal_line(out, "-o ring_read, tmpfs")
