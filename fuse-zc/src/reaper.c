@@ -667,8 +667,8 @@ static void rr_lead(struct fusezc_worker *w)
 			pthread_mutex_lock(&zs->rr_lock);
 			continue;
 		}
-		t += zs->rr_away_since != 0 ? RR_TAKEOVER_MS - (t - zs->rr_away_since) :
-		     RR_TAKEOVER_MS;
+		/* until the leader has been away long enough, or to look again */
+		t = (zs->rr_away_since != 0 ? zs->rr_away_since : t) + RR_TAKEOVER_MS;
 		until.tv_sec = t / 1000;
 		until.tv_nsec = (t % 1000) * 1000000;
 		zs->rr_waiting++;
