@@ -638,6 +638,19 @@ static void rr_wait_cancelled(void *arg)
 }
 
 /*
+ * Apart from rr_lead(): the cleanup handler's setjmp() would make the
+ * compiler doubt every local variable of its caller (-Wclobbered).
+ */
+static void rr_wait_until(struct fusezc_session *zs, const struct timespec *until)
+{
+	zs->rr_waiting++;
+	pthread_cleanup_push(rr_wait_cancelled, zs);
+	pthread_cond_timedwait(&zs->rr_cond, &zs->rr_lock, until);
+	pthread_cleanup_pop(0);
+	zs->rr_waiting--;
+}
+
+/*
  * Wait to be the leader.  A follower's lendings go on meanwhile: submitted
  * now, and answered by the reaper.  Cancellable while it waits.
  */
@@ -671,11 +684,7 @@ static void rr_lead(struct fusezc_worker *w)
 		t = (zs->rr_away_since != 0 ? zs->rr_away_since : t) + RR_TAKEOVER_MS;
 		until.tv_sec = t / 1000;
 		until.tv_nsec = (t % 1000) * 1000000;
-		zs->rr_waiting++;
-		pthread_cleanup_push(rr_wait_cancelled, zs);
-		pthread_cond_timedwait(&zs->rr_cond, &zs->rr_lock, &until);
-		pthread_cleanup_pop(0);
-		zs->rr_waiting--;
+		rr_wait_until(zs, &until);
 	}
 	atomic_store(&zs->rr_leader, w);
 	zs->rr_away_since = 0;
