@@ -61,7 +61,6 @@ def parse(path, runs):
                 continue
             key = (cell["workload"], cell["backing"], int(cell["jobs"]), cell["mode"])
             rows[key] = {
-                "run": run,
                 "median": float(mb.group(1)),
                 "min": float(mb.group(2)),
                 "max": float(mb.group(3)),
